@@ -1,0 +1,117 @@
+//! `covidct data inspect | split | fetch`.
+
+use crate::cli::{DatasetArgs, InspectArgs, SplitArgs};
+use crate::config::ConfigFile;
+use crate::progress;
+use anyhow::Result;
+use covidct_data::{
+    Analysis, InspectConfig, InspectReport, SplitConfig, SplitStrategy, FolderLayout,
+    leakage_table, measure_leakage, scan_dataset, split_dataset,
+};
+use covidct_imaging::DecodeOptions;
+use std::time::Instant;
+
+/// Scans and decodes the whole dataset once, with a progress bar.
+pub fn analyze(config: &ConfigFile, dataset: &DatasetArgs) -> Result<Analysis> {
+    let decode: DecodeOptions = config.resolve("decode", &dataset.decode)?;
+    let started = Instant::now();
+    let scan = scan_dataset(&dataset.dir, dataset.skip_invalid)?;
+    let bar = progress::bar(scan.files.len(), "decoding");
+    let analysis = Analysis::run(scan, &decode, &|| bar.inc(1));
+    bar.finish_and_clear();
+    tracing::info!(
+        images = analysis.records.len(),
+        invalid = analysis.invalid.len(),
+        skipped = analysis.scan.problems.len(),
+        seconds = started.elapsed().as_secs_f32(),
+        "dataset decoded"
+    );
+    for problem in &analysis.scan.problems {
+        tracing::warn!(path = %problem.path, "{}", problem.reason);
+    }
+    Ok(analysis)
+}
+
+/// `covidct data inspect`: returns the process exit code.
+pub fn inspect(config: &ConfigFile, args: &InspectArgs) -> Result<i32> {
+    let settings: InspectConfig = config.resolve("data.inspect", &args.settings)?;
+    let analysis = analyze(config, &args.dataset)?;
+    let report = InspectReport::build(&analysis, &settings);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(if args.deny_warnings && report.has_warnings() { 3 } else { 0 })
+}
+
+/// `covidct data split`.
+pub fn split(config: &ConfigFile, args: &SplitArgs) -> Result<()> {
+    let settings: SplitConfig = config.resolve("data.split", &args.settings)?;
+    let analysis = analyze(config, &args.dataset)?;
+    analysis.require_usable(args.dataset.skip_invalid)?;
+    let manifest = split_dataset(&analysis, &settings)?;
+    manifest.write(&args.out)?;
+    tracing::info!(
+        out = %args.out.display(),
+        strategy = settings.strategy.as_str(),
+        groups = manifest.group_count(),
+        "manifest written"
+    );
+    let leakage = if args.report {
+        let mut strategies = vec![SplitStrategy::Blocks, SplitStrategy::Similarity, SplitStrategy::Random];
+        if analysis.scan.layout == FolderLayout::SplitFolders {
+            strategies.push(SplitStrategy::Folders);
+        }
+        if settings.groups_csv.is_some() {
+            strategies.push(SplitStrategy::Manifest);
+        }
+        let mut summaries = Vec::new();
+        for strategy in strategies {
+            let candidate = if strategy == settings.strategy {
+                manifest.clone()
+            } else {
+                split_dataset(&analysis, &SplitConfig { strategy, ..settings.clone() })?
+            };
+            summaries.push(measure_leakage(strategy.as_str(), &analysis, &candidate));
+        }
+        Some(summaries)
+    } else {
+        None
+    };
+    if args.json {
+        let summary = serde_json::json!({
+            "out": args.out,
+            "strategy": settings.strategy,
+            "settings": settings,
+            "dataset_fingerprint": analysis.fingerprint(),
+            "groups": manifest.group_count(),
+            "counts": manifest.counts(),
+            "skipped": analysis.invalid,
+            "leakage": leakage,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "Wrote {} ({} images, {} groups, strategy {}, seed {}, dataset fingerprint {})",
+            args.out.display(),
+            manifest.rows.len(),
+            manifest.group_count(),
+            settings.strategy.as_str(),
+            settings.seed,
+            analysis.fingerprint()
+        );
+        for (split, labels) in manifest.counts() {
+            let parts: Vec<String> = labels.iter().map(|(l, n)| format!("{l} {n}")).collect();
+            println!("  {:<5} {}", split.as_str(), parts.join(", "));
+        }
+        for problem in &analysis.invalid {
+            println!("  skipped {}: {}", problem.path, problem.reason);
+        }
+        if let Some(summaries) = &leakage {
+            println!();
+            print!("{}", leakage_table(summaries));
+        }
+    }
+    Ok(())
+}

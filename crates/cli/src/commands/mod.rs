@@ -1,0 +1,3 @@
+//! One function per subcommand: resolve settings, call the libraries, print results.
+
+pub mod data;

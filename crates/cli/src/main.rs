@@ -1,0 +1,40 @@
+//! `covidct`: the command-line entry point. It parses arguments, sets up logging and
+//! configuration, and hands each subcommand to the libraries.
+
+mod cli;
+mod commands;
+mod config;
+mod logging;
+mod progress;
+
+use clap::Parser;
+use cli::{BenchCommand, Cli, Command, DataCommand};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(2);
+    }
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let config = config::ConfigFile::load(cli.config.as_deref())?;
+    match &cli.command {
+        Command::Data(DataCommand::Inspect(args)) => {
+            Ok(commands::data::inspect(&config, args)? as u8)
+        }
+        Command::Data(DataCommand::Split(args)) => commands::data::split(&config, args).map(|_| 0),
+        Command::Data(DataCommand::Fetch(_)) => anyhow::bail!("fetch: not wired yet"),
+        Command::Bench(BenchCommand::Data(_)) => anyhow::bail!("bench: not wired yet"),
+    }
+}

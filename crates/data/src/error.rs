@@ -1,0 +1,96 @@
+//! Errors of dataset handling; every one names the file, folder or field at fault.
+
+use std::path::PathBuf;
+
+/// Why a dataset operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The dataset root is missing or not a folder.
+    #[error("dataset folder {path}: {reason}")]
+    Root {
+        /// The folder given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The folder layout does not describe a classification dataset.
+    #[error("dataset folder {path}: {reason}")]
+    Layout {
+        /// The folder at fault.
+        path: PathBuf,
+        /// What is wrong with its layout.
+        reason: String,
+    },
+    /// Files that could not be used (without `--skip-invalid`).
+    #[error("{} invalid file(s) in the dataset (use --skip-invalid to continue without them):\n{}", .0.len(), render_problems(.0))]
+    InvalidFiles(Vec<crate::Problem>),
+    /// A manifest or user CSV is malformed or inconsistent.
+    #[error("{path}: {reason}")]
+    Manifest {
+        /// The CSV file at fault.
+        path: PathBuf,
+        /// Row and field at fault, and why.
+        reason: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid setting `{field}`: {reason}")]
+    Config {
+        /// The setting at fault.
+        field: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn render_problems(problems: &[crate::Problem]) -> String {
+    const SHOWN: usize = 20;
+    let mut text: Vec<String> = problems
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("  {}: {}", p.path, p.reason))
+        .collect();
+    if problems.len() > SHOWN {
+        text.push(format!("  … and {} more", problems.len() - SHOWN));
+    }
+    text.join("\n")
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// crash or error never leaves a half-written file where a good one was.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), DataError> {
+    use std::io::Write;
+    let io_error = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&folder).map_err(io_error)?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let temp_name = format!(
+        ".{}.tmp-{}",
+        file_name.unwrap_or_else(|| "output".into()),
+        std::process::id()
+    );
+    let temp_path = folder.join(temp_name);
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp_path)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp_path, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp_path);
+    }
+    result.map_err(io_error)
+}

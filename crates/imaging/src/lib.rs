@@ -1,0 +1,25 @@
+//! Image handling for covidct, independent of any deep-learning framework.
+//!
+//! Every file, whatever its format, channel layout or bit depth, is decoded into one canonical
+//! layout ([`GreyImage`]: 8-bit, single channel) before anything else sees it, so that the file
+//! format can never leak into a model. The original layout is kept as metadata
+//! ([`SourceInfo`]) for dataset audits.
+
+mod augment;
+mod decode;
+mod dicom;
+mod hash;
+mod preprocess;
+mod types;
+
+pub use augment::{AugmentConfig, augment, sample_rng};
+pub use decode::{
+    DecodeError, DecodeErrorKind, DecodeOptions, HuWindow, MEMORY_PATH, decode_bytes,
+    decode_bytes_named, decode_file, format_hint_from_path, probe_bytes, probe_file,
+};
+pub use hash::{
+    ContentHash, PerceptualHash, THUMBNAIL_SIDE, Thumbnail, content_hash, perceptual_hash,
+    thumbnail,
+};
+pub use preprocess::{PreprocessConfig, ResizeMode, normalize_into, resize_square};
+pub use types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};

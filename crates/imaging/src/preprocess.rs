@@ -1,0 +1,358 @@
+//! Resizing to the network's square input and normalisation.
+//!
+//! Resizing uses a separable triangle (tent) filter whose support widens with the downscale
+//! factor, as in Pillow's antialiased `BILINEAR`: every source pixel contributes when shrinking,
+//! so thin structures do not alias away; when enlarging it is plain bilinear interpolation. The
+//! filter taps are computed once per axis and the two passes run over contiguous rows.
+
+use crate::types::GreyImage;
+use serde::{Deserialize, Serialize};
+
+/// How a non-square image becomes square.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Keep the aspect ratio: scale the long side to the target, pad the rest with black.
+    #[default]
+    Pad,
+    /// Scale both sides to the target, distorting the aspect ratio.
+    Stretch,
+}
+
+/// Preprocessing applied identically in training, evaluation and serving.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PreprocessConfig {
+    /// Side of the square network input in pixels.
+    pub size: u32,
+    /// Pad or stretch.
+    pub resize: ResizeMode,
+    /// Mean subtracted after scaling intensities to [0, 1].
+    pub mean: f32,
+    /// Standard deviation divided by after subtracting the mean.
+    pub std: f32,
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        Self {
+            size: 224,
+            resize: ResizeMode::Pad,
+            mean: 0.5,
+            std: 0.5,
+        }
+    }
+}
+
+/// Resizes to `size`×`size` with the given mode.
+///
+/// [`ResizeMode::Pad`] scales the long side to `size` (the short side to the rounded
+/// proportional length, at least one pixel) and centres the result on black;
+/// [`ResizeMode::Stretch`] scales both sides to `size`. An empty or malformed input (pixel
+/// buffer not `width * height` long) gives an all-black image; `size == 0` gives an empty one.
+pub fn resize_square(image: &GreyImage, size: u32, mode: ResizeMode) -> GreyImage {
+    let (width, height) = (image.width, image.height);
+    let well_formed = image.pixels.len() as u64 == u64::from(width) * u64::from(height)
+        && width > 0
+        && height > 0;
+    if size == 0 || !well_formed {
+        return GreyImage::filled(size, size, 0);
+    }
+    let (new_width, new_height) = match mode {
+        ResizeMode::Stretch => (size, size),
+        ResizeMode::Pad => padded_extent(width, height, size),
+    };
+    let resized = resize_exact(image, new_width, new_height);
+    if new_width == size && new_height == size {
+        return resized;
+    }
+    let side = size as usize;
+    let (left, top) = (
+        (side - new_width as usize) / 2,
+        (side - new_height as usize) / 2,
+    );
+    let mut out = GreyImage::filled(size, size, 0);
+    for (row, src) in resized.pixels.chunks_exact(new_width as usize).enumerate() {
+        let start = (top + row) * side + left;
+        out.pixels[start..start + src.len()].copy_from_slice(src);
+    }
+    out
+}
+
+/// The size of the scaled image inside a `size`² square when the aspect ratio is kept.
+fn padded_extent(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let short = |short: u32, long: u32| {
+        let scaled = (f64::from(short) * f64::from(size) / f64::from(long)).round();
+        (scaled as u32).clamp(1, size)
+    };
+    if width >= height {
+        (size, short(height, width))
+    } else {
+        (short(width, height), size)
+    }
+}
+
+/// Filter taps of one output sample along one axis.
+struct Tap {
+    /// First source index.
+    start: usize,
+    /// Offset of the first weight in [`Taps::weights`].
+    offset: usize,
+    /// Number of weights.
+    len: usize,
+}
+
+/// Normalised triangle-filter weights mapping `src` samples onto `dst` samples.
+struct Taps {
+    taps: Vec<Tap>,
+    weights: Vec<f32>,
+}
+
+impl Taps {
+    fn triangle(src: usize, dst: usize) -> Self {
+        let scale = src as f64 / dst as f64;
+        let filter_scale = scale.max(1.0);
+        let support = filter_scale; // the triangle's radius is one source pixel, scaled.
+        let mut taps = Vec::with_capacity(dst);
+        let mut weights = Vec::with_capacity(dst * (2 * support.ceil() as usize + 2));
+        for i in 0..dst {
+            let center = (i as f64 + 0.5) * scale;
+            let first = ((center - support).floor().max(0.0) as usize).min(src - 1);
+            let last = ((center + support).ceil() as usize).clamp(first + 1, src);
+            let raw: Vec<f64> = (first..last)
+                .map(|j| (1.0 - ((j as f64 + 0.5 - center) / filter_scale).abs()).max(0.0))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let offset = weights.len();
+            if total > 0.0 {
+                weights.extend(raw.iter().map(|w| (w / total) as f32));
+            } else {
+                // Unreachable for a triangle centred inside the source, kept as a safe fallback.
+                weights.extend((first..last).map(|j| if j == first { 1.0 } else { 0.0 }));
+            }
+            taps.push(Tap {
+                start: first,
+                offset,
+                len: last - first,
+            });
+        }
+        Self { taps, weights }
+    }
+}
+
+/// Resamples a well-formed, non-empty image to exactly `new_width`×`new_height` (both ≥ 1).
+fn resize_exact(image: &GreyImage, new_width: u32, new_height: u32) -> GreyImage {
+    if image.width == new_width && image.height == new_height {
+        return image.clone();
+    }
+    let (src_w, src_h) = (image.width as usize, image.height as usize);
+    let (dst_w, dst_h) = (new_width as usize, new_height as usize);
+
+    // Horizontal pass: every source row to `dst_w` columns, kept in f32 to round only once.
+    let mut horizontal = vec![0f32; src_h * dst_w];
+    if src_w == dst_w {
+        for (out, &p) in horizontal.iter_mut().zip(&image.pixels) {
+            *out = f32::from(p);
+        }
+    } else {
+        let taps = Taps::triangle(src_w, dst_w);
+        for (row, out) in image
+            .pixels
+            .chunks_exact(src_w)
+            .zip(horizontal.chunks_exact_mut(dst_w))
+        {
+            for (o, tap) in out.iter_mut().zip(&taps.taps) {
+                let src = &row[tap.start..tap.start + tap.len];
+                let weights = &taps.weights[tap.offset..tap.offset + tap.len];
+                *o = src
+                    .iter()
+                    .zip(weights)
+                    .map(|(&p, &w)| f32::from(p) * w)
+                    .sum();
+            }
+        }
+    }
+
+    // Vertical pass: weighted sums of whole rows, which vectorise well.
+    let mut pixels = vec![0u8; dst_w * dst_h];
+    let taps = Taps::triangle(src_h, dst_h);
+    let mut accumulator = vec![0f32; dst_w];
+    for (out, tap) in pixels.chunks_exact_mut(dst_w).zip(&taps.taps) {
+        accumulator.fill(0.0);
+        let weights = &taps.weights[tap.offset..tap.offset + tap.len];
+        for (k, &w) in weights.iter().enumerate() {
+            let row = &horizontal[(tap.start + k) * dst_w..(tap.start + k + 1) * dst_w];
+            for (a, &p) in accumulator.iter_mut().zip(row) {
+                *a += p * w;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&accumulator) {
+            *o = (a + 0.5).clamp(0.0, 255.0) as u8;
+        }
+    }
+    GreyImage {
+        width: new_width,
+        height: new_height,
+        pixels,
+    }
+}
+
+/// Writes `(p / 255 - mean) / std` for every pixel into `out` (same length as `pixels`).
+///
+/// Only the common prefix is written when the lengths differ. A zero `std` yields infinities
+/// (or NaN for pixels equal to the mean), as the formula says; validate configurations upstream.
+pub fn normalize_into(pixels: &[u8], mean: f32, std: f32, out: &mut [f32]) {
+    let mut table = [0f32; 256];
+    for (value, entry) in table.iter_mut().enumerate() {
+        *entry = (value as f32 / 255.0 - mean) / std;
+    }
+    for (o, &p) in out.iter_mut().zip(pixels) {
+        *o = table[usize::from(p)];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(width: u32, height: u32) -> GreyImage {
+        let pixels = (0..height)
+            .flat_map(|y| (0..width).map(move |x| ((x * 255) / width.max(1) + y % 2) as u8))
+            .collect();
+        GreyImage::new(width, height, pixels).expect("size matches")
+    }
+
+    #[test]
+    fn output_is_square_of_requested_size() {
+        for (w, h) in [
+            (200, 100),
+            (100, 200),
+            (64, 64),
+            (3, 500),
+            (500, 3),
+            (1, 1),
+            (17, 31),
+        ] {
+            for mode in [ResizeMode::Pad, ResizeMode::Stretch] {
+                for size in [1, 7, 64, 224] {
+                    let out = resize_square(&gradient(w, h), size, mode);
+                    assert_eq!(
+                        (out.width, out.height),
+                        (size, size),
+                        "{w}x{h} {mode:?} {size}"
+                    );
+                    assert_eq!(out.pixels.len(), (size * size) as usize);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pad_centres_landscape_image_on_black() {
+        let out = resize_square(&GreyImage::filled(200, 100, 255), 64, ResizeMode::Pad);
+        for y in 0..64 {
+            let expected = if (16..48).contains(&y) { 255 } else { 0 };
+            for x in 0..64 {
+                assert_eq!(out.get(x, y), expected, "pixel ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn pad_centres_portrait_image_on_black() {
+        let out = resize_square(&GreyImage::filled(100, 200, 255), 64, ResizeMode::Pad);
+        for y in 0..64 {
+            for x in 0..64 {
+                let expected = if (16..48).contains(&x) { 255 } else { 0 };
+                assert_eq!(out.get(x, y), expected, "pixel ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn stretch_fills_the_square() {
+        let out = resize_square(&GreyImage::filled(200, 100, 200), 64, ResizeMode::Stretch);
+        assert!(out.pixels.iter().all(|&p| p == 200));
+    }
+
+    #[test]
+    fn constant_images_stay_constant() {
+        for value in [0u8, 1, 77, 128, 254, 255] {
+            for (w, h) in [(512, 512), (300, 217), (50, 80), (224, 224), (13, 7)] {
+                let out = resize_square(&GreyImage::filled(w, h, value), 224, ResizeMode::Stretch);
+                assert!(out.pixels.iter().all(|&p| p == value), "{value} {w}x{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_size_is_identity() {
+        let image = gradient(64, 64);
+        assert_eq!(resize_square(&image, 64, ResizeMode::Pad), image);
+        assert_eq!(resize_square(&image, 64, ResizeMode::Stretch), image);
+    }
+
+    #[test]
+    fn downscaling_averages_instead_of_aliasing() {
+        // A one-pixel checkerboard must become flat grey, not a moiré of black and white.
+        let pixels = (0..256u32)
+            .flat_map(|y| (0..256u32).map(move |x| if (x + y) % 2 == 0 { 0 } else { 255 }))
+            .collect();
+        let checker = GreyImage::new(256, 256, pixels).expect("size");
+        let out = resize_square(&checker, 64, ResizeMode::Stretch);
+        assert!(
+            out.pixels.iter().all(|&p| (120..=135).contains(&p)),
+            "{:?}",
+            &out.pixels[..8]
+        );
+    }
+
+    #[test]
+    fn horizontal_gradient_stays_monotonic() {
+        let out = resize_square(&gradient(400, 400), 100, ResizeMode::Stretch);
+        for y in 0..100 {
+            for x in 1..100 {
+                assert!(out.get(x, y) >= out.get(x - 1, y));
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_inputs_do_not_panic() {
+        let empty = GreyImage::filled(0, 10, 0);
+        assert_eq!(
+            resize_square(&empty, 8, ResizeMode::Pad),
+            GreyImage::filled(8, 8, 0)
+        );
+        let malformed = GreyImage {
+            width: 10,
+            height: 10,
+            pixels: vec![1; 3],
+        };
+        assert_eq!(
+            resize_square(&malformed, 4, ResizeMode::Stretch),
+            GreyImage::filled(4, 4, 0)
+        );
+        let zero = resize_square(&gradient(10, 10), 0, ResizeMode::Pad);
+        assert_eq!((zero.width, zero.height, zero.pixels.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn normalisation_values() {
+        let mut out = [0f32; 4];
+        normalize_into(&[0, 255, 51, 128], 0.5, 0.5, &mut out);
+        assert_eq!(out[0], -1.0);
+        assert_eq!(out[1], 1.0);
+        assert!((out[2] - (0.2 - 0.5) / 0.5).abs() < 1e-6);
+        assert!((out[3] - (128.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6);
+
+        let mut out = [0f32; 2];
+        normalize_into(&[0, 255], 0.0, 1.0, &mut out);
+        assert_eq!(out, [0.0, 1.0]);
+
+        // Mismatched lengths write only the common prefix.
+        let mut out = [9f32; 3];
+        normalize_into(&[255], 0.0, 1.0, &mut out);
+        assert_eq!(out, [1.0, 9.0, 9.0]);
+    }
+}
