@@ -15,7 +15,13 @@ use std::path::PathBuf;
 #[command(name = "covidct", version, propagate_version = true)]
 pub struct Cli {
     /// Log format on standard error.
-    #[arg(long, global = true, env = "COVIDCT_LOG_FORMAT", value_enum, default_value = "human")]
+    #[arg(
+        long,
+        global = true,
+        env = "COVIDCT_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
     pub log_format: LogFormat,
     /// Log filter: a level (`info`, `debug`) or per-module directives.
     #[arg(long, global = true, env = "COVIDCT_LOG", default_value = "info")]
@@ -88,9 +94,13 @@ fn parse_window(text: &str) -> Result<HuWindow, String> {
     let (level, width) = text
         .split_once(',')
         .ok_or_else(|| format!("`{text}`: expected LEVEL,WIDTH, e.g. -600,1500"))?;
-    let number = |t: &str| t.trim().parse::<f32>().map_err(|e| format!("`{text}`: {e}"));
+    let number = |t: &str| {
+        t.trim()
+            .parse::<f32>()
+            .map_err(|e| format!("`{text}`: {e}"))
+    };
     let (center, width) = (number(level)?, number(width)?);
-    if !(width > 0.0) || !center.is_finite() {
+    if !width.is_finite() || width <= 0.0 || !center.is_finite() {
         return Err(format!("`{text}`: width must be above zero"));
     }
     Ok(HuWindow { center, width })
@@ -186,7 +196,7 @@ fn parse_strategy(text: &str) -> Result<SplitStrategy, String> {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// Kaggle dataset as OWNER/NAME.
-    #[arg(long, env = "COVIDCT_KAGGLE_DATASET", default_value = "plameneduardo/sarscov2-ctscan-dataset")]
+    #[arg(long, env = "COVIDCT_KAGGLE_DATASET", default_value = covidct_fetch::DEFAULT_DATASET)]
     pub kaggle: String,
     /// Folder that receives the archive and the extracted dataset.
     #[arg(long, env = "COVIDCT_FETCH_OUT")]
@@ -197,8 +207,11 @@ pub struct FetchArgs {
     /// Replace an existing extracted dataset (atomically).
     #[arg(long)]
     pub overwrite: bool,
+    /// Download again even when a complete archive is already in --out.
+    #[arg(long)]
+    pub redownload: bool,
     /// Base URL of Kaggle's API (for mirrors and tests).
-    #[arg(long, env = "COVIDCT_KAGGLE_API_URL", default_value = "https://www.kaggle.com/api/v1")]
+    #[arg(long, env = "COVIDCT_KAGGLE_API_URL", default_value = covidct_fetch::DEFAULT_API_BASE)]
     pub kaggle_api_url: String,
 }
 
@@ -215,10 +228,13 @@ pub struct BenchDataArgs {
     pub batch_size: usize,
     /// Epochs of augmented batches timed after the cache is warm.
     #[arg(long, default_value_t = 2)]
-    pub epochs: usize,
+    pub epochs: u64,
     /// Use only the first N images (0 = all).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]
@@ -233,7 +249,13 @@ mod tests {
 
     #[test]
     fn window_parses_negative_levels() {
-        assert_eq!(parse_window("-600,1500"), Ok(HuWindow { center: -600.0, width: 1500.0 }));
+        assert_eq!(
+            parse_window("-600,1500"),
+            Ok(HuWindow {
+                center: -600.0,
+                width: 1500.0
+            })
+        );
         assert!(parse_window("40").is_err());
         assert!(parse_window("40,0").is_err());
     }

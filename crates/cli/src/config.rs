@@ -34,9 +34,14 @@ impl ConfigFile {
 
     /// Settings of type `T` for the command `section` (dotted, e.g. `data.split`): the file's
     /// table, overridden field by field by every `Some` in `overrides` (flags and environment).
-    pub fn resolve<T: DeserializeOwned>(&self, section: &str, overrides: &impl Serialize) -> Result<T> {
+    pub fn resolve<T: DeserializeOwned>(
+        &self,
+        section: &str,
+        overrides: &impl Serialize,
+    ) -> Result<T> {
         let mut merged = self.section(section)?;
-        let overrides = serde_json::to_value(overrides).context("cannot encode command-line settings")?;
+        let overrides =
+            serde_json::to_value(overrides).context("cannot encode command-line settings")?;
         merge(&mut merged, overrides);
         serde_json::from_value(merged).map_err(|error| match &self.path {
             Some(path) => anyhow::anyhow!(
@@ -63,7 +68,10 @@ impl ConfigFile {
             }
         }
         if let Some(value) = current {
-            bail!("config key `{section}` must be a table, found {}", value.type_str());
+            bail!(
+                "config key `{section}` must be a table, found {}",
+                value.type_str()
+            );
         }
         serde_json::to_value(table).context("cannot convert config table")
     }
@@ -109,7 +117,11 @@ mod tests {
 
     impl Default for Settings {
         fn default() -> Self {
-            Self { seed: 1, name: "default".into(), ratio: 0.5 }
+            Self {
+                seed: 1,
+                name: "default".into(),
+                ratio: 0.5,
+            }
         }
     }
 
@@ -130,21 +142,44 @@ mod tests {
     #[test]
     fn flags_override_file_which_overrides_defaults() {
         let (_dir, config) = file("[data.split]\nseed = 7\nname = \"file\"\n");
-        let flags = Flags { seed: Some(9), name: None };
+        let flags = Flags {
+            seed: Some(9),
+            name: None,
+        };
         let settings: Settings = config.resolve("data.split", &flags).expect("resolve");
-        assert_eq!(settings, Settings { seed: 9, name: "file".into(), ratio: 0.5 });
-        let none = Flags { seed: None, name: None };
-        let settings: Settings = ConfigFile::default().resolve("data.split", &none).expect("resolve");
+        assert_eq!(
+            settings,
+            Settings {
+                seed: 9,
+                name: "file".into(),
+                ratio: 0.5
+            }
+        );
+        let none = Flags {
+            seed: None,
+            name: None,
+        };
+        let settings: Settings = ConfigFile::default()
+            .resolve("data.split", &none)
+            .expect("resolve");
         assert_eq!(settings, Settings::default());
     }
 
     #[test]
     fn unknown_keys_name_the_file_and_section() {
         let (_dir, config) = file("[data.split]\nsede = 7\n");
-        let flags = Flags { seed: None, name: None };
-        let error = config.resolve::<Settings>("data.split", &flags).expect_err("typo");
+        let flags = Flags {
+            seed: None,
+            name: None,
+        };
+        let error = config
+            .resolve::<Settings>("data.split", &flags)
+            .expect_err("typo");
         let text = error.to_string();
-        assert!(text.contains("covidct.toml") && text.contains("sede"), "{text}");
+        assert!(
+            text.contains("covidct.toml") && text.contains("sede"),
+            "{text}"
+        );
     }
 
     #[test]

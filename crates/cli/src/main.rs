@@ -34,7 +34,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             Ok(commands::data::inspect(&config, args)? as u8)
         }
         Command::Data(DataCommand::Split(args)) => commands::data::split(&config, args).map(|_| 0),
-        Command::Data(DataCommand::Fetch(_)) => anyhow::bail!("fetch: not wired yet"),
-        Command::Bench(BenchCommand::Data(_)) => anyhow::bail!("bench: not wired yet"),
+        Command::Data(DataCommand::Fetch(args)) => commands::data::fetch(args).map(|_| 0),
+        Command::Bench(BenchCommand::Data(args)) => commands::bench::data(&config, args).map(|_| 0),
     }
 }

@@ -4,8 +4,8 @@
 use crate::error::DataError;
 use crate::scan::{DatasetFile, Problem, Scan};
 use covidct_imaging::{
-    ContentHash, DecodeOptions, PerceptualHash, SourceInfo, Thumbnail, content_hash, decode_file, perceptual_hash,
-    thumbnail,
+    ContentHash, DecodeOptions, PerceptualHash, SourceInfo, Thumbnail, content_hash, decode_file,
+    perceptual_hash, thumbnail,
 };
 use rayon::prelude::*;
 

@@ -58,7 +58,8 @@ impl Batch {
 pub struct LoaderConfig {
     /// Resizing and normalisation, identical for training, evaluation and serving.
     pub preprocess: PreprocessConfig,
-    /// Augmentation for training batches; `None` trains on unaugmented images.
+    /// Augmentation for training batches (default: [`AugmentConfig::default`]); `None` trains
+    /// on unaugmented images.
     pub augment: Option<AugmentConfig>,
     /// Decoding limits.
     pub decode: DecodeOptions,
@@ -216,7 +217,9 @@ impl ImageCache {
 /// Assembles batches from an [`ImageCache`].
 ///
 /// Training loaders shuffle each epoch with a seeded permutation and augment every sample;
-/// evaluation loaders keep the sample order and never augment.
+/// evaluation loaders keep the sample order and never augment. Image size and normalisation
+/// always follow the cache's [`PreprocessConfig`] (`config.preprocess` is only used to build
+/// the cache, see [`ImageCache::from_config`]).
 #[derive(Clone, Debug)]
 pub struct BatchLoader<'a> {
     cache: &'a ImageCache,

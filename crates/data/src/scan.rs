@@ -111,6 +111,23 @@ pub struct Scan {
     pub problems: Vec<Problem>,
 }
 
+impl Scan {
+    /// The files as loader samples, labelled by their class's index in [`Scan::classes`].
+    pub fn samples(&self) -> Vec<crate::Sample> {
+        self.files
+            .iter()
+            .map(|file| crate::Sample {
+                path: file.path.clone(),
+                label: self
+                    .classes
+                    .iter()
+                    .position(|c| *c == file.class)
+                    .unwrap_or(0),
+            })
+            .collect()
+    }
+}
+
 /// Lists the images of a dataset.
 ///
 /// Structural faults (missing root, fewer than two classes, an empty class folder) are errors;
@@ -157,7 +174,7 @@ pub fn scan_dataset(root: &Path, skip_invalid: bool) -> Result<Scan, DataError> 
     let mut images_per_class: BTreeMap<String, usize> = BTreeMap::new();
     for (split, class, folder) in &class_folders {
         let before = files.len();
-        collect_images(root, &folder, class, *split, &mut files, &mut problems);
+        collect_images(root, folder, class, *split, &mut files, &mut problems);
         let found = files.len() - before;
         if found == 0 {
             let problem = Problem::new(folder, "class folder contains no images");

@@ -186,6 +186,7 @@ pub fn split_dataset(analysis: &Analysis, config: &SplitConfig) -> Result<Manife
             (groups, splits)
         }
     };
+    warn_on_giant_group(&groups, config.strategy);
     if config.strategy == SplitStrategy::Random {
         tracing::warn!(
             "strategy `random` splits single images, not patients: slices of one patient land in \
@@ -211,6 +212,26 @@ pub fn split_dataset(analysis: &Analysis, config: &SplitConfig) -> Result<Manife
         })
         .collect();
     Manifest::new(rows, config.groups_csv.as_deref().unwrap_or(origin))
+}
+
+/// Warns when one group holds over a quarter of the images: the split can then no longer
+/// follow the ratios, and the grouping threshold is likely too loose for this dataset.
+fn warn_on_giant_group(groups: &[String], strategy: SplitStrategy) {
+    let mut sizes: HashMap<&str, usize> = HashMap::new();
+    for group in groups {
+        *sizes.entry(group).or_default() += 1;
+    }
+    let largest = sizes.values().copied().max().unwrap_or(0);
+    if largest * 4 > groups.len() && groups.len() >= 20 {
+        tracing::warn!(
+            largest,
+            images = groups.len(),
+            "strategy `{}`: one group holds {:.0}% of the images; lower the threshold \
+             (--block-threshold / --similarity-threshold) for this dataset",
+            strategy.as_str(),
+            100.0 * largest as f64 / groups.len() as f64
+        );
+    }
 }
 
 /// The number in a file name that orders slices: the last run of digits in the stem.
@@ -316,12 +337,15 @@ fn name_groups(
         .collect()
 }
 
+/// Splits given by the data itself (one per record; `None` where unknown).
+type FixedSplits = Vec<Option<SplitName>>;
+
 /// Groups (and splits, when the CSV has a `split` column) from a user CSV keyed by path.
 fn user_groups(
     records: &[ImageRecord],
     csv_path: &Path,
     group_column: &str,
-) -> Result<(Vec<String>, Option<Vec<Option<SplitName>>>), DataError> {
+) -> Result<(Vec<String>, Option<FixedSplits>), DataError> {
     let fail = |reason: String| DataError::Manifest {
         path: csv_path.to_path_buf(),
         reason,
@@ -385,7 +409,8 @@ fn user_groups(
 }
 
 /// Assigns whole groups to splits, per class (a group's class is its members' majority),
-/// in seeded random order, each to the split furthest below its target share.
+/// in seeded random order, each to the split furthest below its target share; of
+/// [`ASSIGNMENT_ATTEMPTS`] seeded orders, the one closest to the target sizes wins.
 fn assign_groups(
     records: &[ImageRecord],
     groups: &[String],
@@ -411,30 +436,54 @@ fn assign_groups(
         by_class.entry(class).or_default().push(group);
     }
     let mut assignment: HashMap<&str, SplitName> = HashMap::new();
-    for (class, mut class_groups) in by_class {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stable_hash(class));
-        class_groups.shuffle(&mut rng);
-        let total: usize = class_groups.iter().map(|g| members[g].len()).sum();
+    for (class, class_groups) in by_class {
+        let sizes: Vec<usize> = class_groups.iter().map(|g| members[g].len()).collect();
+        let total: usize = sizes.iter().sum();
         let targets = ratios.0.map(|r| r * total as f64);
-        let mut filled = [0usize; 3];
-        for group in class_groups {
-            // Relative shortfall of each split; ties go to the earlier split.
-            let (best, _) = (0..3)
-                .filter(|&s| targets[s] > 0.0)
-                .map(|s| (s, (targets[s] - filled[s] as f64) / targets[s]))
-                .fold((0, f64::NEG_INFINITY), |best, candidate| {
-                    if candidate.1 > best.1 {
-                        candidate
-                    } else {
-                        best
-                    }
-                });
-            filled[best] += members[group].len();
-            assignment.insert(group, SplitName::ALL[best]);
+        // Several seeded shuffles; keep the one whose split sizes come closest to the targets
+        // (large groups make a single greedy pass overshoot).
+        let mut best: Option<(f64, Vec<usize>)> = None;
+        for attempt in 0..ASSIGNMENT_ATTEMPTS {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stable_hash(class));
+            rng.set_stream(attempt);
+            let mut order: Vec<usize> = (0..class_groups.len()).collect();
+            order.shuffle(&mut rng);
+            let mut filled = [0usize; 3];
+            let mut chosen = vec![0usize; class_groups.len()];
+            for index in order {
+                // Relative shortfall of each split; ties go to the earlier split.
+                let (split, _) = (0..3)
+                    .filter(|&s| targets[s] > 0.0)
+                    .map(|s| (s, (targets[s] - filled[s] as f64) / targets[s]))
+                    .fold((0, f64::NEG_INFINITY), |best, candidate| {
+                        if candidate.1 > best.1 {
+                            candidate
+                        } else {
+                            best
+                        }
+                    });
+                filled[split] += sizes[index];
+                chosen[index] = split;
+            }
+            let error: f64 = (0..3).map(|s| (filled[s] as f64 - targets[s]).abs()).sum();
+            if best
+                .as_ref()
+                .is_none_or(|(best_error, _)| error < *best_error)
+            {
+                best = Some((error, chosen));
+            }
+        }
+        if let Some((_, chosen)) = best {
+            for (group, split) in class_groups.iter().zip(chosen) {
+                assignment.insert(group, SplitName::ALL[split]);
+            }
         }
     }
     groups.iter().map(|g| assignment[g.as_str()]).collect()
 }
+
+/// Seeded shuffles tried per class by [`assign_groups`].
+const ASSIGNMENT_ATTEMPTS: u64 = 64;
 
 /// FNV-1a: a hash that is the same on every platform and release, unlike `DefaultHasher`.
 fn stable_hash(text: &str) -> u64 {

@@ -75,11 +75,16 @@ pub(crate) fn download(
     settings: &DownloadSettings<'_>,
 ) -> Result<DownloadOutcome, FetchError> {
     let timeout = Duration::from_secs(settings.timeout_secs.max(1));
-    let client = Client::builder()
+    let mut builder = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout)
         .timeout(timeout)
-        .user_agent(concat!("covidct-fetch/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("covidct-fetch/", env!("CARGO_PKG_VERSION")));
+    if is_loopback(url) {
+        // A local mirror (or test server): a proxy from the environment could not reach it.
+        builder = builder.no_proxy();
+    }
+    let client = builder
         .build()
         .map_err(|source| FetchError::HttpClient { source })?;
 
@@ -355,6 +360,18 @@ fn status_error(
     }
 }
 
+/// Whether the URL points at this machine (`localhost`, 127.0.0.0/8 or `::1`).
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The URL without its query: storage links carry signatures that do not belong in logs.
 fn redacted(url: &Url) -> String {
     let mut shown = url.clone();
@@ -423,6 +440,23 @@ mod tests {
             dataset_url("https://x", "o/../n"),
             Err(FetchError::InvalidDataset { .. })
         ));
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognized() {
+        for (url, expected) in [
+            ("http://127.0.0.1:8080/api", true),
+            ("http://localhost/api", true),
+            ("http://[::1]:9/api", true),
+            ("https://www.kaggle.com/api/v1", false),
+            ("http://10.0.0.1/api", false),
+        ] {
+            assert_eq!(
+                is_loopback(&Url::parse(url).expect("url")),
+                expected,
+                "{url}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::sync::OnceLock;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AugmentConfig {
-    /// Random resized crop: range of the crop's area as a share of the image (off at `(1, 1)`).
+    /// Random resized crop: range of the crop's area as a share of the image, within
+    /// `[0.01, 1]` (off at `(1, 1)`).
     pub crop_scale: (f32, f32),
     /// Random resized crop: range of the crop's aspect ratio (width / height), sampled
     /// log-uniformly.
@@ -287,7 +288,7 @@ fn inverse_normal_cdf(p: f64) -> f64 {
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.383_577_518_672_69e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];
@@ -335,10 +336,11 @@ fn inverse_normal_cdf(p: f64) -> f64 {
 /// sample's ChaCha generator), five 12-bit quantile indices per 64-bit output.
 fn add_gaussian_noise(pixels: &mut [u8], std: f32, seed: u64) {
     // round(p + n) == p + round(n) for integer p, so the table holds rounded offsets.
-    let offsets: Vec<i16> = unit_normal_quantiles()
-        .iter()
-        .map(|&q| (q * std).round().clamp(-255.0, 255.0) as i16)
-        .collect();
+    let mut offsets = [0i16; 1 << NOISE_BITS];
+    for (offset, &q) in offsets.iter_mut().zip(unit_normal_quantiles()) {
+        let scaled = (q * std).clamp(-255.0, 255.0);
+        *offset = (scaled + 0.5f32.copysign(scaled)) as i16; // rounds half away from zero
+    }
     let mask = (1u64 << NOISE_BITS) - 1;
     let mut state = seed;
     for chunk in pixels.chunks_mut(5) {

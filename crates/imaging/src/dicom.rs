@@ -403,18 +403,20 @@ impl<'a> Scanner<'a> {
                 )));
             }
 
-            if self.is_sequence(&header) || header.len == UNDEFINED {
-                if header.len == UNDEFINED && header.tag == PIXEL_DATA {
-                    self.fragments(depth + 1)?;
+            // Same order of checks as the parser: an SQ VR first, then encapsulated pixel data,
+            // then any other undefined length (read as a sequence), then a plain value.
+            if self.is_sequence(&header) {
+                let seq_end = if header.len == UNDEFINED {
+                    None
                 } else {
-                    let seq_end = if header.len == UNDEFINED {
-                        None
-                    } else {
-                        self.check_fits(&header)?;
-                        Some(self.pos + header.len as usize)
-                    };
-                    self.sequence(seq_end, depth + 1)?;
-                }
+                    self.check_fits(&header)?;
+                    Some(self.pos + header.len as usize)
+                };
+                self.sequence(seq_end, depth + 1)?;
+            } else if header.len == UNDEFINED && header.tag == PIXEL_DATA {
+                self.fragments(depth + 1)?;
+            } else if header.len == UNDEFINED {
+                self.sequence(None, depth + 1)?;
             } else {
                 self.skip_value(&header)?;
             }

@@ -3,7 +3,8 @@
 //! Resizing uses a separable triangle (tent) filter whose support widens with the downscale
 //! factor, as in Pillow's antialiased `BILINEAR`: every source pixel contributes when shrinking,
 //! so thin structures do not alias away; when enlarging it is plain bilinear interpolation. The
-//! filter taps are computed once per axis and the two passes run over contiguous rows.
+//! filter taps are computed once per axis; the vertical pass runs over whole rows (vectorised)
+//! and feeds the horizontal pass one output row at a time.
 
 use crate::types::GreyImage;
 use serde::{Deserialize, Serialize};
@@ -92,102 +93,95 @@ fn padded_extent(width: u32, height: u32, size: u32) -> (u32, u32) {
     }
 }
 
-/// Filter taps of one output sample along one axis.
-struct Tap {
-    /// First source index.
-    start: usize,
-    /// Offset of the first weight in [`Taps::weights`].
-    offset: usize,
-    /// Number of weights.
-    len: usize,
-}
-
-/// Normalised triangle-filter weights mapping `src` samples onto `dst` samples.
+/// Normalised triangle-filter weights mapping `src` samples onto `dst` samples, with the same
+/// number of taps for every output sample (zero-padded) so the inner loops have a fixed shape.
 struct Taps {
-    taps: Vec<Tap>,
+    /// First source index of each output sample; `start + len <= src`.
+    starts: Vec<usize>,
+    /// Taps per output sample.
+    len: usize,
+    /// `dst * len` weights, output sample after output sample.
     weights: Vec<f32>,
 }
 
 impl Taps {
+    /// Requires `src >= 1` and `dst >= 1`.
     fn triangle(src: usize, dst: usize) -> Self {
         let scale = src as f64 / dst as f64;
         let filter_scale = scale.max(1.0);
         let support = filter_scale; // the triangle's radius is one source pixel, scaled.
-        let mut taps = Vec::with_capacity(dst);
-        let mut weights = Vec::with_capacity(dst * (2 * support.ceil() as usize + 2));
-        for i in 0..dst {
-            let center = (i as f64 + 0.5) * scale;
-            let first = ((center - support).floor().max(0.0) as usize).min(src - 1);
-            let last = ((center + support).ceil() as usize).clamp(first + 1, src);
-            let raw: Vec<f64> = (first..last)
-                .map(|j| (1.0 - ((j as f64 + 0.5 - center) / filter_scale).abs()).max(0.0))
-                .collect();
-            let total: f64 = raw.iter().sum();
-            let offset = weights.len();
-            if total > 0.0 {
-                weights.extend(raw.iter().map(|w| (w / total) as f32));
-            } else {
-                // Unreachable for a triangle centred inside the source, kept as a safe fallback.
-                weights.extend((first..last).map(|j| if j == first { 1.0 } else { 0.0 }));
+        let ranges: Vec<(usize, usize, f64)> = (0..dst)
+            .map(|i| {
+                let center = (i as f64 + 0.5) * scale;
+                let first = ((center - support).floor().max(0.0) as usize).min(src - 1);
+                let last = ((center + support).ceil() as usize).clamp(first + 1, src);
+                (first, last, center)
+            })
+            .collect();
+        let len = ranges
+            .iter()
+            .map(|(first, last, _)| last - first)
+            .max()
+            .unwrap_or(1);
+        let mut starts = Vec::with_capacity(dst);
+        let mut weights = vec![0f32; dst * len];
+        for ((first, last, center), out) in ranges.into_iter().zip(weights.chunks_exact_mut(len)) {
+            let start = first.min(src - len);
+            let slots = &mut out[first - start..last - start];
+            let mut total = 0.0;
+            for (slot, j) in slots.iter_mut().zip(first..last) {
+                let w = (1.0 - ((j as f64 + 0.5 - center) / filter_scale).abs()).max(0.0);
+                *slot = w as f32;
+                total += w;
             }
-            taps.push(Tap {
-                start: first,
-                offset,
-                len: last - first,
-            });
+            if total > 0.0 {
+                let inverse = (1.0 / total) as f32;
+                slots.iter_mut().for_each(|w| *w *= inverse);
+            } else {
+                // Unreachable for a triangle centred inside the source; a safe fallback.
+                slots[0] = 1.0;
+            }
+            starts.push(start);
         }
-        Self { taps, weights }
+        Self {
+            starts,
+            len,
+            weights,
+        }
     }
 }
 
 /// Resamples a well-formed, non-empty image to exactly `new_width`×`new_height` (both ≥ 1).
+///
+/// Vertical pass first (whole source rows at a time, which vectorises), then the horizontal
+/// pass straight into the output row, so each output pixel is rounded once.
 fn resize_exact(image: &GreyImage, new_width: u32, new_height: u32) -> GreyImage {
     if image.width == new_width && image.height == new_height {
         return image.clone();
     }
     let (src_w, src_h) = (image.width as usize, image.height as usize);
     let (dst_w, dst_h) = (new_width as usize, new_height as usize);
-
-    // Horizontal pass: every source row to `dst_w` columns, kept in f32 to round only once.
-    let mut horizontal = vec![0f32; src_h * dst_w];
-    if src_w == dst_w {
-        for (out, &p) in horizontal.iter_mut().zip(&image.pixels) {
-            *out = f32::from(p);
-        }
-    } else {
-        let taps = Taps::triangle(src_w, dst_w);
-        for (row, out) in image
-            .pixels
-            .chunks_exact(src_w)
-            .zip(horizontal.chunks_exact_mut(dst_w))
-        {
-            for (o, tap) in out.iter_mut().zip(&taps.taps) {
-                let src = &row[tap.start..tap.start + tap.len];
-                let weights = &taps.weights[tap.offset..tap.offset + tap.len];
-                *o = src
-                    .iter()
-                    .zip(weights)
-                    .map(|(&p, &w)| f32::from(p) * w)
-                    .sum();
-            }
-        }
-    }
-
-    // Vertical pass: weighted sums of whole rows, which vectorise well.
+    let vertical = Taps::triangle(src_h, dst_h);
+    let horizontal = Taps::triangle(src_w, dst_w);
     let mut pixels = vec![0u8; dst_w * dst_h];
-    let taps = Taps::triangle(src_h, dst_h);
-    let mut accumulator = vec![0f32; dst_w];
-    for (out, tap) in pixels.chunks_exact_mut(dst_w).zip(&taps.taps) {
-        accumulator.fill(0.0);
-        let weights = &taps.weights[tap.offset..tap.offset + tap.len];
-        for (k, &w) in weights.iter().enumerate() {
-            let row = &horizontal[(tap.start + k) * dst_w..(tap.start + k + 1) * dst_w];
-            for (a, &p) in accumulator.iter_mut().zip(row) {
-                *a += p * w;
+    let mut column_sums = vec![0f32; src_w];
+    for (y, out) in pixels.chunks_exact_mut(dst_w).enumerate() {
+        column_sums.fill(0.0);
+        let start = vertical.starts[y];
+        let weights = &vertical.weights[y * vertical.len..(y + 1) * vertical.len];
+        let rows = image.pixels[start * src_w..(start + vertical.len) * src_w].chunks_exact(src_w);
+        for (row, &w) in rows.zip(weights) {
+            if w != 0.0 {
+                for (sum, &p) in column_sums.iter_mut().zip(row) {
+                    *sum += f32::from(p) * w;
+                }
             }
         }
-        for (o, &a) in out.iter_mut().zip(&accumulator) {
-            *o = (a + 0.5).clamp(0.0, 255.0) as u8;
+        let weights = horizontal.weights.chunks_exact(horizontal.len);
+        for ((o, &start), weights) in out.iter_mut().zip(&horizontal.starts).zip(weights) {
+            let source = &column_sums[start..start + horizontal.len];
+            let value: f32 = source.iter().zip(weights).map(|(&p, &w)| p * w).sum();
+            *o = (value + 0.5).clamp(0.0, 255.0) as u8;
         }
     }
     GreyImage {
@@ -305,6 +299,18 @@ mod tests {
             "{:?}",
             &out.pixels[..8]
         );
+    }
+
+    #[test]
+    fn downscaling_uses_a_widened_triangle() {
+        // Halving: output 0 is centred on source 1.0 with radius 2, i.e. weights 3:3:1 on
+        // pixels 0, 1, 2 (and 1:3:3 on 1, 2, 3 for output 1).
+        let image = GreyImage::new(4, 1, vec![0, 100, 200, 250]).expect("size");
+        let out = resize_exact(&image, 2, 1);
+        assert_eq!(out.pixels, [71, 207]);
+        // Enlarging is bilinear: midpoints average, edges replicate.
+        let image = GreyImage::new(2, 1, vec![0, 200]).expect("size");
+        assert_eq!(resize_exact(&image, 4, 1).pixels, [0, 50, 150, 200]);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `covidct data inspect | split | fetch`.
 
-use crate::cli::{DatasetArgs, InspectArgs, SplitArgs};
+use crate::cli::{DatasetArgs, FetchArgs, InspectArgs, SplitArgs};
 use crate::config::ConfigFile;
 use crate::progress;
 use anyhow::Result;
 use covidct_data::{
-    Analysis, InspectConfig, InspectReport, SplitConfig, SplitStrategy, FolderLayout,
+    Analysis, FolderLayout, InspectConfig, InspectReport, SplitConfig, SplitStrategy,
     leakage_table, measure_leakage, scan_dataset, split_dataset,
 };
 use covidct_imaging::DecodeOptions;
@@ -42,7 +42,11 @@ pub fn inspect(config: &ConfigFile, args: &InspectArgs) -> Result<i32> {
     } else {
         print!("{report}");
     }
-    Ok(if args.deny_warnings && report.has_warnings() { 3 } else { 0 })
+    Ok(if args.deny_warnings && report.has_warnings() {
+        3
+    } else {
+        0
+    })
 }
 
 /// `covidct data split`.
@@ -59,7 +63,11 @@ pub fn split(config: &ConfigFile, args: &SplitArgs) -> Result<()> {
         "manifest written"
     );
     let leakage = if args.report {
-        let mut strategies = vec![SplitStrategy::Blocks, SplitStrategy::Similarity, SplitStrategy::Random];
+        let mut strategies = vec![
+            SplitStrategy::Blocks,
+            SplitStrategy::Similarity,
+            SplitStrategy::Random,
+        ];
         if analysis.scan.layout == FolderLayout::SplitFolders {
             strategies.push(SplitStrategy::Folders);
         }
@@ -71,7 +79,13 @@ pub fn split(config: &ConfigFile, args: &SplitArgs) -> Result<()> {
             let candidate = if strategy == settings.strategy {
                 manifest.clone()
             } else {
-                split_dataset(&analysis, &SplitConfig { strategy, ..settings.clone() })?
+                split_dataset(
+                    &analysis,
+                    &SplitConfig {
+                        strategy,
+                        ..settings.clone()
+                    },
+                )?
             };
             summaries.push(measure_leakage(strategy.as_str(), &analysis, &candidate));
         }
@@ -113,5 +127,24 @@ pub fn split(config: &ConfigFile, args: &SplitArgs) -> Result<()> {
             print!("{}", leakage_table(summaries));
         }
     }
+    Ok(())
+}
+
+/// `covidct data fetch`.
+pub fn fetch(args: &FetchArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let options = covidct_fetch::KaggleFetchOptions {
+        dataset: args.kaggle.clone(),
+        out_dir: args.out.clone(),
+        api_base: args.kaggle_api_url.clone(),
+        expected_sha256: args.sha256.clone(),
+        overwrite: args.overwrite,
+        redownload: args.redownload,
+        show_progress: std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let credentials = covidct_fetch::KaggleCredentials::from_environment()?;
+    let report = covidct_fetch::fetch_kaggle(&options, &credentials)?;
+    println!("{report}");
     Ok(())
 }

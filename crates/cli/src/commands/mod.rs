@@ -1,3 +1,4 @@
 //! One function per subcommand: resolve settings, call the libraries, print results.
 
+pub mod bench;
 pub mod data;
