@@ -64,3 +64,25 @@ def test_shared_dataset_inspect_finds_counts_and_duplicates(run):
         ["COVID/Covid (128).png", "COVID/Covid (129).png"],
         ["COVID/Covid (134).png", "COVID/Covid (135).png"],
     ]
+
+
+def test_presplit_folders_are_kept(run, tmp_path):
+    root = tmp_path / "presplit"
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        for label in ("cat", "dog"):
+            for n in range(count):
+                write_image(root / split / label / f"{n}.png", "L", 40 * n + (label == "dog") * 100)
+    out = tmp_path / "split.csv"
+    run("data", "split", root, "--strategy", "folders", "--out", out, check=True)
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 20
+    for row in rows:
+        assert row["path"].split("/")[0] == row["split"], row
+        assert row["path"].split("/")[1] == row["label"], row
+
+
+def test_flat_dataset_refuses_folders_strategy(run, small_dataset, tmp_path):
+    result = run("data", "split", small_dataset, "--strategy", "folders", "--out", tmp_path / "s.csv")
+    assert result.returncode != 0
+    assert "train/ val/ test/" in result.stderr

@@ -7,6 +7,17 @@ use std::path::Path;
 use common::{NORMAL_ENTRIES, Scratch, build_zip, patch_declared_size, symlink_zip, tree};
 use covidct_fetch::{ExistingDir, ExtractLimits, FetchError, extract_zip_safely, extract_zip_with};
 
+/// The scratch tree after extracting `NORMAL_ENTRIES` into `out/data`.
+const NORMAL_TREE: [&str; 7] = [
+    "archive.zip",
+    "out",
+    "out/data",
+    "out/data/COVID",
+    "out/data/COVID/a.png",
+    "out/data/non-COVID",
+    "out/data/non-COVID/b.png",
+];
+
 /// Writes `zip` to `root/archive.zip`, and a pre-existing dataset folder `root/out/data`
 /// holding `keep.txt`.
 fn setup(scratch: &Scratch, zip: &[u8]) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -64,18 +75,7 @@ fn normal_archive_is_extracted() {
             data
         );
     }
-    assert_eq!(
-        tree(scratch.root()),
-        [
-            "archive.zip",
-            "out",
-            "out/data",
-            "out/data/COVID",
-            "out/data/COVID/a.png",
-            "out/data/non-COVID",
-            "out/data/non-COVID/b.png"
-        ]
-    );
+    assert_eq!(tree(scratch.root()), NORMAL_TREE);
 }
 
 #[test]
@@ -100,18 +100,7 @@ fn existing_dataset_is_refused_without_replace_and_replaced_with_it() {
     .expect("replace");
     assert!(report.replaced_existing);
     assert!(!dest.join("keep.txt").exists());
-    assert_eq!(
-        tree(scratch.root()),
-        [
-            "archive.zip",
-            "out",
-            "out/data",
-            "out/data/COVID",
-            "out/data/COVID/a.png",
-            "out/data/non-COVID",
-            "out/data/non-COVID/b.png"
-        ]
-    );
+    assert_eq!(tree(scratch.root()), NORMAL_TREE);
 }
 
 #[test]

