@@ -1,0 +1,225 @@
+//! EfficientNet-Lite0 in the parameter layout of `efficientnet_pytorch`.
+//!
+//! Lite differs from EfficientNet-B0: ReLU6 instead of swish, no squeeze-excitation, and the
+//! stem (32) and head (1280) are not rescaled. Convolutions use TensorFlow "same" padding,
+//! computed from the input size: for stride 2 the extra row/column goes to the bottom/right.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, PaddingConfig2d,
+};
+use burn::tensor::activation::relu6;
+use burn::tensor::{Device, Tensor};
+use covidct_weights::Checkpoint;
+
+use crate::config::EfficientNetLiteConfig;
+use crate::error::ModelError;
+use crate::import::{Exporter, Loader, ParamVisitor};
+use crate::resnet::head;
+
+/// BatchNorm epsilon of EfficientNet-Lite.
+const BN_EPS: f64 = 1e-3;
+/// BatchNorm momentum (TensorFlow's decay 0.99, in PyTorch's convention).
+const BN_MOMENTUM: f64 = 0.01;
+/// Channels of the stem convolution.
+const STEM: usize = 32;
+/// Channels of the head convolution.
+const HEAD: usize = 1280;
+
+/// One MBConv block: `(input, expanded, kernel, stride, output)`.
+const LITE0_BLOCKS: [(usize, usize, usize, usize, usize); 16] = [
+    (32, 32, 3, 1, 16),
+    (16, 96, 3, 2, 24),
+    (24, 144, 3, 1, 24),
+    (24, 144, 5, 2, 40),
+    (40, 240, 5, 1, 40),
+    (40, 240, 3, 2, 80),
+    (80, 480, 3, 1, 80),
+    (80, 480, 3, 1, 80),
+    (80, 480, 5, 1, 112),
+    (112, 672, 5, 1, 112),
+    (112, 672, 5, 1, 112),
+    (112, 672, 5, 2, 192),
+    (192, 1152, 5, 1, 192),
+    (192, 1152, 5, 1, 192),
+    (192, 1152, 5, 1, 192),
+    (192, 1152, 3, 1, 320),
+];
+
+/// Inverted-residual block: optional 1×1 expansion, depthwise k×k, 1×1 projection.
+#[derive(Module, Debug)]
+pub struct MbConvBlock {
+    /// 1×1 expansion (`_expand_conv`), absent when the expansion ratio is 1.
+    pub expand_conv: Option<Conv2d>,
+    /// BatchNorm after the expansion (`_bn0`).
+    pub bn0: Option<BatchNorm>,
+    /// Depthwise convolution carrying the stride (`_depthwise_conv`).
+    pub depthwise_conv: Conv2d,
+    /// BatchNorm after the depthwise convolution (`_bn1`).
+    pub bn1: BatchNorm,
+    /// 1×1 projection (`_project_conv`), linear (no activation).
+    pub project_conv: Conv2d,
+    /// BatchNorm after the projection (`_bn2`).
+    pub bn2: BatchNorm,
+    /// Whether the input is added to the output (stride 1 and equal channels).
+    #[module(skip)]
+    pub skip: bool,
+}
+
+/// EfficientNet-Lite0; input `[batch, in_channels, H, W]` normalised with mean 0.5 and std 0.5,
+/// output logits `[batch, classes]`.
+#[derive(Module, Debug)]
+pub struct EfficientNetLite {
+    /// 3×3 stride-2 stem convolution (`_conv_stem`).
+    pub conv_stem: Conv2d,
+    /// Stem BatchNorm (`_bn0`).
+    pub bn0: BatchNorm,
+    /// The 16 MBConv blocks (`_blocks.N`).
+    pub blocks: Vec<MbConvBlock>,
+    /// 1×1 head convolution 320 → 1280 (`_conv_head`).
+    pub conv_head: Conv2d,
+    /// Head BatchNorm (`_bn1`).
+    pub bn1: BatchNorm,
+    /// Global average pooling.
+    pub avgpool: AdaptiveAvgPool2d,
+    /// Dropout before the classifier (active only on an autodiff device in training).
+    pub dropout: Dropout,
+    /// Classifier (`_fc`).
+    pub fc: Linear,
+}
+
+fn conv(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        // TensorFlow SAME: total padding from the input size, the odd pixel at the end.
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+fn bn(features: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(features)
+        .with_epsilon(BN_EPS)
+        .with_momentum(BN_MOMENTUM)
+        .init(device)
+}
+
+impl MbConvBlock {
+    fn new(
+        (c_in, c_exp, kernel, stride, c_out): (usize, usize, usize, usize, usize),
+        device: &Device,
+    ) -> Self {
+        let expand = c_exp != c_in;
+        Self {
+            expand_conv: expand.then(|| conv(c_in, c_exp, 1, 1, 1, device)),
+            bn0: expand.then(|| bn(c_exp, device)),
+            depthwise_conv: conv(c_exp, c_exp, kernel, stride, c_exp, device),
+            bn1: bn(c_exp, device),
+            project_conv: conv(c_exp, c_out, 1, 1, 1, device),
+            bn2: bn(c_out, device),
+            skip: stride == 1 && c_in == c_out,
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = match (&self.expand_conv, &self.bn0) {
+            (Some(expand), Some(bn0)) => relu6(bn0.forward(expand.forward(x.clone()))),
+            _ => x.clone(),
+        };
+        let y = relu6(self.bn1.forward(self.depthwise_conv.forward(y)));
+        let y = self.bn2.forward(self.project_conv.forward(y));
+        if self.skip { y + x } else { y }
+    }
+
+    fn visit_params(&mut self, prefix: &str, v: &mut impl ParamVisitor) {
+        if let Some(expand) = &mut self.expand_conv {
+            v.conv2d(&format!("{prefix}._expand_conv"), expand);
+        }
+        if let Some(bn0) = &mut self.bn0 {
+            v.batch_norm(&format!("{prefix}._bn0"), bn0);
+        }
+        v.conv2d(
+            &format!("{prefix}._depthwise_conv"),
+            &mut self.depthwise_conv,
+        );
+        v.batch_norm(&format!("{prefix}._bn1"), &mut self.bn1);
+        v.conv2d(&format!("{prefix}._project_conv"), &mut self.project_conv);
+        v.batch_norm(&format!("{prefix}._bn2"), &mut self.bn2);
+    }
+}
+
+impl EfficientNetLite {
+    /// Builds a freshly initialised EfficientNet-Lite0 on `device`.
+    pub fn new(config: &EfficientNetLiteConfig, device: &Device) -> Result<Self, ModelError> {
+        config.validate()?;
+        Ok(Self {
+            conv_stem: conv(config.in_channels, STEM, 3, 2, 1, device),
+            bn0: bn(STEM, device),
+            blocks: LITE0_BLOCKS
+                .iter()
+                .map(|&spec| MbConvBlock::new(spec, device))
+                .collect(),
+            conv_head: conv(320, HEAD, 1, 1, 1, device),
+            bn1: bn(HEAD, device),
+            avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            fc: head(HEAD, config.num_classes, device),
+        })
+    }
+
+    /// Logits `[batch, classes]` for images `[batch, in_channels, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(x)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let x: Tensor<2> = self.avgpool.forward(x).flatten(1, 3);
+        self.fc.forward(self.dropout.forward(x))
+    }
+
+    pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+        v.conv2d("_conv_stem", &mut self.conv_stem);
+        v.batch_norm("_bn0", &mut self.bn0);
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            block.visit_params(&format!("_blocks.{i}"), v);
+        }
+        v.conv2d("_conv_head", &mut self.conv_head);
+        v.batch_norm("_bn1", &mut self.bn1);
+        v.linear("_fc", &mut self.fc);
+    }
+
+    /// Loads an `efficientnet_pytorch`-layout state dict (e.g. `efficientnet-lite0-57934424.pth`):
+    /// every parameter and BatchNorm running statistic is taken by name, with its shape checked;
+    /// a `module.` prefix is stripped and `num_batches_tracked` ignored. The error lists every
+    /// missing, unexpected and mismatched name.
+    pub fn load_pretrained(mut self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        let mut loader = Loader::new(checkpoint, self.fc.weight.val().device());
+        self.visit_params(&mut loader);
+        loader.finish("efficientnet-lite0")?;
+        Ok(self)
+    }
+
+    /// The parameters and running statistics as a state dict in `efficientnet_pytorch` names.
+    pub fn export(&self) -> Result<Checkpoint, ModelError> {
+        let mut copy = self.clone();
+        let mut exporter = Exporter::new();
+        copy.visit_params(&mut exporter);
+        exporter.finish()
+    }
+}

@@ -1,0 +1,217 @@
+//! Mapping between checkpoint names and burn parameters, both ways.
+//!
+//! Each network walks its parameters once through a [`ParamVisitor`], naming each layer the way
+//! the PyTorch state dict does; [`Loader`] fills the layers from a [`Checkpoint`] and
+//! [`Exporter`] writes them into one. PyTorch conventions: a convolution has `weight`
+//! (`[out, in/groups, kh, kw]`, as burn) and optionally `bias`; a BatchNorm has `weight` (γ),
+//! `bias` (β), `running_mean`, `running_var` (and an integer `num_batches_tracked`, ignored);
+//! a linear layer has `weight` `[out, in]` (burn stores `[in, out]`, so it is transposed) and
+//! `bias`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use covidct_weights::{Checkpoint, Tensor as StoredTensor};
+
+use crate::error::ModelError;
+
+/// Visits the layers of a network under their checkpoint names.
+pub(crate) trait ParamVisitor {
+    /// A 2-D convolution named `name` (its parameters are `name.weight`, `name.bias`).
+    fn conv2d(&mut self, name: &str, conv: &mut Conv2d);
+    /// A BatchNorm named `name`.
+    fn batch_norm(&mut self, name: &str, bn: &mut BatchNorm);
+    /// A linear layer named `name`.
+    fn linear(&mut self, name: &str, linear: &mut Linear);
+}
+
+/// Fills layers from a checkpoint, collecting every discrepancy instead of stopping at the first.
+pub(crate) struct Loader {
+    tensors: BTreeMap<String, StoredTensor>,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+    device: Device,
+}
+
+impl Loader {
+    /// A loader over `checkpoint`, with any `module.` prefix (from `DataParallel`) stripped.
+    pub(crate) fn new(checkpoint: &Checkpoint, device: Device) -> Self {
+        let tensors = checkpoint
+            .iter()
+            .map(|(name, tensor)| {
+                let name = name.strip_prefix("module.").unwrap_or(name);
+                (name.to_owned(), tensor.clone())
+            })
+            .collect();
+        Self {
+            tensors,
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            mismatched: Vec::new(),
+            device,
+        }
+    }
+
+    /// Takes the tensor `name` if present and of shape `expected`; records the problem otherwise.
+    fn take(&mut self, name: String, expected: &[usize]) -> Option<Vec<f32>> {
+        let Some(tensor) = self.tensors.get(&name) else {
+            self.missing.push(name);
+            return None;
+        };
+        self.used.insert(name.clone());
+        if tensor.shape != expected {
+            self.mismatched.push(format!(
+                "{name}: expected {expected:?}, found {:?}",
+                tensor.shape
+            ));
+            return None;
+        }
+        Some(tensor.data.clone())
+    }
+
+    fn tensor<const D: usize>(&mut self, name: String, shape: [usize; D]) -> Option<Tensor<D>> {
+        let data = self.take(name, &shape)?;
+        Some(Tensor::from_data(
+            TensorData::new(data, shape),
+            &self.device,
+        ))
+    }
+
+    /// Ends the walk: an error listing every missing, unexpected and mismatched name, if any.
+    pub(crate) fn finish(self, model: &str) -> Result<(), ModelError> {
+        let unexpected: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|name| !self.used.contains(*name) && !name.ends_with("num_batches_tracked"))
+            .cloned()
+            .collect();
+        if self.missing.is_empty() && unexpected.is_empty() && self.mismatched.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::Checkpoint {
+                model: model.to_owned(),
+                missing: self.missing,
+                unexpected,
+                mismatched: self.mismatched,
+            })
+        }
+    }
+}
+
+impl ParamVisitor for Loader {
+    fn conv2d(&mut self, name: &str, conv: &mut Conv2d) {
+        let shape: [usize; 4] = conv.weight.shape().dims();
+        if let Some(weight) = self.tensor(format!("{name}.weight"), shape) {
+            conv.weight = Param::from_tensor(weight);
+        }
+        if conv.bias.is_some()
+            && let Some(bias) = self.tensor(format!("{name}.bias"), [shape[0]])
+        {
+            conv.bias = Some(Param::from_tensor(bias));
+        }
+    }
+
+    fn batch_norm(&mut self, name: &str, bn: &mut BatchNorm) {
+        let [n]: [usize; 1] = bn.gamma.shape().dims();
+        if let Some(gamma) = self.tensor(format!("{name}.weight"), [n]) {
+            bn.gamma = Param::from_tensor(gamma);
+        }
+        if let Some(beta) = self.tensor(format!("{name}.bias"), [n]) {
+            bn.beta = Param::from_tensor(beta);
+        }
+        if let Some(mean) = self.tensor(format!("{name}.running_mean"), [n]) {
+            bn.running_mean = RunningState::new(mean);
+        }
+        if let Some(var) = self.tensor(format!("{name}.running_var"), [n]) {
+            bn.running_var = RunningState::new(var);
+        }
+    }
+
+    fn linear(&mut self, name: &str, linear: &mut Linear) {
+        let [d_in, d_out]: [usize; 2] = linear.weight.shape().dims();
+        // PyTorch stores [out, in]; burn multiplies by [in, out].
+        if let Some(weight) = self.tensor(format!("{name}.weight"), [d_out, d_in]) {
+            linear.weight = Param::from_tensor(weight.transpose());
+        }
+        if linear.bias.is_some()
+            && let Some(bias) = self.tensor(format!("{name}.bias"), [d_out])
+        {
+            linear.bias = Some(Param::from_tensor(bias));
+        }
+    }
+}
+
+/// Writes layers into a checkpoint in PyTorch's names and layouts.
+pub(crate) struct Exporter {
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) error: Option<ModelError>,
+}
+
+impl Exporter {
+    pub(crate) fn new() -> Self {
+        Self {
+            checkpoint: Checkpoint::new(),
+            error: None,
+        }
+    }
+
+    fn put<const D: usize>(&mut self, name: String, tensor: Tensor<D>) {
+        if self.error.is_some() {
+            return;
+        }
+        let shape = tensor.dims().to_vec();
+        let data = match crate::transfer::tensor_to_vec(&name, tensor) {
+            Ok(data) => data,
+            Err(err) => {
+                self.error = Some(err);
+                return;
+            }
+        };
+        match StoredTensor::new(shape, data) {
+            Ok(stored) => {
+                self.checkpoint.insert(name, stored);
+            }
+            Err(err) => {
+                self.error = Some(ModelError::TensorData {
+                    name,
+                    reason: err.to_string(),
+                })
+            }
+        }
+    }
+
+    /// The checkpoint, or the first error met.
+    pub(crate) fn finish(self) -> Result<Checkpoint, ModelError> {
+        match self.error {
+            Some(err) => Err(err),
+            None => Ok(self.checkpoint),
+        }
+    }
+}
+
+impl ParamVisitor for Exporter {
+    fn conv2d(&mut self, name: &str, conv: &mut Conv2d) {
+        self.put(format!("{name}.weight"), conv.weight.val());
+        if let Some(bias) = &conv.bias {
+            self.put(format!("{name}.bias"), bias.val());
+        }
+    }
+
+    fn batch_norm(&mut self, name: &str, bn: &mut BatchNorm) {
+        self.put(format!("{name}.weight"), bn.gamma.val());
+        self.put(format!("{name}.bias"), bn.beta.val());
+        self.put(format!("{name}.running_mean"), bn.running_mean.value());
+        self.put(format!("{name}.running_var"), bn.running_var.value());
+    }
+
+    fn linear(&mut self, name: &str, linear: &mut Linear) {
+        self.put(format!("{name}.weight"), linear.weight.val().transpose());
+        if let Some(bias) = &linear.bias {
+            self.put(format!("{name}.bias"), bias.val());
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Classifier networks for the CT scans, on [`burn`], with pretrained-weight import.
+//!
+//! - [`ResNet`]: ResNet-18/34/50 with torchvision's module layout and parameter names
+//!   (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, …, `fc`), so that torchvision
+//!   ImageNet checkpoints load unchanged.
+//! - [`EfficientNetLite`]: EfficientNet-Lite0 (MBConv blocks, ReLU6, no squeeze-excitation,
+//!   BatchNorm eps 1e-3, TensorFlow "same" padding) with the parameter names of the
+//!   `efficientnet_pytorch` layout (`_conv_stem`, `_bn0`, `_blocks.N._depthwise_conv`, …, `_fc`).
+//!
+//! burn 0.22 selects the backend at run time through its [`Device`](burn::tensor::Device)
+//! (e.g. `Device::flex()` for the CPU backend); the modules here are therefore generic over the
+//! backend without a type parameter: nothing in them names one.
+//!
+//! Weights come from a [`covidct_weights::Checkpoint`]: [`ResNet::load_pretrained`] and
+//! [`EfficientNetLite::load_pretrained`] map every name to its parameter, check every shape and
+//! report all missing, unexpected and mismatched names at once ([`ModelError::Checkpoint`]).
+//! [`ResNet::export`] / [`EfficientNetLite::export`] do the reverse.
+//!
+//! Transfer learning for grey CT input: load the 3-channel ImageNet weights, then
+//! [`ResNet::into_grey`] (or [`EfficientNetLite::into_grey`]) sums the stem kernel over the
+//! colour channels — identical to feeding the grey image replicated three times — and
+//! [`ResNet::with_num_classes`] replaces the 1000-class head with a freshly initialised one.
+//! The grey input must then be normalised with the mean and std of *one* channel of the
+//! pretrained network (e.g. 0.5/0.5 for EfficientNet-Lite0), since the summed kernel sees the
+//! same value the replicated channels would each have carried.
+
+#![warn(missing_docs)]
+
+mod config;
+mod efficientnet;
+mod error;
+mod import;
+mod resnet;
+mod transfer;
+
+pub use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
+pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
+pub use crate::error::ModelError;
+pub use crate::resnet::{Downsample, ResNet, ResidualBlock};
+pub use crate::transfer::{sum_stem_to_grey, tensor_to_vec};

@@ -1,0 +1,259 @@
+//! ResNet-18/34/50 in torchvision's layout (v1.5: the stride of a bottleneck is on its 3×3).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use covidct_weights::Checkpoint;
+
+use crate::config::ResNetConfig;
+use crate::error::ModelError;
+use crate::import::{Exporter, Loader, ParamVisitor};
+
+/// BatchNorm epsilon of torchvision's ResNets.
+const BN_EPS: f64 = 1e-5;
+
+/// Projection shortcut of a block whose shape changes (`downsample.0` conv, `downsample.1` bn).
+#[derive(Module, Debug)]
+pub struct Downsample {
+    /// 1×1 convolution with the block's stride (`downsample.0`).
+    pub conv: Conv2d,
+    /// BatchNorm (`downsample.1`).
+    pub bn: BatchNorm,
+}
+
+/// A basic block (two 3×3 convolutions) or, when `conv3` is present, a bottleneck block
+/// (1×1, 3×3 with the stride, 1×1 expanding 4×).
+#[derive(Module, Debug)]
+pub struct ResidualBlock {
+    /// First convolution.
+    pub conv1: Conv2d,
+    /// BatchNorm after `conv1`.
+    pub bn1: BatchNorm,
+    /// Second convolution.
+    pub conv2: Conv2d,
+    /// BatchNorm after `conv2`.
+    pub bn2: BatchNorm,
+    /// Third (expanding 1×1) convolution of a bottleneck block.
+    pub conv3: Option<Conv2d>,
+    /// BatchNorm after `conv3`.
+    pub bn3: Option<BatchNorm>,
+    /// Projection shortcut, when the block changes shape.
+    pub downsample: Option<Downsample>,
+}
+
+/// A ResNet classifier; input `[batch, in_channels, H, W]`, output logits `[batch, classes]`.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    /// 7×7 stride-2 stem convolution.
+    pub conv1: Conv2d,
+    /// Stem BatchNorm.
+    pub bn1: BatchNorm,
+    /// 3×3 stride-2 max pooling.
+    pub maxpool: MaxPool2d,
+    /// Stage 1 (64 planes, stride 1).
+    pub layer1: Vec<ResidualBlock>,
+    /// Stage 2 (128 planes, stride 2).
+    pub layer2: Vec<ResidualBlock>,
+    /// Stage 3 (256 planes, stride 2).
+    pub layer3: Vec<ResidualBlock>,
+    /// Stage 4 (512 planes, stride 2).
+    pub layer4: Vec<ResidualBlock>,
+    /// Global average pooling.
+    pub avgpool: AdaptiveAvgPool2d,
+    /// Classifier.
+    pub fc: Linear,
+    /// The torchvision name of the architecture (`resnet18`…), for error messages.
+    #[module(skip)]
+    pub name: String,
+}
+
+fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
+    let pad = kernel / 2;
+    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+fn bn(features: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(features)
+        .with_epsilon(BN_EPS)
+        .init(device)
+}
+
+/// A fresh classifier head `d_input → num_classes`.
+pub(crate) fn head(d_input: usize, num_classes: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_input, num_classes).init(device)
+}
+
+impl ResidualBlock {
+    fn new(c_in: usize, planes: usize, stride: usize, bottleneck: bool, device: &Device) -> Self {
+        let expansion = if bottleneck { 4 } else { 1 };
+        let c_out = planes * expansion;
+        let downsample = (stride != 1 || c_in != c_out).then(|| Downsample {
+            conv: conv(c_in, c_out, 1, stride, device),
+            bn: bn(c_out, device),
+        });
+        if bottleneck {
+            Self {
+                conv1: conv(c_in, planes, 1, 1, device),
+                bn1: bn(planes, device),
+                conv2: conv(planes, planes, 3, stride, device),
+                bn2: bn(planes, device),
+                conv3: Some(conv(planes, c_out, 1, 1, device)),
+                bn3: Some(bn(c_out, device)),
+                downsample,
+            }
+        } else {
+            Self {
+                conv1: conv(c_in, planes, 3, stride, device),
+                bn1: bn(planes, device),
+                conv2: conv(planes, planes, 3, 1, device),
+                bn2: bn(planes, device),
+                conv3: None,
+                bn3: None,
+                downsample,
+            }
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let shortcut = match &self.downsample {
+            Some(down) => down.bn.forward(down.conv.forward(x.clone())),
+            None => x.clone(),
+        };
+        let y = relu(self.bn1.forward(self.conv1.forward(x)));
+        let y = self.bn2.forward(self.conv2.forward(y));
+        let y = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => bn3.forward(conv3.forward(relu(y))),
+            _ => y,
+        };
+        relu(y + shortcut)
+    }
+
+    fn visit_params(&mut self, prefix: &str, v: &mut impl ParamVisitor) {
+        v.conv2d(&format!("{prefix}.conv1"), &mut self.conv1);
+        v.batch_norm(&format!("{prefix}.bn1"), &mut self.bn1);
+        v.conv2d(&format!("{prefix}.conv2"), &mut self.conv2);
+        v.batch_norm(&format!("{prefix}.bn2"), &mut self.bn2);
+        if let Some(conv3) = &mut self.conv3 {
+            v.conv2d(&format!("{prefix}.conv3"), conv3);
+        }
+        if let Some(bn3) = &mut self.bn3 {
+            v.batch_norm(&format!("{prefix}.bn3"), bn3);
+        }
+        if let Some(down) = &mut self.downsample {
+            v.conv2d(&format!("{prefix}.downsample.0"), &mut down.conv);
+            v.batch_norm(&format!("{prefix}.downsample.1"), &mut down.bn);
+        }
+    }
+}
+
+impl ResNet {
+    /// Builds a freshly initialised network on `device`.
+    pub fn new(config: &ResNetConfig, device: &Device) -> Result<Self, ModelError> {
+        config.validate()?;
+        let bottleneck = config.depth.bottleneck();
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut c_in = 64;
+        let mut stages = Vec::with_capacity(4);
+        for (stage, (&blocks, planes)) in config
+            .depth
+            .blocks()
+            .iter()
+            .zip([64, 128, 256, 512])
+            .enumerate()
+        {
+            let stride = if stage == 0 { 1 } else { 2 };
+            let mut layer = Vec::with_capacity(blocks);
+            for i in 0..blocks {
+                let s = if i == 0 { stride } else { 1 };
+                layer.push(ResidualBlock::new(c_in, planes, s, bottleneck, device));
+                c_in = planes * expansion;
+            }
+            stages.push(layer);
+        }
+        let mut stages = stages.into_iter();
+        let mut next = || stages.next().unwrap_or_default();
+        Ok(Self {
+            conv1: conv(config.in_channels, 64, 7, 2, device),
+            bn1: bn(64, device),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1: next(),
+            layer2: next(),
+            layer3: next(),
+            layer4: next(),
+            avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: head(512 * expansion, config.num_classes, device),
+            name: config.depth.name().to_owned(),
+        })
+    }
+
+    /// Logits `[batch, classes]` for images `[batch, in_channels, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = self.maxpool.forward(x);
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
+            x = block.forward(x);
+        }
+        let x: Tensor<2> = self.avgpool.forward(x).flatten(1, 3);
+        self.fc.forward(x)
+    }
+
+    pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+        v.conv2d("conv1", &mut self.conv1);
+        v.batch_norm("bn1", &mut self.bn1);
+        for (i, layer) in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (j, block) in layer.iter_mut().enumerate() {
+                block.visit_params(&format!("layer{}.{j}", i + 1), v);
+            }
+        }
+        v.linear("fc", &mut self.fc);
+    }
+
+    /// Loads a torchvision state dict (e.g. `resnet18-f37072fd.pth`): every parameter and
+    /// BatchNorm running statistic is taken by name, with its shape checked; a `module.` prefix is
+    /// stripped and `num_batches_tracked` ignored. The error lists every missing, unexpected and
+    /// mismatched name.
+    pub fn load_pretrained(mut self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        let mut loader = Loader::new(checkpoint, self.fc.weight.val().device());
+        self.visit_params(&mut loader);
+        loader.finish(&self.name)?;
+        Ok(self)
+    }
+
+    /// The parameters and running statistics as a state dict in torchvision's names and layout.
+    pub fn export(&self) -> Result<Checkpoint, ModelError> {
+        let mut copy = self.clone();
+        let mut exporter = Exporter::new();
+        copy.visit_params(&mut exporter);
+        exporter.finish()
+    }
+}

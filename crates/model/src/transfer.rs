@@ -1,0 +1,88 @@
+//! Transfer learning: grey (1-channel) stems from RGB weights, and new classifier heads.
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+
+use crate::efficientnet::EfficientNetLite;
+use crate::error::ModelError;
+use crate::resnet::{ResNet, head};
+
+/// Converts a 3-input-channel stem convolution to 1 input channel by summing its kernel over the
+/// colour channels.
+///
+/// For a grey image `g`, `conv(w, [g, g, g]) = Σ_c conv(w_c, g) = conv(Σ_c w_c, g)`: the result
+/// is identical to replicating the grey channel three times, at a third of the stem's cost. The
+/// grey input must be normalised with the mean and std of one channel of the pretrained network
+/// (the value each replicated channel would have carried); with per-channel statistics that
+/// differ (torchvision's ImageNet mean/std), replication is only an approximation either way.
+/// `name` is used in the error when the convolution does not have 3 input channels.
+pub fn sum_stem_to_grey(name: &'static str, mut conv: Conv2d) -> Result<Conv2d, ModelError> {
+    let [_, channels, _, _] = conv.weight.dims();
+    if channels != 3 || conv.groups != 1 {
+        return Err(ModelError::Stem { name, channels });
+    }
+    let summed: Tensor<4> = conv.weight.val().sum_dim(1);
+    conv.weight = Param::from_tensor(summed);
+    Ok(conv)
+}
+
+/// Reads a tensor's values back as row-major f32 (`name` names it in the error).
+pub fn tensor_to_vec<const D: usize>(
+    name: &str,
+    tensor: Tensor<D>,
+) -> Result<Vec<f32>, ModelError> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|err| ModelError::TensorData {
+            name: name.to_owned(),
+            reason: format!("{err:?}"),
+        })
+}
+
+impl ResNet {
+    /// The network for 1-channel input: the 3-channel stem `conv1` summed over colour channels
+    /// (see [`sum_stem_to_grey`]). Normalise grey input with one channel's mean and std.
+    pub fn into_grey(mut self) -> Result<Self, ModelError> {
+        self.conv1 = sum_stem_to_grey("conv1", self.conv1)?;
+        Ok(self)
+    }
+
+    /// The same backbone with a freshly initialised `num_classes` classifier head.
+    pub fn with_num_classes(mut self, num_classes: usize) -> Result<Self, ModelError> {
+        check_classes(num_classes)?;
+        let [d_input, _] = self.fc.weight.dims();
+        self.fc = head(d_input, num_classes, &self.fc.weight.val().device());
+        Ok(self)
+    }
+}
+
+impl EfficientNetLite {
+    /// The network for 1-channel input: the 3-channel stem `_conv_stem` summed over colour
+    /// channels (see [`sum_stem_to_grey`]). Normalise grey input with mean 0.5 and std 0.5.
+    pub fn into_grey(mut self) -> Result<Self, ModelError> {
+        self.conv_stem = sum_stem_to_grey("_conv_stem", self.conv_stem)?;
+        Ok(self)
+    }
+
+    /// The same backbone with a freshly initialised `num_classes` classifier head.
+    pub fn with_num_classes(mut self, num_classes: usize) -> Result<Self, ModelError> {
+        check_classes(num_classes)?;
+        let [d_input, _] = self.fc.weight.dims();
+        self.fc = head(d_input, num_classes, &self.fc.weight.val().device());
+        Ok(self)
+    }
+}
+
+fn check_classes(num_classes: usize) -> Result<(), ModelError> {
+    if num_classes == 0 {
+        return Err(ModelError::Config {
+            field: "num_classes",
+            value: num_classes.to_string(),
+            reason: "must be at least 1",
+        });
+    }
+    Ok(())
+}

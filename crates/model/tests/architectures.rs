@@ -1,0 +1,213 @@
+//! Shapes, grey-stem equivalence, head replacement and checkpoint round trips on tiny inputs.
+
+use burn::tensor::{Device, Distribution, Tensor};
+use covidct_model::{
+    EfficientNetLite, EfficientNetLiteConfig, ModelError, ResNet, ResNetConfig, ResNetDepth,
+};
+use covidct_weights::Tensor as StoredTensor;
+
+const DEPTHS: [ResNetDepth; 3] = [ResNetDepth::R18, ResNetDepth::R34, ResNetDepth::R50];
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn input(channels: usize, size: usize) -> Tensor<4> {
+    Tensor::random(
+        [2, channels, size, size],
+        Distribution::Normal(0.0, 1.0),
+        &device(),
+    )
+}
+
+fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+    let a = covidct_model::tensor_to_vec("a", a).expect("read a");
+    let b = covidct_model::tensor_to_vec("b", b).expect("read b");
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn every_architecture_gives_logits_for_1_and_3_channels() {
+    for in_channels in [1, 3] {
+        for depth in DEPTHS {
+            let config = ResNetConfig {
+                depth,
+                in_channels,
+                num_classes: 7,
+            };
+            let model = ResNet::new(&config, &device()).expect("resnet");
+            assert_eq!(
+                model.forward(input(in_channels, 64)).dims(),
+                [2, 7],
+                "{depth:?}"
+            );
+        }
+        let config = EfficientNetLiteConfig {
+            in_channels,
+            num_classes: 5,
+            ..Default::default()
+        };
+        let model = EfficientNetLite::new(&config, &device()).expect("effnet");
+        // 67 is odd: exercises the uneven TensorFlow "same" padding of every stride-2 layer.
+        assert_eq!(model.forward(input(in_channels, 67)).dims(), [2, 5]);
+    }
+}
+
+#[test]
+fn summed_stem_equals_replicated_grey_input() {
+    let grey = input(1, 64);
+    let rgb = grey.clone().repeat_dim(1, 3);
+
+    let resnet = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device()).expect("resnet");
+    let expected = resnet.forward(rgb.clone());
+    let grey_net = resnet.into_grey().expect("grey");
+    let diff = max_abs_diff(expected, grey_net.forward(grey.clone()));
+    assert!(diff < 1e-3, "resnet18: max difference {diff}");
+
+    let effnet =
+        EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device()).expect("effnet");
+    let expected = effnet.forward(rgb);
+    let grey_net = effnet.into_grey().expect("grey");
+    let diff = max_abs_diff(expected, grey_net.forward(grey));
+    assert!(diff < 1e-3, "effnet: max difference {diff}");
+}
+
+#[test]
+fn grey_conversion_refuses_a_one_channel_stem() {
+    let config = ResNetConfig {
+        in_channels: 1,
+        ..ResNetConfig::imagenet(ResNetDepth::R18)
+    };
+    let model = ResNet::new(&config, &device()).expect("resnet");
+    match model.into_grey() {
+        Err(ModelError::Stem { name, channels }) => {
+            assert_eq!((name, channels), ("conv1", 1));
+        }
+        other => panic!("expected a stem error, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_head_keeps_the_backbone() {
+    let model = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device()).expect("resnet");
+    let before = model.export().expect("export");
+    let model = model.with_num_classes(2).expect("head");
+    assert_eq!(model.forward(input(3, 32)).dims(), [2, 2]);
+    let after = model.export().expect("export");
+    for (name, tensor) in before.iter() {
+        if name.starts_with("fc.") {
+            assert_ne!(after.get(name).map(|t| &t.shape), Some(&tensor.shape));
+        } else {
+            assert_eq!(after.get(name), Some(tensor), "{name} changed");
+        }
+    }
+    assert!(matches!(
+        model.with_num_classes(0),
+        Err(ModelError::Config {
+            field: "num_classes",
+            ..
+        })
+    ));
+
+    let effnet =
+        EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device()).expect("effnet");
+    let effnet = effnet.with_num_classes(3).expect("head");
+    assert_eq!(effnet.forward(input(3, 32)).dims(), [2, 3]);
+}
+
+#[test]
+fn export_then_load_reproduces_the_network() {
+    for depth in DEPTHS {
+        let config = ResNetConfig::imagenet(depth);
+        let a = ResNet::new(&config, &device()).expect("a");
+        let checkpoint = a.export().expect("export");
+        let b = ResNet::new(&config, &device())
+            .expect("b")
+            .load_pretrained(&checkpoint)
+            .expect("load");
+        let x = input(3, 32);
+        let diff = max_abs_diff(a.forward(x.clone()), b.forward(x));
+        assert!(diff < 1e-5, "{depth:?}: max difference {diff}");
+    }
+    let config = EfficientNetLiteConfig::default();
+    let a = EfficientNetLite::new(&config, &device()).expect("a");
+    let checkpoint = a.export().expect("export");
+    assert_eq!(
+        checkpoint.len(),
+        covidct_weights::efficientnet_lite0::TENSOR_COUNT
+    );
+    assert_eq!(
+        checkpoint.learnable_parameter_count(),
+        covidct_weights::efficientnet_lite0::PARAMETER_COUNT
+    );
+    let b = EfficientNetLite::new(&config, &device())
+        .expect("b")
+        .load_pretrained(&checkpoint)
+        .expect("load");
+    let x = input(3, 32);
+    let diff = max_abs_diff(a.forward(x.clone()), b.forward(x));
+    assert!(diff < 1e-5, "effnet: max difference {diff}");
+}
+
+#[test]
+fn load_lists_missing_unexpected_and_mismatched_names() {
+    let config = ResNetConfig::imagenet(ResNetDepth::R18);
+    let model = ResNet::new(&config, &device()).expect("resnet");
+    let exported = model.export().expect("export");
+    let mut checkpoint = covidct_weights::Checkpoint::new();
+    for (name, tensor) in exported.iter() {
+        // DataParallel prefix must be stripped.
+        checkpoint.insert(format!("module.{name}"), tensor.clone());
+    }
+    checkpoint.remove("module.layer2.0.downsample.1.running_var");
+    checkpoint.insert(
+        "module.fc.weight",
+        StoredTensor::new(vec![10, 512], vec![0.0; 5120]).expect("tensor"),
+    );
+    checkpoint.insert(
+        "module.extra.weight",
+        StoredTensor::new(vec![1], vec![0.0]).expect("tensor"),
+    );
+    match model.load_pretrained(&checkpoint) {
+        Err(ModelError::Checkpoint {
+            model,
+            missing,
+            unexpected,
+            mismatched,
+        }) => {
+            assert_eq!(model, "resnet18");
+            assert_eq!(missing, ["layer2.0.downsample.1.running_var"]);
+            assert_eq!(unexpected, ["extra.weight"]);
+            assert_eq!(
+                mismatched,
+                ["fc.weight: expected [1000, 512], found [10, 512]"]
+            );
+        }
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+#[test]
+fn configs_round_trip_through_serde() {
+    let config: ResNetConfig =
+        serde_json::from_str(r#"{"depth":"50","in_channels":1,"num_classes":2}"#).expect("parse");
+    assert_eq!(config.depth, ResNetDepth::R50);
+    let back: ResNetConfig =
+        serde_json::from_str(&serde_json::to_string(&config).expect("json")).expect("parse");
+    assert_eq!(back, config);
+    let bad = ResNetConfig {
+        in_channels: 2,
+        ..config
+    };
+    assert!(matches!(
+        ResNet::new(&bad, &device()),
+        Err(ModelError::Config {
+            field: "in_channels",
+            ..
+        })
+    ));
+}

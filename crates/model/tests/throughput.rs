@@ -1,0 +1,37 @@
+//! Inference throughput on the flex CPU backend (`cargo test --release -- --ignored --nocapture`).
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use covidct_model::{EfficientNetLite, EfficientNetLiteConfig, ResNet, ResNetConfig, ResNetDepth};
+
+const BATCH: usize = 16;
+const SIZE: usize = 224;
+const RUNS: usize = 3;
+
+fn measure(name: &str, forward: impl Fn(Tensor<4>) -> Tensor<2>, device: &Device) {
+    let x = Tensor::<4>::random([BATCH, 3, SIZE, SIZE], Distribution::Default, device);
+    // Warm-up (allocations, thread pool).
+    let _ = covidct_model::tensor_to_vec("warm-up", forward(x.clone())).expect("read");
+    let start = Instant::now();
+    for _ in 0..RUNS {
+        let _ = covidct_model::tensor_to_vec("logits", forward(x.clone())).expect("read");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{name}: {:.1} img/s (batch {BATCH}, {SIZE}×{SIZE}, {RUNS} runs, {:.2} s/batch)",
+        (BATCH * RUNS) as f64 / secs,
+        secs / RUNS as f64
+    );
+}
+
+#[test]
+#[ignore = "benchmark; run with --ignored --nocapture in release"]
+fn inference_throughput_flex() {
+    let device = Device::flex();
+    let effnet =
+        EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device).expect("effnet");
+    measure("efficientnet-lite0", |x| effnet.forward(x), &device);
+    let resnet = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device).expect("resnet");
+    measure("resnet18", |x| resnet.forward(x), &device);
+}
