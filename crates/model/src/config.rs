@@ -120,6 +120,11 @@ fn validate_common(in_channels: usize, num_classes: usize) -> Result<(), ModelEr
             reason: "must be 1 (grey) or 3 (RGB)",
         });
     }
+    check_num_classes(num_classes)
+}
+
+/// Refuses a classifier with no classes.
+pub(crate) fn check_num_classes(num_classes: usize) -> Result<(), ModelError> {
     if num_classes == 0 {
         return Err(ModelError::Config {
             field: "num_classes",

@@ -5,11 +5,9 @@
 //! computed from the input size: for stride 2 the extra row/column goes to the bottom/right.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, PaddingConfig2d,
-};
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 use covidct_weights::Checkpoint;
@@ -17,7 +15,7 @@ use covidct_weights::Checkpoint;
 use crate::config::EfficientNetLiteConfig;
 use crate::error::ModelError;
 use crate::import::{Exporter, Loader, ParamVisitor};
-use crate::resnet::head;
+use crate::layers::{self, head};
 
 /// BatchNorm epsilon of EfficientNet-Lite.
 const BN_EPS: f64 = 1e-3;
@@ -98,24 +96,19 @@ fn conv(
     groups: usize,
     device: &Device,
 ) -> Conv2d {
-    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
-        .with_stride([stride, stride])
-        .with_groups(groups)
-        // TensorFlow SAME: total padding from the input size, the odd pixel at the end.
-        .with_padding(PaddingConfig2d::Same)
-        .with_bias(false)
-        .with_initializer(Initializer::KaimingNormal {
-            gain: std::f64::consts::SQRT_2,
-            fan_out_only: true,
-        })
-        .init(device)
+    // TensorFlow SAME: total padding from the input size, the odd pixel at the end.
+    layers::conv2d(
+        [c_in, c_out],
+        kernel,
+        stride,
+        groups,
+        PaddingConfig2d::Same,
+        device,
+    )
 }
 
 fn bn(features: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(features)
-        .with_epsilon(BN_EPS)
-        .with_momentum(BN_MOMENTUM)
-        .init(device)
+    layers::batch_norm(features, BN_EPS, BN_MOMENTUM, device)
 }
 
 impl MbConvBlock {

@@ -30,6 +30,7 @@ mod config;
 mod efficientnet;
 mod error;
 mod import;
+mod layers;
 mod resnet;
 mod transfer;
 

@@ -1,9 +1,9 @@
 //! ResNet-18/34/50 in torchvision's layout (v1.5: the stride of a bottleneck is on its 3×3).
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use covidct_weights::Checkpoint;
@@ -11,9 +11,12 @@ use covidct_weights::Checkpoint;
 use crate::config::ResNetConfig;
 use crate::error::ModelError;
 use crate::import::{Exporter, Loader, ParamVisitor};
+use crate::layers::{self, head};
 
 /// BatchNorm epsilon of torchvision's ResNets.
 const BN_EPS: f64 = 1e-5;
+/// torchvision's BatchNorm momentum.
+const BN_MOMENTUM: f64 = 0.1;
 
 /// Projection shortcut of a block whose shape changes (`downsample.0` conv, `downsample.1` bn).
 #[derive(Module, Debug)]
@@ -72,27 +75,12 @@ pub struct ResNet {
 
 fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
     let pad = kernel / 2;
-    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-        .with_bias(false)
-        // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
-        .with_initializer(Initializer::KaimingNormal {
-            gain: std::f64::consts::SQRT_2,
-            fan_out_only: true,
-        })
-        .init(device)
+    let padding = PaddingConfig2d::Explicit(pad, pad, pad, pad);
+    layers::conv2d([c_in, c_out], kernel, stride, 1, padding, device)
 }
 
 fn bn(features: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(features)
-        .with_epsilon(BN_EPS)
-        .init(device)
-}
-
-/// A fresh classifier head `d_input → num_classes`.
-pub(crate) fn head(d_input: usize, num_classes: usize, device: &Device) -> Linear {
-    LinearConfig::new(d_input, num_classes).init(device)
+    layers::batch_norm(features, BN_EPS, BN_MOMENTUM, device)
 }
 
 impl ResidualBlock {

@@ -1,12 +1,15 @@
 //! Transfer learning: grey (1-channel) stems from RGB weights, and new classifier heads.
 
 use burn::module::Param;
+use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
+use crate::config::check_num_classes;
 use crate::efficientnet::EfficientNetLite;
 use crate::error::ModelError;
-use crate::resnet::{ResNet, head};
+use crate::layers::head;
+use crate::resnet::ResNet;
 
 /// Converts a 3-input-channel stem convolution to 1 input channel by summing its kernel over the
 /// colour channels.
@@ -52,9 +55,7 @@ impl ResNet {
 
     /// The same backbone with a freshly initialised `num_classes` classifier head.
     pub fn with_num_classes(mut self, num_classes: usize) -> Result<Self, ModelError> {
-        check_classes(num_classes)?;
-        let [d_input, _] = self.fc.weight.dims();
-        self.fc = head(d_input, num_classes, &self.fc.weight.val().device());
+        self.fc = new_head(&self.fc, num_classes)?;
         Ok(self)
     }
 }
@@ -69,20 +70,14 @@ impl EfficientNetLite {
 
     /// The same backbone with a freshly initialised `num_classes` classifier head.
     pub fn with_num_classes(mut self, num_classes: usize) -> Result<Self, ModelError> {
-        check_classes(num_classes)?;
-        let [d_input, _] = self.fc.weight.dims();
-        self.fc = head(d_input, num_classes, &self.fc.weight.val().device());
+        self.fc = new_head(&self.fc, num_classes)?;
         Ok(self)
     }
 }
 
-fn check_classes(num_classes: usize) -> Result<(), ModelError> {
-    if num_classes == 0 {
-        return Err(ModelError::Config {
-            field: "num_classes",
-            value: num_classes.to_string(),
-            reason: "must be at least 1",
-        });
-    }
-    Ok(())
+/// A freshly initialised `num_classes` head with the input width of `fc`.
+fn new_head(fc: &Linear, num_classes: usize) -> Result<Linear, ModelError> {
+    check_num_classes(num_classes)?;
+    let [d_input, _] = fc.weight.dims();
+    Ok(head(d_input, num_classes, &fc.weight.val().device()))
 }

