@@ -6,7 +6,9 @@
 use crate::logging::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use covidct_data::{Ratios, SplitStrategy};
+use covidct_evaluation::ThresholdRule;
 use covidct_imaging::HuWindow;
+use covidct_model::Architecture;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -41,9 +43,196 @@ pub enum Command {
     /// Get, audit and split datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train a classifier by transfer learning and package it (with calibration, threshold,
+    /// test evaluation and model card).
+    Train(TrainArgs),
+    /// Evaluate a model package on a manifest split or a folder of labelled images.
+    Evaluate(EvaluateArgs),
+    /// Classify image files with a model package.
+    Predict(PredictArgs),
+    /// Pretrained-weight files.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `covidct weights …`
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// Check a PyTorch checkpoint (torchvision ResNet or efficientnet_pytorch Lite0; zip or
+    /// legacy `.pth`, or safetensors) against an architecture and convert it to safetensors.
+    Import(ImportArgs),
+}
+
+/// `covidct weights import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The checkpoint file.
+    pub file: PathBuf,
+    /// Architecture the checkpoint is for.
+    #[arg(long, value_parser = parse_architecture)]
+    pub architecture: Architecture,
+    /// Expected SHA-256 of the file (refused when it differs).
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Where to write the safetensors copy. Default: the weights folder, under the name
+    /// `covidct train --pretrained imagenet` looks for.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Weights folder for the default output.
+    #[arg(long, env = "COVIDCT_WEIGHTS_DIR", default_value = ".cache/weights")]
+    pub weights_dir: PathBuf,
+}
+
+fn parse_architecture(text: &str) -> Result<Architecture, String> {
+    text.parse::<Architecture>().map_err(|e| e.to_string())
+}
+
+/// `covidct train`
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset root the manifest paths are relative to (one folder per class).
+    #[arg(long, env = "COVIDCT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Split manifest (path,label,group,split). Default: make the `blocks` split of --data-dir
+    /// and write it into the run folder.
+    #[arg(long, env = "COVIDCT_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// Run folder: checkpoints, model package, evaluation report, model card.
+    #[arg(long, env = "COVIDCT_RUN_DIR", default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its checkpoint (after Ctrl-C or a crash).
+    #[arg(long)]
+    pub resume: bool,
+    /// Registered name of the model.
+    #[arg(long, env = "COVIDCT_MODEL_NAME", default_value = "covidct")]
+    pub name: String,
+    #[command(flatten)]
+    pub settings: TrainSettings,
+}
+
+/// Overrides of `[train]` (see `TrainConfig` for every field and its default).
+#[derive(Debug, Args, Serialize)]
+pub struct TrainSettings {
+    /// resnet18, resnet34, resnet50 or efficientnet-lite0 (default).
+    #[arg(long, env = "COVIDCT_ARCHITECTURE")]
+    pub architecture: Option<String>,
+    /// imagenet (default), none, or a checkpoint file.
+    #[arg(long, env = "COVIDCT_PRETRAINED")]
+    pub pretrained: Option<String>,
+    /// Folder holding ImageNet checkpoints under their canonical names. Default .cache/weights.
+    #[arg(long, env = "COVIDCT_WEIGHTS_DIR")]
+    pub weights_dir: Option<PathBuf>,
+    /// Input side in pixels. Default 224.
+    #[arg(long, env = "COVIDCT_IMAGE_SIZE")]
+    pub image_size: Option<u32>,
+    /// stretch (default) or pad: how non-square images become square.
+    #[arg(long, env = "COVIDCT_RESIZE")]
+    pub resize: Option<String>,
+    /// Epochs of head training on cached features of the frozen backbone.
+    #[arg(long, env = "COVIDCT_HEAD_EPOCHS")]
+    pub head_epochs: Option<usize>,
+    /// Epochs of whole-network fine-tuning (0 keeps the backbone frozen).
+    #[arg(long, env = "COVIDCT_EPOCHS")]
+    pub epochs: Option<usize>,
+    /// Images per fine-tuning batch. Default 16.
+    #[arg(long, env = "COVIDCT_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of the head (AdamW). Default 0.001.
+    #[arg(long, env = "COVIDCT_LEARNING_RATE")]
+    pub learning_rate: Option<f64>,
+    /// Backbone rate as a fraction of the head's during fine-tuning. Default 0.1.
+    #[arg(long, env = "COVIDCT_BACKBONE_LR_FACTOR")]
+    pub backbone_lr_factor: Option<f64>,
+    /// AdamW weight decay. Default 0.0001.
+    #[arg(long, env = "COVIDCT_WEIGHT_DECAY")]
+    pub weight_decay: Option<f64>,
+    /// Warm-up share of each phase's steps. Default 0.1.
+    #[arg(long, env = "COVIDCT_WARMUP_FRACTION")]
+    pub warmup_fraction: Option<f64>,
+    /// Label smoothing. Default 0.1.
+    #[arg(long, env = "COVIDCT_LABEL_SMOOTHING")]
+    pub label_smoothing: Option<f64>,
+    /// balanced (default) or none.
+    #[arg(long, env = "COVIDCT_CLASS_WEIGHTS")]
+    pub class_weights: Option<String>,
+    /// Fine-tuning epochs without a better validation ROC-AUC before stopping. Default 3.
+    #[arg(long, env = "COVIDCT_PATIENCE")]
+    pub patience: Option<usize>,
+    /// Seed of every random choice. Default 42.
+    #[arg(long, env = "COVIDCT_SEED")]
+    pub seed: Option<u64>,
+    /// Positive class name. Default COVID.
+    #[arg(long, env = "COVIDCT_POSITIVE_CLASS")]
+    pub positive_class: Option<String>,
+    /// Threshold rule on validation: sensitivity:0.95 (default), youden, fixed:0.5.
+    #[arg(long, env = "COVIDCT_THRESHOLD_RULE", value_parser = parse_rule)]
+    pub threshold: Option<ThresholdRule>,
+    /// Bootstrap resamples for confidence intervals. Default 1000.
+    #[arg(long, env = "COVIDCT_BOOTSTRAP")]
+    pub bootstrap: Option<usize>,
+    /// cpu (default), cuda:N or wgpu (builds with those features).
+    #[arg(long, env = "COVIDCT_DEVICE")]
+    pub device: Option<String>,
+}
+
+fn parse_rule(text: &str) -> Result<ThresholdRule, String> {
+    text.parse::<ThresholdRule>().map_err(|e| e.to_string())
+}
+
+/// A model package given on the command line.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model package file (`.ctpkg`).
+    #[arg(long, env = "COVIDCT_MODEL")]
+    pub model: PathBuf,
+    /// cpu (default), cuda:N or wgpu.
+    #[arg(long, env = "COVIDCT_DEVICE", default_value = "cpu")]
+    pub device: String,
+}
+
+/// `covidct evaluate`
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Dataset root: with --manifest, the manifest paths are relative to it; without, it is a
+    /// folder of labelled images (one folder per class), every image evaluated.
+    #[arg(long, env = "COVIDCT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Split manifest; evaluates --split of it with its groups.
+    #[arg(long, env = "COVIDCT_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// Which split of the manifest.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Report folder (report.json, report.html, plots).
+    #[arg(long, default_value = "runs/evaluation")]
+    pub out: PathBuf,
+    /// Bootstrap resamples for the intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `covidct predict`
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Image files (PNG, JPEG, BMP, TIFF, DICOM).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `covidct data …`
@@ -62,6 +251,38 @@ pub enum DataCommand {
 pub enum BenchCommand {
     /// Images/s for decode+preprocess from files and for augmented batches from the cache.
     Data(BenchDataArgs),
+    /// Training images/s (forward + backward + AdamW update) per architecture and size.
+    Train(BenchTrainArgs),
+}
+
+/// `covidct bench train`
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// Architectures to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_architecture,
+          default_value = "resnet18,efficientnet-lite0")]
+    pub architectures: Vec<Architecture>,
+    /// Input sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "224,128")]
+    pub sizes: Vec<u32>,
+    /// Images per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Untimed steps.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_steps: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Input channels (1 = grey, as covidct trains; 3 = as ImageNet).
+    #[arg(long, default_value_t = 3)]
+    pub in_channels: usize,
+    /// cpu (default), cuda:N or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A dataset folder and how its files are read.

@@ -8,7 +8,7 @@ mod logging;
 mod progress;
 
 use clap::Parser;
-use cli::{BenchCommand, Cli, Command, DataCommand};
+use cli::{BenchCommand, Cli, Command, DataCommand, WeightsCommand};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -36,5 +36,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Data(DataCommand::Split(args)) => commands::data::split(&config, args).map(|_| 0),
         Command::Data(DataCommand::Fetch(args)) => commands::data::fetch(args).map(|_| 0),
         Command::Bench(BenchCommand::Data(args)) => commands::bench::data(&config, args).map(|_| 0),
+        Command::Bench(BenchCommand::Train(args)) => commands::bench::train(args).map(|_| 0),
+        Command::Train(args) => commands::train::train(&config, args),
+        Command::Evaluate(args) => commands::evaluate::evaluate(args).map(|_| 0),
+        Command::Predict(args) => commands::evaluate::predict(args),
+        Command::Weights(WeightsCommand::Import(args)) => {
+            commands::weights::import(args).map(|_| 0)
+        }
     }
 }

@@ -177,13 +177,22 @@ impl EfficientNetLite {
 
     /// Logits `[batch, classes]` for images `[batch, in_channels, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.classify(self.features(x))
+    }
+
+    /// Pooled backbone features `[batch, 1280]`: everything before dropout and the classifier.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu6(self.bn0.forward(self.conv_stem.forward(x)));
         for block in &self.blocks {
             x = block.forward(x);
         }
         let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
-        let x: Tensor<2> = self.avgpool.forward(x).flatten(1, 3);
-        self.fc.forward(self.dropout.forward(x))
+        self.avgpool.forward(x).flatten(1, 3)
+    }
+
+    /// Logits from pooled features: dropout (in training) then the classifier.
+    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
+        self.fc.forward(self.dropout.forward(features))
     }
 
     pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {

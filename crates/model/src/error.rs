@@ -51,4 +51,15 @@ pub enum ModelError {
         /// The backend's message.
         reason: String,
     },
+    /// A model package cannot be written, read or trusted.
+    #[error("model package {path}: {reason}")]
+    Package {
+        /// The package file (empty when not yet written).
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An input image cannot be used.
+    #[error("{0}")]
+    Input(String),
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use burn::module::{Param, RunningState};
+use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -133,9 +133,18 @@ impl ParamVisitor for Loader {
 
     fn linear(&mut self, name: &str, linear: &mut Linear) {
         let [d_in, d_out]: [usize; 2] = linear.weight.shape().dims();
-        // PyTorch stores [out, in]; burn multiplies by [in, out].
-        if let Some(weight) = self.tensor(format!("{name}.weight"), [d_out, d_in]) {
-            linear.weight = Param::from_tensor(weight.transpose());
+        // PyTorch stores [out, in]; burn multiplies by [in, out]. Transposed here, on the host,
+        // so the weight is contiguous exactly as a freshly trained one is (a transposed view
+        // takes another matmul path, which rounds differently).
+        if let Some(values) = self.take(format!("{name}.weight"), &[d_out, d_in]) {
+            let mut transposed = vec![0f32; values.len()];
+            for (o, row) in values.chunks_exact(d_in).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    transposed[i * d_out + o] = v;
+                }
+            }
+            let data = TensorData::new(transposed, [d_in, d_out]);
+            linear.weight = Param::from_tensor(Tensor::from_data(data, &self.device));
         }
         if linear.bias.is_some()
             && let Some(bias) = self.tensor(format!("{name}.bias"), [d_out])
@@ -204,8 +213,15 @@ impl ParamVisitor for Exporter {
     fn batch_norm(&mut self, name: &str, bn: &mut BatchNorm) {
         self.put(format!("{name}.weight"), bn.gamma.val());
         self.put(format!("{name}.bias"), bn.beta.val());
-        self.put(format!("{name}.running_mean"), bn.running_mean.value());
-        self.put(format!("{name}.running_var"), bn.running_var.value());
+        // `valid()` folds in a pending training update that `value()` alone would miss.
+        self.put(
+            format!("{name}.running_mean"),
+            bn.running_mean.valid().value(),
+        );
+        self.put(
+            format!("{name}.running_var"),
+            bn.running_var.valid().value(),
+        );
     }
 
     fn linear(&mut self, name: &str, linear: &mut Linear) {

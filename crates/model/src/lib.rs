@@ -27,15 +27,25 @@
 #![warn(missing_docs)]
 
 mod config;
+mod device;
 mod efficientnet;
 mod error;
 mod import;
 mod layers;
+mod network;
+mod package;
+mod predictor;
 mod resnet;
 mod transfer;
 
 pub use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
+pub use crate::device::select_device;
 pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
 pub use crate::error::ModelError;
+pub use crate::network::{Architecture, Network};
+pub use crate::package::{
+    ModelPackage, PACKAGE_EXTENSION, PACKAGE_FORMAT_VERSION, PackageMetadata,
+};
+pub use crate::predictor::{Prediction, Predictor, calibrated_probabilities, prepare_input};
 pub use crate::resnet::{Downsample, ResNet, ResidualBlock};
 pub use crate::transfer::{sum_stem_to_grey, tensor_to_vec};

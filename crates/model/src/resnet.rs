@@ -192,6 +192,11 @@ impl ResNet {
 
     /// Logits `[batch, classes]` for images `[batch, in_channels, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.features(x))
+    }
+
+    /// Pooled backbone features `[batch, 512 × expansion]`: everything before the classifier.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(self.bn1.forward(self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
         for block in self
@@ -203,8 +208,7 @@ impl ResNet {
         {
             x = block.forward(x);
         }
-        let x: Tensor<2> = self.avgpool.forward(x).flatten(1, 3);
-        self.fc.forward(x)
+        self.avgpool.forward(x).flatten(1, 3)
     }
 
     pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {

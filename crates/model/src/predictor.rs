@@ -1,0 +1,206 @@
+//! Inference from a [`ModelPackage`]: the one path from a decoded image to a calibrated
+//! probability, shared by `covidct predict`, `covidct evaluate` and the service.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use std::path::PathBuf;
+
+use covidct_imaging::{DecodeOptions, GreyImage, decode_file, normalize_into, resize_square};
+use rayon::prelude::*;
+
+use crate::error::ModelError;
+use crate::network::Network;
+use crate::package::{ModelPackage, PackageMetadata};
+use crate::transfer::tensor_to_vec;
+
+/// One image's prediction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// The predicted class name (positive when its probability reaches the threshold).
+    pub label: String,
+    /// Calibrated probability of the positive class.
+    pub probability: f64,
+    /// The operating threshold applied.
+    pub threshold: f64,
+    /// Calibrated probabilities of every class, in class order.
+    pub class_probabilities: Vec<f64>,
+    /// Raw logits (before temperature), in class order.
+    pub logits: Vec<f64>,
+}
+
+/// A loaded, inference-mode model with its preprocessing and calibration.
+#[derive(Debug)]
+pub struct Predictor {
+    network: Network,
+    metadata: PackageMetadata,
+    device: Device,
+}
+
+/// Resizes and normalises a decoded image into the network's input plane (`size²` values), as
+/// the package's preprocessing says; the same transformation the training loader applies.
+pub fn prepare_input(image: &GreyImage, metadata: &PackageMetadata, out: &mut [f32]) {
+    let pre = &metadata.preprocess;
+    let resized = resize_square(image, pre.size, pre.resize);
+    normalize_into(&resized.pixels, pre.mean, pre.std, out);
+}
+
+impl Predictor {
+    /// Builds the package's network on `device` in inference mode.
+    pub fn new(package: &ModelPackage, device: &Device) -> Result<Self, ModelError> {
+        let network = package.network(device)?;
+        Self::from_parts(network, package.metadata.clone(), device)
+    }
+
+    /// A predictor from a network in memory and the metadata that describes it (e.g. right after
+    /// training, before the package is written).
+    pub fn from_parts(
+        network: Network,
+        metadata: PackageMetadata,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        metadata.validate()?;
+        if network.architecture() != metadata.architecture {
+            return Err(ModelError::Config {
+                field: "architecture",
+                value: metadata.architecture.to_string(),
+                reason: "does not match the network",
+            });
+        }
+        Ok(Self {
+            network: network.valid(),
+            metadata,
+            device: device.clone(),
+        })
+    }
+
+    /// Replaces the calibration and operating point (e.g. once fitted on validation).
+    pub fn set_calibration(&mut self, temperature: f64, threshold: f64) -> Result<(), ModelError> {
+        let mut metadata = self.metadata.clone();
+        metadata.temperature = temperature;
+        metadata.threshold = threshold;
+        metadata.validate()?;
+        self.metadata = metadata;
+        Ok(())
+    }
+
+    /// Raw logits of image files, decoded in parallel and run in batches of `batch_size`;
+    /// `progress` receives the number of files done. The first file that cannot be decoded
+    /// fails the call, naming the file.
+    pub fn score_files(
+        &self,
+        paths: &[PathBuf],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f64>>, ModelError> {
+        let side = self.metadata.preprocess.size as usize;
+        let plane = side * side;
+        let options = DecodeOptions {
+            dicom_window: self.metadata.dicom_window,
+            ..DecodeOptions::default()
+        };
+        let mut logits = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(batch_size.max(1)) {
+            let mut inputs = vec![0f32; chunk.len() * plane];
+            inputs
+                .par_chunks_mut(plane)
+                .zip(chunk.par_iter())
+                .try_for_each(|(out, path)| {
+                    let decoded = decode_file(path, &options)
+                        .map_err(|e| ModelError::Input(e.to_string()))?;
+                    prepare_input(&decoded.image, &self.metadata, out);
+                    Ok::<_, ModelError>(())
+                })?;
+            logits.extend(self.logits(inputs, chunk.len())?);
+            progress(logits.len());
+        }
+        Ok(logits)
+    }
+
+    /// The package metadata.
+    pub fn metadata(&self) -> &PackageMetadata {
+        &self.metadata
+    }
+
+    /// The network (inference mode).
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Raw logits `[n, classes]` for already-prepared inputs (`n × size²` values).
+    pub fn logits(&self, inputs: Vec<f32>, n: usize) -> Result<Vec<Vec<f64>>, ModelError> {
+        let side = self.metadata.preprocess.size as usize;
+        let classes = self.metadata.class_names.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let expected = n * side * side * self.metadata.in_channels;
+        if inputs.len() != expected {
+            return Err(ModelError::Config {
+                field: "inputs",
+                value: inputs.len().to_string(),
+                reason: "must hold n × channels × size × size values",
+            });
+        }
+        let data = TensorData::new(inputs, [n, self.metadata.in_channels, side, side]);
+        let x = Tensor::<4>::from_data(data, &self.device);
+        let values = tensor_to_vec("logits", self.network.forward(x))?;
+        Ok(values
+            .chunks(classes)
+            .map(|row| row.iter().map(|&v| f64::from(v)).collect())
+            .collect())
+    }
+
+    /// Predictions for decoded images (any size; resized here).
+    pub fn predict(&self, images: &[GreyImage]) -> Result<Vec<Prediction>, ModelError> {
+        let side = self.metadata.preprocess.size as usize;
+        let plane = side * side;
+        let mut inputs = vec![0f32; images.len() * plane];
+        for (image, out) in images.iter().zip(inputs.chunks_mut(plane)) {
+            prepare_input(image, &self.metadata, out);
+        }
+        let logits = self.logits(inputs, images.len())?;
+        Ok(logits.into_iter().map(|l| self.interpret(l)).collect())
+    }
+
+    /// Applies temperature, softmax and threshold to one row of raw logits.
+    pub fn interpret(&self, logits: Vec<f64>) -> Prediction {
+        let meta = &self.metadata;
+        let class_probabilities = calibrated_probabilities(&logits, meta.temperature);
+        let probability = class_probabilities
+            .get(meta.positive_class)
+            .copied()
+            .unwrap_or(0.0);
+        let label_index = if probability >= meta.threshold {
+            meta.positive_class
+        } else {
+            // The most probable of the other classes.
+            class_probabilities
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != meta.positive_class)
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        };
+        Prediction {
+            label: meta
+                .class_names
+                .get(label_index)
+                .cloned()
+                .unwrap_or_default(),
+            probability,
+            threshold: meta.threshold,
+            class_probabilities,
+            logits,
+        }
+    }
+}
+
+/// Softmax of `logits / temperature`, computed stably in f64.
+pub fn calibrated_probabilities(logits: &[f64], temperature: f64) -> Vec<f64> {
+    let scaled: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = scaled.iter().map(|s| (s - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}

@@ -1,0 +1,200 @@
+//! The training configuration: a plain serde struct, every field with a default.
+
+use std::path::PathBuf;
+
+use covidct_evaluation::ThresholdRule;
+use covidct_imaging::{AugmentConfig, ResizeMode};
+use covidct_model::Architecture;
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// Where the initial weights come from; written `imagenet`, `none` or a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Pretrained {
+    /// The architecture's ImageNet checkpoint, looked up in the weights folder.
+    Imagenet,
+    /// Random initialisation (training from scratch).
+    None,
+    /// A checkpoint file (torchvision / efficientnet_pytorch names; `.pth` or safetensors).
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Pretrained {
+    type Err = TrainError;
+
+    /// `imagenet`, `none`, or a path.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "imagenet" => Pretrained::Imagenet,
+            "none" => Pretrained::None,
+            "" => {
+                return Err(TrainError::Config {
+                    field: "pretrained",
+                    reason: "must be `imagenet`, `none` or a file".into(),
+                });
+            }
+            path => Pretrained::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl TryFrom<String> for Pretrained {
+    type Error = TrainError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<Pretrained> for String {
+    fn from(value: Pretrained) -> Self {
+        value.to_string()
+    }
+}
+
+impl std::fmt::Display for Pretrained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pretrained::Imagenet => f.write_str("imagenet"),
+            Pretrained::None => f.write_str("none"),
+            Pretrained::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How classes are weighted in the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeights {
+    /// Every class weighs 1.
+    None,
+    /// Inverse class frequency in the training split, normalised to mean 1.
+    Balanced,
+}
+
+/// Every setting of a training run. Defaults are the project's default model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Network architecture.
+    pub architecture: Architecture,
+    /// Initial weights.
+    pub pretrained: Pretrained,
+    /// Folder searched for ImageNet checkpoints by their canonical file names.
+    pub weights_dir: PathBuf,
+    /// Input side length in pixels.
+    pub image_size: u32,
+    /// How non-square images become square.
+    pub resize: ResizeMode,
+    /// Epochs of head-only training on cached backbone features (0 skips the phase).
+    pub head_epochs: usize,
+    /// Epochs of whole-network fine-tuning (0: the backbone stays frozen).
+    pub epochs: usize,
+    /// Images per fine-tuning batch.
+    pub batch_size: usize,
+    /// Rows per batch when training the head on cached features.
+    pub head_batch_size: usize,
+    /// Peak learning rate of the head (AdamW).
+    pub learning_rate: f64,
+    /// The backbone's learning rate as a fraction of the head's, during fine-tuning.
+    pub backbone_lr_factor: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Linear warm-up, as a fraction of each phase's steps, before the cosine decay.
+    pub warmup_fraction: f64,
+    /// The floor of the cosine decay, as a fraction of the peak rate.
+    pub min_lr_fraction: f64,
+    /// Label smoothing of the cross-entropy (0 disables).
+    pub label_smoothing: f64,
+    /// Class weighting of the loss.
+    pub class_weights: ClassWeights,
+    /// Fine-tuning stops after this many epochs without a better validation ROC-AUC (0: never).
+    pub patience: usize,
+    /// Seed of every random choice (initialisation, order, augmentation, dropout).
+    pub seed: u64,
+    /// Training augmentation (`null`: none).
+    pub augment: Option<AugmentConfig>,
+    /// Name of the positive class (case-insensitive), e.g. `COVID`.
+    pub positive_class: String,
+    /// How the operating threshold is chosen on validation.
+    pub threshold: ThresholdRule,
+    /// Bootstrap resamples for the confidence intervals of the final evaluation.
+    pub bootstrap: usize,
+    /// Compute device: `cpu`, or `cuda:N` / `wgpu` in builds with those features.
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            architecture: Architecture::EfficientnetLite0,
+            pretrained: Pretrained::Imagenet,
+            weights_dir: PathBuf::from(".cache/weights"),
+            image_size: 224,
+            resize: ResizeMode::Stretch,
+            head_epochs: 30,
+            epochs: 3,
+            batch_size: 16,
+            head_batch_size: 64,
+            learning_rate: 1e-3,
+            backbone_lr_factor: 0.1,
+            weight_decay: 1e-4,
+            warmup_fraction: 0.1,
+            min_lr_fraction: 0.01,
+            label_smoothing: 0.1,
+            class_weights: ClassWeights::Balanced,
+            patience: 3,
+            seed: 42,
+            augment: Some(AugmentConfig::default()),
+            positive_class: "COVID".to_owned(),
+            threshold: ThresholdRule::default(),
+            bootstrap: 1000,
+            device: "cpu".to_owned(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value, naming the first field at fault.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(TrainError::Config {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(32..=1024).contains(&self.image_size) {
+            return bad("image_size", "must be between 32 and 1024");
+        }
+        if self.head_epochs == 0 && self.epochs == 0 {
+            return bad("epochs", "head_epochs and epochs cannot both be 0");
+        }
+        if self.batch_size == 0 || self.head_batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad("learning_rate", "must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.backbone_lr_factor) {
+            return bad("backbone_lr_factor", "must be in [0, 1]");
+        }
+        if !(0.0..1.0).contains(&self.weight_decay) {
+            return bad("weight_decay", "must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            return bad("warmup_fraction", "must be in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_fraction) {
+            return bad("min_lr_fraction", "must be in [0, 1]");
+        }
+        if !(0.0..0.5).contains(&self.label_smoothing) {
+            return bad("label_smoothing", "must be in [0, 0.5)");
+        }
+        if self.positive_class.trim().is_empty() {
+            return bad("positive_class", "must name a class");
+        }
+        Ok(())
+    }
+}

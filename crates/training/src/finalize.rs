@@ -1,0 +1,248 @@
+//! From a trained network to a released model: temperature and threshold fitted on
+//! validation, the test split evaluated with group-bootstrap intervals, a model card, and the
+//! package written.
+
+use std::path::{Path, PathBuf};
+
+use covidct_evaluation::{
+    BootstrapConfig, EvaluationReport, ModelInfo, ReportInput, ThresholdInfo, ThresholdRule,
+    choose_threshold, fit_temperature, write_report,
+};
+use covidct_imaging::HuWindow;
+use covidct_model::{ModelPackage, Network, PackageMetadata, Predictor, calibrated_probabilities};
+
+use crate::checkpoint::TrainState;
+use crate::config::TrainConfig;
+use crate::data::{SplitSamples, TrainingData};
+use crate::error::TrainError;
+use crate::model_card::model_card;
+use crate::trainer::preprocess_for;
+
+/// What [`finalize`] produced.
+#[derive(Debug)]
+pub struct Release {
+    /// The package file.
+    pub package_path: PathBuf,
+    /// The package.
+    pub package: ModelPackage,
+    /// The test-split evaluation.
+    pub report: EvaluationReport,
+    /// The folder of the evaluation report (JSON, HTML, plots).
+    pub report_dir: PathBuf,
+    /// Validation ROC-AUC through the released predictor (equals the best epoch's).
+    pub validation_roc_auc: f64,
+}
+
+/// Provenance recorded in the package besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// Registered model name (`covidct`).
+    pub name: String,
+    /// Name of the dataset (e.g. its folder name).
+    pub dataset_name: String,
+    /// Fingerprint of the dataset's labelled pixels.
+    pub dataset_fingerprint: String,
+    /// Source revision of the code (git commit), when known.
+    pub git_commit: Option<String>,
+}
+
+/// The binary logit of each row: positive logit minus the log-sum-exp of the others (for two
+/// classes, the difference of the two logits), so `sigmoid(z / T)` is the positive probability.
+pub fn positive_logits(logits: &[Vec<f64>], positive: usize) -> Vec<f64> {
+    logits
+        .iter()
+        .map(|row| {
+            let others: Vec<f64> = row
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != positive)
+                .map(|(_, v)| *v)
+                .collect();
+            let max = others.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + others.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            row.get(positive).copied().unwrap_or(0.0) - lse
+        })
+        .collect()
+}
+
+/// Calibrated positive probabilities of raw logits under `temperature`.
+pub fn positive_probabilities(logits: &[Vec<f64>], positive: usize, temperature: f64) -> Vec<f64> {
+    logits
+        .iter()
+        .map(|row| {
+            calibrated_probabilities(row, temperature)
+                .get(positive)
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// Raw logits of every image of a split through `predictor`.
+pub fn split_logits(
+    predictor: &Predictor,
+    split: &SplitSamples,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Vec<f64>>, TrainError> {
+    let paths: Vec<PathBuf> = split.samples.iter().map(|s| s.path.clone()).collect();
+    Ok(predictor.score_files(&paths, 32, progress)?)
+}
+
+/// Labelled images to evaluate a model on.
+#[derive(Debug, Clone)]
+pub struct EvaluationTarget<'a> {
+    /// Name of the dataset, for the report.
+    pub dataset_name: String,
+    /// Name of the split (or folder), for the report.
+    pub split: String,
+    /// The images, their labels (indices into the model's class names) and groups.
+    pub samples: &'a SplitSamples,
+    /// Settings of the group bootstrap.
+    pub bootstrap: BootstrapConfig,
+}
+
+/// Scores `target` with `predictor` (its temperature and threshold unchanged) and computes the
+/// evaluation report: metrics at the package's threshold with group-bootstrap intervals, and
+/// the curves.
+pub fn evaluate_predictor(
+    predictor: &Predictor,
+    target: &EvaluationTarget<'_>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvaluationReport, TrainError> {
+    let meta = predictor.metadata();
+    let total = target.samples.len();
+    let logits = split_logits(predictor, target.samples, &mut |done| progress(done, total))?;
+    let positive = meta.positive_class;
+    let probabilities = positive_probabilities(&logits, positive, meta.temperature);
+    let truth = target.samples.positives(positive);
+    let rule = meta
+        .threshold_rule
+        .parse::<ThresholdRule>()
+        .unwrap_or(ThresholdRule::Fixed(meta.threshold));
+    Ok(EvaluationReport::compute(ReportInput {
+        model: ModelInfo {
+            name: meta.name.clone(),
+            version: None,
+            architecture: Some(meta.architecture.to_string()),
+            details: serde_json::json!({
+                "weights_sha256": meta.weights_sha256,
+                "image_size": meta.preprocess.size,
+                "split_fingerprint": meta.split_fingerprint,
+                "dataset_fingerprint": meta.dataset_fingerprint,
+            }),
+        },
+        dataset_name: target.dataset_name.clone(),
+        split: target.split.clone(),
+        class_names: meta.class_names.clone(),
+        positive_class: meta.positive_class_name().to_owned(),
+        probabilities: &probabilities,
+        labels: &truth,
+        groups: &target.samples.groups,
+        threshold: ThresholdInfo {
+            value: meta.threshold,
+            rule,
+            chosen_on: "validation".to_owned(),
+        },
+        temperature: Some(meta.temperature),
+        bootstrap: target.bootstrap.clone(),
+    })?)
+}
+
+/// Calibrates `best` on validation, evaluates it on test and writes `model.ctpkg` and
+/// `evaluation/` into `run_dir`.
+pub fn finalize(
+    best: Network,
+    config: &TrainConfig,
+    state: &TrainState,
+    data: &TrainingData,
+    provenance: &Provenance,
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Release, TrainError> {
+    let device = covidct_model::select_device(&config.device)?;
+    let training = serde_json::json!({
+        "config": config,
+        "history": state.history,
+        "best_epoch": state.best,
+        "git_commit": provenance.git_commit,
+        "train": data.summary(covidct_data::SplitName::Train),
+        "val": data.summary(covidct_data::SplitName::Val),
+        "test": data.summary(covidct_data::SplitName::Test),
+    });
+    let mut metadata = PackageMetadata {
+        name: provenance.name.clone(),
+        covidct_version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        architecture: config.architecture,
+        in_channels: 1,
+        class_names: data.class_names.clone(),
+        positive_class: data.positive_class,
+        preprocess: preprocess_for(config),
+        dicom_window: HuWindow::default(),
+        threshold: 0.5,
+        threshold_rule: config.threshold.to_string(),
+        temperature: 1.0,
+        dataset_fingerprint: provenance.dataset_fingerprint.clone(),
+        split_fingerprint: data.split_fingerprint.clone(),
+        training,
+        evaluation: serde_json::Value::Null,
+        weights_sha256: String::new(),
+    };
+    let mut predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
+    let positive = data.positive_class;
+
+    let total = data.val.len();
+    let val_logits = split_logits(&predictor, &data.val, &mut |done| {
+        progress("scoring validation", done, total)
+    })?;
+    let val_truth = data.val.positives(positive);
+    let temperature = fit_temperature(&positive_logits(&val_logits, positive), &val_truth)?;
+    let val_probabilities = positive_probabilities(&val_logits, positive, temperature);
+    let threshold = choose_threshold(&val_probabilities, &val_truth, config.threshold)?;
+    let validation_roc_auc = covidct_evaluation::roc_auc(&val_probabilities, &val_truth)?;
+    tracing::info!(
+        temperature,
+        threshold,
+        validation_roc_auc,
+        "calibrated on validation"
+    );
+    predictor.set_calibration(temperature, threshold)?;
+    metadata.temperature = temperature;
+    metadata.threshold = threshold;
+
+    let report = evaluate_predictor(
+        &predictor,
+        &EvaluationTarget {
+            dataset_name: provenance.dataset_name.clone(),
+            split: "test".to_owned(),
+            samples: &data.test,
+            bootstrap: BootstrapConfig {
+                resamples: config.bootstrap,
+                seed: config.seed,
+                ..BootstrapConfig::default()
+            },
+        },
+        &mut |done, total| progress("scoring test", done, total),
+    )?;
+    let report_dir = run_dir.join("evaluation");
+    write_report(&report_dir, &report)?;
+    metadata.evaluation = serde_json::to_value(&report.metrics).unwrap_or_default();
+    let card = model_card(&metadata, &report);
+    let package = ModelPackage::new(&best, metadata, card)?;
+    let package_path = run_dir.join(format!("model.{}", covidct_model::PACKAGE_EXTENSION));
+    package.save(&package_path)?;
+    covidct_data::write_atomically(
+        &run_dir.join("MODEL_CARD.md"),
+        package.model_card.as_bytes(),
+    )?;
+    Ok(Release {
+        package_path,
+        package,
+        report,
+        report_dir,
+        validation_roc_auc,
+    })
+}

@@ -1,0 +1,40 @@
+//! Training of the CT classifiers by transfer learning, on burn.
+//!
+//! A run ([`Trainer::run`]) has two phases:
+//! 1. **Head**: the backbone is frozen; its pooled features of every training and validation
+//!    image are computed once, and the classifier head is trained on them (AdamW, warm-up +
+//!    cosine rate, label smoothing, class weights).
+//! 2. **Fine-tune**: the whole network trains on augmented images, the backbone at
+//!    `backbone_lr_factor` of the head's rate; validation ROC-AUC selects the best epoch and
+//!    stops the phase early.
+//!
+//! Checkpoints ([`checkpoint`]) are written after each epoch, every two minutes and when the
+//! stop flag is raised; a run started again in the same folder continues exactly where it
+//! stopped — every random choice derives from the seed and the position in the run.
+//! [`finalize`] then fits the temperature and the threshold on validation, evaluates the test
+//! split and writes the model package with its card.
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod checkpoint;
+mod config;
+mod data;
+mod error;
+mod finalize;
+mod model_card;
+mod schedule;
+mod trainer;
+
+pub use crate::config::{ClassWeights, Pretrained, TrainConfig};
+pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
+pub use crate::error::TrainError;
+pub use crate::finalize::{
+    EvaluationTarget, Provenance, Release, evaluate_predictor, finalize, positive_logits,
+    positive_probabilities, split_logits,
+};
+pub use crate::model_card::model_card;
+pub use crate::schedule::WarmupCosine;
+pub use crate::trainer::{
+    Silent, TrainEvent, TrainObserver, TrainOutcome, Trainer, imported_name, preprocess_for,
+};

@@ -1,0 +1,103 @@
+//! The model card: what a reader needs before trusting the model, generated from the package
+//! metadata and the test evaluation.
+
+use std::fmt::Write as _;
+
+use covidct_evaluation::{EvaluationReport, Metric};
+use covidct_model::PackageMetadata;
+
+/// Renders the Markdown model card.
+pub fn model_card(meta: &PackageMetadata, report: &EvaluationReport) -> String {
+    let mut card = String::new();
+    let positive = meta.positive_class_name();
+    let pre = &meta.preprocess;
+    let d = &report.dataset;
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        card,
+        "# Model card: {} ({})\n",
+        meta.name, meta.architecture
+    );
+    let _ = writeln!(
+        card,
+        "## Intended use\n\nResearch and education: flags axial chest CT slices as `{positive}` \
+         or not, for ML engineers studying CT classifiers and hospital IT teams evaluating MLOps \
+         tooling. **Not a medical device; not for diagnosis or triage.** A positive output is a \
+         statistical score on one slice, not a finding about a patient.\n"
+    );
+    let _ = writeln!(
+        card,
+        "## Model\n\n- Architecture: {} ({} input channel(s)), classes {:?}, positive class \
+         `{positive}`\n- Input: grey image resized to {}×{} ({:?}), normalised with mean {} and \
+         std {}; DICOM windowed at centre {} HU, width {} HU\n- Calibration: temperature {:.3} \
+         (fitted on validation)\n- Operating threshold: {:.4} ({}, chosen on validation); \
+         `probability >= threshold` is positive\n- Weights SHA-256: `{}`\n- Dataset fingerprint: \
+         `{}`, split fingerprint: `{}`\n- Written by covidct {}\n",
+        meta.architecture,
+        meta.in_channels,
+        meta.class_names,
+        pre.size,
+        pre.size,
+        pre.resize,
+        pre.mean,
+        pre.std,
+        meta.dicom_window.center,
+        meta.dicom_window.width,
+        meta.temperature,
+        meta.threshold,
+        meta.threshold_rule,
+        meta.weights_sha256,
+        meta.dataset_fingerprint,
+        meta.split_fingerprint,
+        meta.covidct_version,
+    );
+    let _ = writeln!(
+        card,
+        "## Evaluation\n\nDataset `{}`, split `{}`: {} images ({} positive, {} negative) from {} \
+         groups. Intervals: {:.0}% percentile bootstrap over groups (pseudo-patients), {} \
+         resamples.\n\n| Metric | Value | {:.0}% CI |\n|---|---|---|",
+        d.name,
+        d.split,
+        d.n,
+        d.positives,
+        d.negatives,
+        d.groups,
+        report.metrics.bootstrap.confidence * 100.0,
+        report.metrics.bootstrap.resamples,
+        report.metrics.bootstrap.confidence * 100.0,
+    );
+    for metric in Metric::ALL {
+        let Some(interval) = report.metrics.intervals.get(&metric) else {
+            continue;
+        };
+        let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
+        let _ = writeln!(
+            card,
+            "| {} | {} | {} – {} |",
+            metric.label(),
+            fmt(interval.value),
+            fmt(interval.lower),
+            fmt(interval.upper)
+        );
+    }
+    let c = &report.metrics.point.confusion;
+    let _ = writeln!(
+        card,
+        "\nConfusion at the threshold: TP {}, FP {}, TN {}, FN {}.\n",
+        c.tp, c.fp, c.tn, c.fn_
+    );
+    let _ = writeln!(
+        card,
+        "## Data and limitations\n\n- Trained on the public SARS-CoV-2 CT-scan dataset (Soares \
+         et al. 2020, CC BY-NC-SA) or the dataset named above. Its images carry no patient ids: \
+         splits group near-identical slices into pseudo-patients, so test scores may still be \
+         optimistic compared with a patient-level split on another hospital's data.\n- Image \
+         format and size differ between the classes of that dataset (see `covidct data \
+         inspect`); the model may exploit such shortcuts. Check the robustness and subgroup \
+         analyses before trusting a score.\n- Only slices like the training data (axial chest CT, \
+         lung window) are in scope; other body parts, modalities or paediatric scans are not.\n\
+         - Calibration and threshold were fitted on the validation split of the same source; \
+         re-fit them on local data before any operational use.\n"
+    );
+    card
+}

@@ -1,0 +1,251 @@
+//! End-to-end training on small generated images: convergence, determinism, exact resume after
+//! an interruption, and the released package.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use covidct_data::{Manifest, ManifestRow, SplitName};
+use covidct_model::{Architecture, ModelPackage, Predictor};
+use covidct_training::{
+    Pretrained, Provenance, Silent, TrainConfig, TrainEvent, TrainObserver, Trainer, TrainingData,
+    checkpoint::Phase, finalize,
+};
+
+/// Writes a two-class dataset: `Covid` images hold a bright disc, `Normal` images a bright bar,
+/// both on noise, at sizes that vary. Returns the manifest (groups of two images).
+fn dataset(root: &Path, per_class: usize) -> Manifest {
+    let mut rows = Vec::new();
+    let mut state = 12345u32;
+    let mut noise = move || {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        (state >> 16) % 60
+    };
+    for (class, label) in ["Covid", "Normal"].into_iter().enumerate() {
+        std::fs::create_dir_all(root.join(label)).unwrap();
+        for i in 0..per_class {
+            let side = 40 + (i as u32 % 3) * 8;
+            let c = side as i32 / 2 + (i as i32 % 5) - 2;
+            let img = image::GrayImage::from_fn(side, side, |x, y| {
+                let (dx, dy) = (x as i32 - c, y as i32 - c);
+                let inside = if class == 0 {
+                    dx * dx + dy * dy < (side as i32 / 4).pow(2)
+                } else {
+                    dx.abs() < side as i32 / 3 && dy.abs() < 3
+                };
+                image::Luma([(if inside { 180 } else { 30 } + noise()) as u8])
+            });
+            let name = format!("{label}/{i:03}.png");
+            img.save(root.join(&name)).unwrap();
+            // Pairs of images form a group; whole groups go to one split.
+            let group = i / 2;
+            let split = match group * 10 / per_class.div_ceil(2) {
+                0..=5 => SplitName::Train,
+                6..=7 => SplitName::Val,
+                _ => SplitName::Test,
+            };
+            rows.push(ManifestRow {
+                path: name,
+                label: label.to_owned(),
+                group: format!("{label}-{group}"),
+                split,
+            });
+        }
+    }
+    Manifest::new(rows, Path::new("generated")).unwrap()
+}
+
+/// burn's random generator is global to the process: tests that train hold this lock so that
+/// one test's draws do not interleave with another's.
+static TRAINING: Mutex<()> = Mutex::new(());
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        architecture: Architecture::Resnet18,
+        pretrained: Pretrained::None,
+        image_size: 32,
+        head_epochs: 2,
+        epochs: 3,
+        batch_size: 8,
+        head_batch_size: 16,
+        learning_rate: 3e-3,
+        backbone_lr_factor: 1.0,
+        augment: None,
+        positive_class: "covid".to_owned(),
+        patience: 0,
+        bootstrap: 50,
+        ..TrainConfig::default()
+    }
+}
+
+fn training_data(root: &Path, manifest: &Manifest) -> TrainingData {
+    TrainingData::from_manifest(manifest, root, "covid", Path::new("manifest.csv")).unwrap()
+}
+
+#[test]
+fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let manifest = dataset(&root, 40);
+    let data = training_data(&root, &manifest);
+    let run = dir.path().join("run");
+    let stop = AtomicBool::new(false);
+    let config = config();
+    let outcome = Trainer::new(config.clone(), &data, &run, &stop)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    assert!(!outcome.interrupted);
+    let history = &outcome.state.history;
+    assert_eq!(
+        history.len(),
+        5,
+        "2 head + 3 fine-tuning epochs: {history:?}"
+    );
+    let first = &history[0];
+    let last = history.last().unwrap();
+    assert!(
+        last.train_loss < first.train_loss,
+        "loss did not fall: {history:?}"
+    );
+    let best = outcome.state.best.unwrap();
+    assert!(
+        best.2 > 0.9,
+        "validation ROC-AUC {} ≤ 0.9: {history:?}",
+        best.2
+    );
+
+    let release = finalize(
+        outcome.best,
+        &config,
+        &outcome.state,
+        &data,
+        &Provenance {
+            name: "covidct-test".into(),
+            dataset_name: "generated".into(),
+            dataset_fingerprint: "0".repeat(32),
+            git_commit: None,
+        },
+        &run,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert!(
+        (release.validation_roc_auc - best.2).abs() < 1e-6,
+        "validation ROC-AUC differs between training ({}) and the released predictor ({})",
+        best.2,
+        release.validation_roc_auc
+    );
+    let metrics = &release.report.metrics.point;
+    assert!(metrics.accuracy > 0.8, "test accuracy {}", metrics.accuracy);
+    assert!(release.report_dir.join("report.html").is_file());
+    assert!(run.join("MODEL_CARD.md").is_file());
+
+    // The package on disk predicts exactly what the evaluation scored.
+    let package = ModelPackage::load(&release.package_path).unwrap();
+    assert_eq!(package.metadata, release.package.metadata);
+    assert!(package.model_card.contains("Not a medical device"));
+    let predictor =
+        Predictor::new(&package, &covidct_model::select_device("cpu").unwrap()).unwrap();
+    let test_paths: Vec<_> = data.test.samples.iter().map(|s| s.path.clone()).collect();
+    let logits = predictor.score_files(&test_paths, 7, &mut |_| {}).unwrap();
+    let probabilities: Vec<f64> = logits
+        .into_iter()
+        .map(|l| predictor.interpret(l).probability)
+        .collect();
+    let truth = data.test.positives(data.positive_class);
+    let again = covidct_evaluation::BinaryMetrics::compute(
+        &probabilities,
+        &truth,
+        package.metadata.threshold,
+    )
+    .unwrap();
+    assert!((again.roc_auc - metrics.roc_auc).abs() < 1e-9);
+    assert_eq!(again.confusion, metrics.confusion);
+}
+
+/// Stops the run after `after` fine-tuning batches.
+struct StopAfter<'a> {
+    stop: &'a AtomicBool,
+    after: usize,
+    seen: usize,
+    fine_tuning: bool,
+}
+
+impl TrainObserver for StopAfter<'_> {
+    fn on_event(&mut self, event: &TrainEvent<'_>) {
+        match event {
+            TrainEvent::EpochStart { phase, .. } => self.fine_tuning = *phase == Phase::FineTune,
+            TrainEvent::Batch { .. } if self.fine_tuning => {
+                self.seen += 1;
+                if self.seen == self.after {
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn runs_are_deterministic_and_resume_exactly_after_an_interruption() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let manifest = dataset(&root, 24);
+    let data = training_data(&root, &manifest);
+    let mut config = config();
+    config.augment = Some(Default::default());
+    let stop = AtomicBool::new(false);
+
+    let run = |name: &str| {
+        Trainer::new(config.clone(), &data, &dir.path().join(name), &stop)
+            .unwrap()
+            .run(&mut Silent)
+            .unwrap()
+    };
+    let a = run("a");
+    let b = run("b");
+    let strip = |h: &[covidct_training::checkpoint::EpochRecord]| {
+        h.iter()
+            .map(|r| (r.phase, r.epoch, r.train_loss, r.val_loss, r.val_roc_auc))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(&a.state.history),
+        strip(&b.state.history),
+        "same seed, same data, same metrics"
+    );
+
+    // Interrupted in the middle of the second fine-tuning epoch, then resumed.
+    let interrupted_dir = dir.path().join("c");
+    let mut observer = StopAfter {
+        stop: &stop,
+        after: 5,
+        seen: 0,
+        fine_tuning: false,
+    };
+    let first = Trainer::new(config.clone(), &data, &interrupted_dir, &stop)
+        .unwrap()
+        .run(&mut observer)
+        .unwrap();
+    assert!(first.interrupted);
+    stop.store(false, Ordering::SeqCst);
+    let resumed = Trainer::new(config.clone(), &data, &interrupted_dir, &stop)
+        .unwrap()
+        .run(&mut Silent)
+        .unwrap();
+    assert!(!resumed.interrupted);
+    assert_eq!(strip(&resumed.state.history), strip(&a.state.history));
+
+    // A different configuration cannot resume the run.
+    let mut other = config.clone();
+    other.learning_rate = 1e-2;
+    let error = Trainer::new(other, &data, &interrupted_dir, &stop)
+        .unwrap()
+        .run(&mut Silent)
+        .err()
+        .expect("a changed configuration must be refused");
+    assert!(error.to_string().contains("learning_rate"), "{error}");
+}
