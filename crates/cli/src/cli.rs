@@ -45,7 +45,7 @@ pub enum Command {
     Data(DataCommand),
     /// Train a classifier by transfer learning and package it (with calibration, threshold,
     /// test evaluation and model card).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a model package on a manifest split or a folder of labelled images.
     Evaluate(EvaluateArgs),
     /// Classify image files with a model package.
@@ -131,12 +131,16 @@ pub struct TrainSettings {
     /// stretch (default) or pad: how non-square images become square.
     #[arg(long, env = "COVIDCT_RESIZE")]
     pub resize: Option<String>,
-    /// Epochs of head training on cached features of the frozen backbone.
+    /// Epochs of head training on cached features of the frozen backbone. Default 30.
     #[arg(long, env = "COVIDCT_HEAD_EPOCHS")]
     pub head_epochs: Option<usize>,
-    /// Epochs of whole-network fine-tuning (0 keeps the backbone frozen).
+    /// Epochs of fine-tuning (0 keeps the backbone frozen). Default 2.
     #[arg(long, env = "COVIDCT_EPOCHS")]
     pub epochs: Option<usize>,
+    /// Backbone units fine-tuning trains, from the top (ResNet: stem + 4 stages;
+    /// EfficientNet-Lite0: stem + 16 blocks + head conv); 0 = all. Default 6.
+    #[arg(long, env = "COVIDCT_FINE_TUNE_UNITS")]
+    pub fine_tune_units: Option<usize>,
     /// Images per fine-tuning batch. Default 16.
     #[arg(long, env = "COVIDCT_BATCH_SIZE")]
     pub batch_size: Option<usize>,

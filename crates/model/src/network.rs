@@ -100,6 +100,9 @@ impl FromStr for Architecture {
 }
 
 /// A classifier of any [`Architecture`]: input `[batch, channels, H, W]`, output logits.
+// A process holds one or two networks: the variants' size difference (a few hundred bytes of
+// layer handles) does not matter, and burn's `Module` derive does not see through a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     /// A ResNet-18/34/50.
@@ -205,6 +208,54 @@ impl Network {
             Network::EfficientNetLite(n) => n.fc = head,
         }
         self
+    }
+
+    /// Number of backbone units [`Network::freeze_early`] counts: ResNet stem + 4 stages (5),
+    /// EfficientNet-Lite0 stem + 16 blocks + head convolution (18).
+    pub fn backbone_units(&self) -> usize {
+        match self {
+            Network::ResNet(_) => 5,
+            Network::EfficientNetLite(n) => n.blocks.len() + 2,
+        }
+    }
+
+    /// Freezes all backbone units but the last `trainable` ones (0: nothing frozen); the
+    /// classifier head always trains. Frozen layers keep their weights and BatchNorm
+    /// statistics, and their forward pass records nothing for backpropagation, which is what
+    /// makes partial fine-tuning cheap.
+    pub fn freeze_early(self, trainable: usize) -> Self {
+        let units = self.backbone_units();
+        if trainable == 0 || trainable >= units {
+            return self;
+        }
+        let frozen = units - trainable;
+        match self {
+            Network::ResNet(mut n) => {
+                n.conv1 = n.conv1.freeze();
+                n.bn1 = n.bn1.freeze();
+                let mut stages = [&mut n.layer1, &mut n.layer2, &mut n.layer3, &mut n.layer4];
+                for stage in stages.iter_mut().take(frozen - 1) {
+                    let blocks = std::mem::take(&mut **stage);
+                    **stage = blocks.into_iter().map(Module::freeze).collect();
+                }
+                Network::ResNet(n)
+            }
+            Network::EfficientNetLite(mut n) => {
+                n.conv_stem = n.conv_stem.freeze();
+                n.bn0 = n.bn0.freeze();
+                let blocks = std::mem::take(&mut n.blocks);
+                n.blocks = blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| if i + 1 < frozen { b.freeze() } else { b })
+                    .collect();
+                if frozen > n.blocks.len() + 1 {
+                    n.conv_head = n.conv_head.freeze();
+                    n.bn1 = n.bn1.freeze();
+                }
+                Network::EfficientNetLite(n)
+            }
+        }
     }
 
     /// Loads every parameter and running statistic from a state dict in the architecture's

@@ -117,7 +117,7 @@ impl PackageMetadata {
                 "must be 1 or 3",
             );
         }
-        if self.preprocess.size == 0 || !(self.preprocess.std > 0.0) {
+        if self.preprocess.size == 0 || self.preprocess.std.is_nan() || self.preprocess.std <= 0.0 {
             return invalid(
                 "preprocess",
                 format!("{:?}", self.preprocess),

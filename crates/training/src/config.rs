@@ -92,6 +92,10 @@ pub struct TrainConfig {
     pub head_epochs: usize,
     /// Epochs of whole-network fine-tuning (0: the backbone stays frozen).
     pub epochs: usize,
+    /// Backbone units fine-tuning trains, counted from the top (ResNet: stem + 4 stages;
+    /// EfficientNet-Lite0: stem + 16 blocks + head convolution); the rest stay frozen.
+    /// 0 trains the whole backbone.
+    pub fine_tune_units: usize,
     /// Images per fine-tuning batch.
     pub batch_size: usize,
     /// Rows per batch when training the head on cached features.
@@ -135,7 +139,8 @@ impl Default for TrainConfig {
             image_size: 224,
             resize: ResizeMode::Stretch,
             head_epochs: 30,
-            epochs: 3,
+            epochs: 2,
+            fine_tune_units: 6,
             batch_size: 16,
             head_batch_size: 64,
             learning_rate: 1e-3,
@@ -157,6 +162,35 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The checkpoint file the initial weights come from (`None`: random initialisation). For
+    /// `imagenet`, the architecture's converted (`.safetensors`) or original checkpoint in
+    /// `weights_dir`; an error says how to obtain it when neither is there.
+    pub fn pretrained_file(&self) -> Result<Option<PathBuf>, TrainError> {
+        match &self.pretrained {
+            Pretrained::None => Ok(None),
+            Pretrained::File(path) if path.is_file() => Ok(Some(path.clone())),
+            Pretrained::File(path) => Err(TrainError::Weights(format!(
+                "{} does not exist",
+                path.display()
+            ))),
+            Pretrained::Imagenet => {
+                let (name, hint) = self.architecture.imagenet_checkpoint();
+                let dir = &self.weights_dir;
+                [dir.join(imported_name(name)), dir.join(name)]
+                    .into_iter()
+                    .find(|path| path.is_file())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        TrainError::Weights(format!(
+                            "{name} not found in {}: {hint} (or use --weights-dir, --pretrained \
+                             FILE or --pretrained none)",
+                            dir.display()
+                        ))
+                    })
+            }
+        }
+    }
+
     /// Checks every value, naming the first field at fault.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |field: &'static str, reason: &str| {
@@ -197,4 +231,11 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// The file name `covidct weights import` gives a converted checkpoint: the original name with
+/// a `.safetensors` extension (e.g. `resnet18-f37072fd.safetensors`).
+pub fn imported_name(original: &str) -> String {
+    let stem = original.rsplit_once('.').map_or(original, |(stem, _)| stem);
+    format!("{stem}.safetensors")
 }

@@ -26,7 +26,7 @@ mod model_card;
 mod schedule;
 mod trainer;
 
-pub use crate::config::{ClassWeights, Pretrained, TrainConfig};
+pub use crate::config::{ClassWeights, Pretrained, TrainConfig, imported_name};
 pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::finalize::{
@@ -36,5 +36,5 @@ pub use crate::finalize::{
 pub use crate::model_card::model_card;
 pub use crate::schedule::WarmupCosine;
 pub use crate::trainer::{
-    Silent, TrainEvent, TrainObserver, TrainOutcome, Trainer, imported_name, preprocess_for,
+    Silent, TrainEvent, TrainObserver, TrainOutcome, Trainer, preprocess_for,
 };

@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, CheckpointParts, EpochRecord, Phase, TrainState};
-use crate::config::{ClassWeights, Pretrained, TrainConfig};
+use crate::config::{ClassWeights, TrainConfig};
 use crate::data::{SplitSamples, TrainingData};
 use crate::error::TrainError;
 use crate::schedule::WarmupCosine;
@@ -160,24 +160,8 @@ impl<'a> Trainer<'a> {
         let classes = self.data.class_names.len();
         let arch = self.config.architecture;
         device.seed(self.config.seed);
-        let file = match &self.config.pretrained {
-            Pretrained::None => return Ok(Network::new(arch, 1, classes, device)?.materialized()?),
-            Pretrained::File(path) => path.clone(),
-            Pretrained::Imagenet => {
-                let (name, hint) = arch.imagenet_checkpoint();
-                let dir = &self.config.weights_dir;
-                [dir.join(imported_name(name)), dir.join(name)]
-                    .into_iter()
-                    .find(|path| path.is_file())
-                    .ok_or_else(|| {
-                        TrainError::Weights(format!(
-                            "{} not found in {}: {hint} (or use --weights-dir, --pretrained \
-                             FILE or --pretrained none)",
-                            name,
-                            dir.display()
-                        ))
-                    })?
-            }
+        let Some(file) = self.config.pretrained_file()? else {
+            return Ok(Network::new(arch, 1, classes, device)?.materialized()?);
         };
         let checkpoint = covidct_weights::load_checkpoint(&file)
             .map_err(|e| TrainError::Weights(e.to_string()))?;
@@ -494,6 +478,7 @@ impl<'a> Trainer<'a> {
             self.config.min_lr_fraction,
         );
         let head_ids = head_param_ids(model);
+        *model = model.clone().freeze_early(self.config.fine_tune_units);
         let mut last_save = Instant::now();
         while state.epoch < epochs {
             let epoch = state.epoch;
@@ -675,7 +660,7 @@ impl<'a> Trainer<'a> {
             observer.on_event(&TrainEvent::StageProgress(done));
         }
         let rows = cache.len();
-        let dim = if rows == 0 { 0 } else { values.len() / rows };
+        let dim = values.len().checked_div(rows).unwrap_or(0);
         Ok(FeatureMatrix { values, rows, dim })
     }
 
@@ -691,13 +676,6 @@ impl<'a> Trainer<'a> {
         }
         Ok(Tensor::cat(parts, 0))
     }
-}
-
-/// The file name `covidct weights import` gives a converted checkpoint: the original name with
-/// a `.safetensors` extension (e.g. `resnet18-f37072fd.safetensors`).
-pub fn imported_name(original: &str) -> String {
-    let stem = original.rsplit_once('.').map_or(original, |(stem, _)| stem);
-    format!("{stem}.safetensors")
 }
 
 /// The preprocessing of a configuration: its size and resize mode, and the normalisation the

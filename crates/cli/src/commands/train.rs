@@ -25,6 +25,8 @@ pub const INTERRUPTED: u8 = 130;
 pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
     let settings: TrainConfig = config.resolve("train", &args.settings)?;
     settings.validate()?;
+    // Fail before decoding the dataset when the initial weights are missing.
+    settings.pretrained_file()?;
     let has_checkpoint = checkpoint::load(&args.out)?.is_some();
     match (has_checkpoint, args.resume) {
         (true, false) => bail!(

@@ -1,0 +1,125 @@
+//! `covidct weights import` and `train --pretrained imagenet` on a ResNet-18 checkpoint written
+//! in torchvision's exact names and zip format (the way `torch.save` lays it out, including the
+//! integer `num_batches_tracked` buffers), generated here because no torchvision checkpoint can
+//! reach this machine.
+
+#[path = "../../weights/tests/common/mod.rs"]
+mod torch_writer;
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use covidct_model::{Architecture, Network};
+use torch_writer::{Dt, StateDict};
+
+/// A ResNet-18 ImageNet state dict in torchvision's names, as `resnet18-f37072fd.pth` holds.
+fn torchvision_resnet18(path: &Path) -> covidct_weights::Checkpoint {
+    let device = covidct_model::select_device("cpu").unwrap();
+    let network = Network::new(Architecture::Resnet18, 3, 1000, &device).unwrap();
+    let weights = network.export().unwrap();
+    let mut state = StateDict::default();
+    for (name, tensor) in weights.iter() {
+        let values: Vec<f64> = tensor.data.iter().map(|&v| f64::from(v)).collect();
+        state.add(name, Dt::F32, &tensor.shape, &values);
+        if let Some(bn) = name.strip_suffix(".running_var") {
+            state.add(&format!("{bn}.num_batches_tracked"), Dt::I64, &[], &[0.0]);
+        }
+    }
+    std::fs::write(path, state.zip_file("resnet18-f37072fd")).unwrap();
+    weights
+}
+
+/// Two classes of 12 images and a manifest putting 8/2/2 of each class in train/val/test.
+fn write_dataset(root: &Path) -> std::path::PathBuf {
+    let mut manifest = String::from("path,label,group,split\n");
+    for (label, value) in [("COVID", 200u8), ("non-COVID", 40u8)] {
+        std::fs::create_dir_all(root.join(label)).unwrap();
+        for n in 0..12u32 {
+            let image = image::GrayImage::from_fn(36, 36, |x, y| {
+                image::Luma([value.wrapping_add(((x * 7 + y * 3 + n) % 23) as u8)])
+            });
+            let name = format!("{label}/{n}.png");
+            image.save(root.join(&name)).unwrap();
+            let split = match n {
+                0..=7 => "train",
+                8..=9 => "val",
+                _ => "test",
+            };
+            manifest.push_str(&format!("{name},{label},{label}-{n},{split}\n"));
+        }
+    }
+    let path = root.with_file_name("split.csv");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+#[test]
+fn a_torchvision_checkpoint_imports_and_seeds_transfer_learning() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = dir.path().join("resnet18-f37072fd.pth");
+    let original = torchvision_resnet18(&pth);
+    let weights_dir = dir.path().join("weights");
+    Command::cargo_bin("covidct")
+        .unwrap()
+        .args(["weights", "import"])
+        .arg(&pth)
+        .args(["--architecture", "resnet18", "--weights-dir"])
+        .arg(&weights_dir)
+        .assert()
+        .success();
+    let imported =
+        covidct_weights::load_checkpoint(weights_dir.join("resnet18-f37072fd.safetensors"))
+            .unwrap();
+    assert_eq!(imported.len(), original.len());
+    for (name, tensor) in original.iter() {
+        assert_eq!(imported.get(name), Some(tensor), "{name}");
+    }
+
+    // The imported file is what `--pretrained imagenet` finds for resnet18.
+    let data = dir.path().join("data");
+    let manifest = write_dataset(&data);
+    Command::cargo_bin("covidct")
+        .unwrap()
+        .args([
+            "train",
+            "--architecture",
+            "resnet18",
+            "--pretrained",
+            "imagenet",
+        ])
+        .args(["--image-size", "32", "--head-epochs", "1", "--epochs", "0"])
+        .args(["--bootstrap", "10", "--data-dir"])
+        .arg(&data)
+        .arg("--weights-dir")
+        .arg(&weights_dir)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .assert()
+        .success();
+    assert!(dir.path().join("run/model.ctpkg").is_file());
+}
+
+#[test]
+fn a_checkpoint_of_another_architecture_is_refused_with_the_names_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = dir.path().join("resnet18-f37072fd.pth");
+    torchvision_resnet18(&pth);
+    let output = Command::cargo_bin("covidct")
+        .unwrap()
+        .args(["weights", "import"])
+        .arg(&pth)
+        .args(["--architecture", "efficientnet-lite0", "--out"])
+        .arg(dir.path().join("out.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not a efficientnet-lite0 ImageNet checkpoint"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("_conv_stem.weight"), "{stderr}");
+    assert!(!dir.path().join("out.safetensors").exists());
+}

@@ -1,0 +1,137 @@
+"""Black-box tests of `covidct train | evaluate | predict | weights import` on generated images.
+
+A tiny ResNet-18 (32×32 input, no pretrained weights) trains in seconds on shapes that a network
+separates easily: discs for COVID, bars for non-COVID.
+"""
+
+import json
+import random
+import struct
+
+import pytest
+from PIL import Image, ImageDraw
+
+TRAIN_FLAGS = [
+    "--architecture", "resnet18", "--pretrained", "none", "--image-size", "32",
+    "--head-epochs", "2", "--epochs", "2", "--batch-size", "8", "--learning-rate", "0.003",
+    "--bootstrap", "50",
+]
+
+
+def shapes_dataset(root, per_class=40, seed=7):
+    """Writes COVID/ (a bright disc) and non-COVID/ (a bright bar) on noise, sizes varying;
+    file numbers in runs of 4 share a background level, like slices of one scan, so the
+    default `blocks` split finds one pseudo-patient per run."""
+    rng = random.Random(seed)
+    for label in ("COVID", "non-COVID"):
+        (root / label).mkdir(parents=True)
+        for n in range(per_class):
+            side = 40 + (n // 4 % 3) * 8
+            level = (n // 4 % 4) * 50
+            image = Image.new("L", (side, side))
+            image.putdata([level + rng.randrange(0, 20) for _ in range(side * side)])
+            draw = ImageDraw.Draw(image)
+            c = side // 2 + (n // 4) % 5 - 2
+            if label == "COVID":
+                draw.ellipse([c - side // 4, c - side // 4, c + side // 4, c + side // 4], fill=240)
+            else:
+                draw.rectangle([c - side // 3, c - 3, c + side // 3, c + 3], fill=240)
+            image.save(root / label / f"{label} ({n + 1}).png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, covidct_bin):
+    """One training run shared by the tests of this module: (dataset, run folder, stdout)."""
+    import subprocess
+    import os
+
+    base = tmp_path_factory.mktemp("train")
+    data = shapes_dataset(base / "data")
+    out = base / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVIDCT_")}
+    result = subprocess.run(
+        [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(out), *TRAIN_FLAGS],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return data, out, result.stdout
+
+
+def test_train_writes_package_report_card_and_split(trained):
+    data, out, stdout = trained
+    assert (out / "model.ctpkg").stat().st_size > 1_000_000
+    assert (out / "split.csv").is_file()
+    assert (out / "MODEL_CARD.md").read_text().startswith("# Model card")
+    report = json.loads((out / "evaluation" / "report.json").read_text())
+    assert report["dataset"]["split"] == "test"
+    assert report["threshold"]["chosen_on"] == "validation"
+    assert report["metrics"]["point"]["accuracy"] >= 0.8
+    for plot in ("roc.png", "pr.png", "reliability.png", "confusion.png"):
+        assert (out / "evaluation" / plot).read_bytes().startswith(b"\x89PNG")
+    assert "ROC-AUC" in stdout
+
+
+def test_evaluate_reproduces_the_training_report(run, trained, tmp_path):
+    data, out, _ = trained
+    result = run(
+        "evaluate", "--model", out / "model.ctpkg", "--data-dir", data, "--manifest", out / "split.csv",
+        "--split", "test", "--bootstrap", "50", "--out", tmp_path / "eval", "--json", check=True,
+    )
+    again = json.loads(result.stdout)
+    original = json.loads((out / "evaluation" / "report.json").read_text())
+    assert again["metrics"]["point"] == original["metrics"]["point"]
+    assert (tmp_path / "eval" / "report.html").is_file()
+
+
+def test_predict_labels_files_and_reports_bad_ones(run, trained, tmp_path):
+    data, out, _ = trained
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    files = [data / "COVID" / "COVID (1).png", data / "non-COVID" / "non-COVID (1).png", bad]
+    result = run("predict", "--model", out / "model.ctpkg", "--json", *files)
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("label") for line in lines[:2]] == ["COVID", "non-COVID"]
+    assert 0.0 <= lines[0]["probability"] <= 1.0 and "threshold" in lines[0]
+    assert "bad.png" in lines[2]["error"]
+
+
+def test_a_corrupted_package_is_refused(run, trained, tmp_path):
+    data, out, _ = trained
+    corrupted = tmp_path / "corrupted.ctpkg"
+    raw = bytearray((out / "model.ctpkg").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    corrupted.write_bytes(bytes(raw))
+    result = run("predict", "--model", corrupted, data / "COVID" / "COVID (1).png")
+    assert result.returncode != 0
+    assert "checksum mismatch" in result.stderr and "corrupted.ctpkg" in result.stderr
+
+
+def test_interrupted_training_resumes_and_a_second_run_refuses_the_folder(run, tmp_path):
+    data = shapes_dataset(tmp_path / "data", per_class=24)
+    out = tmp_path / "run"
+    run("train", "--data-dir", data, "--out", out, *TRAIN_FLAGS, check=True)
+    again = run("train", "--data-dir", data, "--out", out, *TRAIN_FLAGS)
+    assert again.returncode != 0 and "--resume" in again.stderr
+    resumed = run("train", "--data-dir", data, "--out", tmp_path / "empty", "--resume", *TRAIN_FLAGS)
+    assert resumed.returncode != 0 and "no checkpoint" in resumed.stderr
+
+
+def test_missing_imagenet_weights_say_how_to_get_them(run, tmp_path):
+    data = shapes_dataset(tmp_path / "data", per_class=8)
+    result = run(
+        "train", "--data-dir", data, "--out", tmp_path / "run", "--weights-dir", tmp_path / "none",
+        "--image-size", "32",
+    )
+    assert result.returncode != 0
+    assert "efficientnet-lite0-57934424.pth" in result.stderr
+    assert "scripts/fetch-weights.sh" in result.stderr
+
+
+def test_bad_settings_name_the_field(run, tmp_path):
+    data = shapes_dataset(tmp_path / "data", per_class=8)
+    result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--image-size", "8")
+    assert result.returncode != 0 and "image_size" in result.stderr
+    result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--positive-class", "Flu")
+    assert result.returncode != 0 and "Flu" in result.stderr
