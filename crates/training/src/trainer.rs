@@ -179,7 +179,8 @@ impl<'a> Trainer<'a> {
             source,
         })?;
         let mut model = self.initial_network(&ad)?;
-        let mut best = model.clone();
+        // A deep copy (see `track_best`): a clone would share BatchNorm running statistics.
+        let mut best = model.valid().train();
         let mut head_optim = self.optimizer();
         let mut backbone_optim = self.optimizer();
         let mut state = TrainState::new(&self.config, &self.data.split_fingerprint);
@@ -629,7 +630,10 @@ impl<'a> Trainer<'a> {
         if improved {
             state.best = Some((record.phase, record.epoch, record.val_roc_auc));
             state.epochs_without_improvement = 0;
-            *best = model.clone();
+            // A deep copy: a clone would share the BatchNorm running statistics, which later
+            // training updates in place. `valid()` snapshots them (synced) into new state;
+            // `train()` brings the copy back onto the training device.
+            *best = model.valid().train();
         } else if count {
             state.epochs_without_improvement += 1;
         }

@@ -131,6 +131,34 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
         &mut |_, _, _| {},
     )
     .unwrap();
+    // The released network is the best epoch's, BatchNorm statistics included: its validation
+    // loss is the one recorded for that epoch.
+    let best_record = history
+        .iter()
+        .find(|r| r.phase == best.0 && r.epoch == best.1)
+        .unwrap();
+    let released = Predictor::from_parts(
+        release
+            .package
+            .network(&covidct_model::select_device("cpu").unwrap())
+            .unwrap(),
+        release.package.metadata.clone(),
+        &covidct_model::select_device("cpu").unwrap(),
+    )
+    .unwrap();
+    let val_paths: Vec<_> = data.val.samples.iter().map(|s| s.path.clone()).collect();
+    let val_logits = released.score_files(&val_paths, 16, &mut |_| {}).unwrap();
+    let val_loss = val_logits
+        .iter()
+        .zip(&data.val.samples)
+        .map(|(l, s)| -covidct_model::calibrated_probabilities(l, 1.0)[s.label].ln())
+        .sum::<f64>()
+        / val_logits.len() as f64;
+    assert!(
+        (val_loss - best_record.val_loss).abs() < 1e-4,
+        "released network's validation loss {val_loss} ≠ best epoch's {}",
+        best_record.val_loss
+    );
     assert!(
         (release.validation_roc_auc - best.2).abs() < 1e-6,
         "validation ROC-AUC differs between training ({}) and the released predictor ({})",
