@@ -203,7 +203,8 @@ pub struct EvaluateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Dataset root: with --manifest, the manifest paths are relative to it; without, it is a
-    /// folder of labelled images (one folder per class), every image evaluated.
+    /// folder of labelled images (one folder per class), every image evaluated and counted as
+    /// its own group in the intervals.
     #[arg(long, env = "COVIDCT_DATA_DIR")]
     pub data_dir: PathBuf,
     /// Split manifest; evaluates --split of it with its groups.

@@ -125,7 +125,8 @@ pub fn evaluate_predictor(
             version: None,
             architecture: Some(meta.architecture.to_string()),
             details: serde_json::json!({
-                "weights_sha256": meta.weights_sha256,
+                // Empty while the package is being made (training's own test evaluation).
+                "weights_sha256": (!meta.weights_sha256.is_empty()).then_some(&meta.weights_sha256),
                 "image_size": meta.preprocess.size,
                 "split_fingerprint": meta.split_fingerprint,
                 "dataset_fingerprint": meta.dataset_fingerprint,

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use covidct_data::{Manifest, Sample, SplitName, scan_dataset};
-use covidct_evaluation::{BootstrapConfig, write_report};
+use covidct_evaluation::{BootstrapConfig, MetricsWithCi, write_report};
 use covidct_model::{ModelPackage, Predictor, select_device};
 use covidct_training::{EvaluationTarget, SplitSamples, evaluate_predictor};
 
@@ -93,18 +93,23 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
             report.threshold.value,
             files.html.display()
         );
-        for (metric, interval) in &m.intervals {
-            let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
-            println!(
-                "  {:<12} {}  [{}, {}]",
-                metric.label(),
-                show(interval.value),
-                show(interval.lower),
-                show(interval.upper)
-            );
-        }
+        print_intervals(m);
     }
     Ok(())
+}
+
+/// Prints each metric with its interval, one per line.
+pub fn print_intervals(metrics: &MetricsWithCi) {
+    for (metric, interval) in &metrics.intervals {
+        let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
+        println!(
+            "  {:<28} {}  [{}, {}]",
+            metric.label(),
+            show(interval.value),
+            show(interval.lower),
+            show(interval.upper)
+        );
+    }
 }
 
 /// `covidct predict`: returns the exit status (1 when any file failed).

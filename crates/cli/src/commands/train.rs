@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 
 use crate::cli::{DatasetArgs, DecodeArgs, TrainArgs};
 use crate::commands::data::analyze;
+use crate::commands::evaluate::print_intervals;
 use crate::config::ConfigFile;
 use crate::progress;
 
@@ -152,16 +153,7 @@ fn print_release(release: &covidct_training::Release) {
         "test ({} images, {} groups), 95% CI by group bootstrap:",
         m.point.n, m.bootstrap.groups
     );
-    for (metric, interval) in &m.intervals {
-        let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
-        println!(
-            "  {:<12} {}  [{}, {}]",
-            metric.label(),
-            show(interval.value),
-            show(interval.lower),
-            show(interval.upper)
-        );
-    }
+    print_intervals(m);
 }
 
 /// The dataset's folder name.
