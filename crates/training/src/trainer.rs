@@ -276,6 +276,16 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// The warm-up + cosine schedule of a phase of `steps` optimiser steps.
+    fn schedule(&self, steps: usize) -> WarmupCosine {
+        WarmupCosine::new(
+            self.config.learning_rate,
+            steps,
+            self.config.warmup_fraction,
+            self.config.min_lr_fraction,
+        )
+    }
+
     fn optimizer(&self) -> ModuleOptimizer {
         AdamWConfig::new()
             .with_weight_decay(self.config.weight_decay as f32)
@@ -378,12 +388,7 @@ impl<'a> Trainer<'a> {
         let batch = self.config.head_batch_size.min(n);
         let batches = n.div_ceil(batch);
         let epochs = self.config.head_epochs;
-        let schedule = WarmupCosine::new(
-            self.config.learning_rate,
-            epochs * batches,
-            self.config.warmup_fraction,
-            self.config.min_lr_fraction,
-        );
+        let schedule = self.schedule(epochs * batches);
         let labels: Vec<i64> = self
             .data
             .train
@@ -424,13 +429,7 @@ impl<'a> Trainer<'a> {
                 let grads = GradientsParams::from_grads(loss.backward(), &*model);
                 lr = schedule.at(epoch * batches + b);
                 *model = optims.head.step(lr, model.clone(), grads);
-                state.epoch_loss_sum += loss_value;
-                state.batch += 1;
-                observer.on_event(&TrainEvent::Batch {
-                    done: state.batch,
-                    loss: state.epoch_loss_sum / state.batch as f64,
-                    learning_rate: lr,
-                });
+                record_batch(state, loss_value, lr, observer);
             }
             let logits = model
                 .valid()
@@ -472,12 +471,7 @@ impl<'a> Trainer<'a> {
         let loader = BatchLoader::training(train_cache, &loader_config);
         let batches = loader.batches_per_epoch();
         let epochs = self.config.epochs;
-        let schedule = WarmupCosine::new(
-            self.config.learning_rate,
-            epochs * batches,
-            self.config.warmup_fraction,
-            self.config.min_lr_fraction,
-        );
+        let schedule = self.schedule(epochs * batches);
         let head_ids = head_param_ids(model);
         *model = model.clone().freeze_early(self.config.fine_tune_units);
         let mut last_save = Instant::now();
@@ -517,13 +511,7 @@ impl<'a> Trainer<'a> {
                     model.clone(),
                     backbone_grads,
                 );
-                state.epoch_loss_sum += loss_value;
-                state.batch += 1;
-                observer.on_event(&TrainEvent::Batch {
-                    done: state.batch,
-                    loss: state.epoch_loss_sum / state.batch as f64,
-                    learning_rate: lr,
-                });
+                record_batch(state, loss_value, lr, observer);
                 let stopping = self.stop.load(Ordering::Relaxed);
                 if (stopping || last_save.elapsed().as_secs_f64() > CHECKPOINT_INTERVAL_SECS)
                     && state.batch < batches
@@ -697,6 +685,22 @@ pub fn preprocess_for(config: &TrainConfig) -> PreprocessConfig {
 struct Optimizers {
     head: ModuleOptimizer,
     backbone: ModuleOptimizer,
+}
+
+/// Adds a finished batch's loss to the epoch and reports the running mean.
+fn record_batch(
+    state: &mut TrainState,
+    loss: f64,
+    learning_rate: f64,
+    observer: &mut dyn TrainObserver,
+) {
+    state.epoch_loss_sum += loss;
+    state.batch += 1;
+    observer.on_event(&TrainEvent::Batch {
+        done: state.batch,
+        loss: state.epoch_loss_sum / state.batch as f64,
+        learning_rate,
+    });
 }
 
 fn head_param_ids(model: &Network) -> Vec<ParamId> {
