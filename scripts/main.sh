@@ -28,3 +28,5 @@ fi
 "$BIN" train --data-dir "$DATA" --manifest "$OUT/split.csv" --out "$OUT/train" \
   --weights-dir "$(dirname "$COVIDCT_EFFNET_PTH")" "${RESUME[@]}" | tee "$OUT/train.txt"
 echo "main job done: $OUT/train/model.ctpkg, $OUT/train/evaluation/report.html, $OUT/train/MODEL_CARD.md"
+echo "tracked in MLflow at ${MLFLOW_TRACKING_URI:-./mlruns}; to browse a local store:"
+echo "  MLFLOW_ALLOW_FILE_STORE=true .venv/bin/mlflow ui --backend-store-uri ./mlruns"

@@ -1,11 +1,12 @@
 """Fixtures for black-box tests of the real `covidct` binary."""
 
 import os
+import random
 import subprocess
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASET = Path(os.environ.get("COVIDCT_DATASET_DIR", ROOT.parent / "shared/data/sarscov2-ct"))
@@ -20,15 +21,24 @@ def covidct_bin() -> Path:
     return path
 
 
-@pytest.fixture
-def run(covidct_bin):
-    """Runs covidct with arguments; returns the CompletedProcess (text mode)."""
+def clean_env(extra=None) -> dict:
+    """The environment without COVIDCT_* and MLFLOW_* settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVIDCT_", "MLFLOW_"))}
+    env.update(extra or {})
+    return env
 
-    def _run(*args, env=None, check=False):
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("COVIDCT_")}
-        full_env.update(env or {})
+
+@pytest.fixture
+def run(covidct_bin, tmp_path):
+    """Runs covidct with arguments in a fresh working folder (so the default local MLflow store
+    `./mlruns` and spool `./.covidct` land there); returns the CompletedProcess (text mode)."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir(exist_ok=True)
+
+    def _run(*args, env=None, check=False, cwd=None):
         result = subprocess.run(
-            [str(covidct_bin), *map(str, args)], capture_output=True, text=True, env=full_env, timeout=600
+            [str(covidct_bin), *map(str, args)], capture_output=True, text=True, env=clean_env(env),
+            timeout=600, cwd=cwd or workdir,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"covidct {' '.join(map(str, args))} failed:\n{result.stderr}")
@@ -52,4 +62,33 @@ def small_dataset(tmp_path) -> Path:
     for label, mode in (("COVID", "L"), ("non-COVID", "L")):
         for n in range(1, 16):
             write_image(root / label / f"{label} ({n}).png", mode, (n - 1) // 5 * 80 + (label == "COVID") * 20)
+    return root
+
+
+TRAIN_FLAGS = [
+    "--architecture", "resnet18", "--pretrained", "none", "--image-size", "32",
+    "--head-epochs", "2", "--epochs", "2", "--batch-size", "8", "--learning-rate", "0.003",
+    "--bootstrap", "50",
+]
+
+
+def shapes_dataset(root, per_class=40, seed=7):
+    """Writes COVID/ (a bright disc) and non-COVID/ (a bright bar) on noise, sizes varying;
+    file numbers in runs of 4 share a background level, like slices of one scan, so the
+    default `blocks` split finds one pseudo-patient per run."""
+    rng = random.Random(seed)
+    for label in ("COVID", "non-COVID"):
+        (root / label).mkdir(parents=True)
+        for n in range(per_class):
+            side = 40 + (n // 4 % 3) * 8
+            level = (n // 4 % 4) * 50
+            image = Image.new("L", (side, side))
+            image.putdata([level + rng.randrange(0, 20) for _ in range(side * side)])
+            draw = ImageDraw.Draw(image)
+            c = side // 2 + (n // 4) % 5 - 2
+            if label == "COVID":
+                draw.ellipse([c - side // 4, c - side // 4, c + side // 4, c + side // 4], fill=240)
+            else:
+                draw.rectangle([c - side // 3, c - 3, c + side // 3, c + 3], fill=240)
+            image.save(root / label / f"{label} ({n + 1}).png")
     return root

@@ -5,54 +5,23 @@ separates easily: discs for COVID, bars for non-COVID.
 """
 
 import json
-import random
-import struct
 
 import pytest
-from PIL import Image, ImageDraw
 
-TRAIN_FLAGS = [
-    "--architecture", "resnet18", "--pretrained", "none", "--image-size", "32",
-    "--head-epochs", "2", "--epochs", "2", "--batch-size", "8", "--learning-rate", "0.003",
-    "--bootstrap", "50",
-]
-
-
-def shapes_dataset(root, per_class=40, seed=7):
-    """Writes COVID/ (a bright disc) and non-COVID/ (a bright bar) on noise, sizes varying;
-    file numbers in runs of 4 share a background level, like slices of one scan, so the
-    default `blocks` split finds one pseudo-patient per run."""
-    rng = random.Random(seed)
-    for label in ("COVID", "non-COVID"):
-        (root / label).mkdir(parents=True)
-        for n in range(per_class):
-            side = 40 + (n // 4 % 3) * 8
-            level = (n // 4 % 4) * 50
-            image = Image.new("L", (side, side))
-            image.putdata([level + rng.randrange(0, 20) for _ in range(side * side)])
-            draw = ImageDraw.Draw(image)
-            c = side // 2 + (n // 4) % 5 - 2
-            if label == "COVID":
-                draw.ellipse([c - side // 4, c - side // 4, c + side // 4, c + side // 4], fill=240)
-            else:
-                draw.rectangle([c - side // 3, c - 3, c + side // 3, c + 3], fill=240)
-            image.save(root / label / f"{label} ({n + 1}).png")
-    return root
+from conftest import TRAIN_FLAGS, clean_env, shapes_dataset
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, covidct_bin):
     """One training run shared by the tests of this module: (dataset, run folder, stdout)."""
     import subprocess
-    import os
 
     base = tmp_path_factory.mktemp("train")
     data = shapes_dataset(base / "data")
     out = base / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVIDCT_")}
     result = subprocess.run(
         [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(out), *TRAIN_FLAGS],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=clean_env(), timeout=600, cwd=base,
     )
     assert result.returncode == 0, result.stderr
     return data, out, result.stdout
@@ -133,5 +102,6 @@ def test_bad_settings_name_the_field(run, tmp_path):
     data = shapes_dataset(tmp_path / "data", per_class=8)
     result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--image-size", "8")
     assert result.returncode != 0 and "image_size" in result.stderr
-    result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--positive-class", "Flu")
+    result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--positive-class", "Flu",
+                 "--pretrained", "none")
     assert result.returncode != 0 and "Flu" in result.stderr

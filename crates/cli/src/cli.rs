@@ -53,6 +53,12 @@ pub enum Command {
     /// Pretrained-weight files.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// MLflow model registry: register, list, promote (quality gate), pull.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Tracking runs: deliver records kept while the MLflow server was unreachable.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -111,6 +117,8 @@ pub struct TrainArgs {
     pub name: String,
     #[command(flatten)]
     pub settings: TrainSettings,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
 }
 
 /// Overrides of `[train]` (see `TrainConfig` for every field and its default).
@@ -186,22 +194,50 @@ fn parse_rule(text: &str) -> Result<ThresholdRule, String> {
     text.parse::<ThresholdRule>().map_err(|e| e.to_string())
 }
 
-/// A model package given on the command line.
+/// A model given on the command line.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model package file (`.ctpkg`).
+    /// Model package file (`.ctpkg`) or registry URI (`models:/covidct@champion`,
+    /// `models:/covidct/3`).
     #[arg(long, env = "COVIDCT_MODEL")]
-    pub model: PathBuf,
+    pub model: String,
     /// cpu (default), cuda:N or wgpu.
     #[arg(long, env = "COVIDCT_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Where packages pulled from the registry are cached, one folder per version.
+    #[arg(long, env = "COVIDCT_MODEL_CACHE", default_value = ".covidct/models")]
+    pub model_cache: PathBuf,
 }
 
-/// `covidct evaluate`
+/// The MLflow tracking store.
 #[derive(Debug, Args)]
-pub struct EvaluateArgs {
+pub struct StoreArgs {
+    /// MLflow tracking URI: `http(s)://host:port` for a server (credentials from
+    /// MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD), or a folder / `file:` URI for
+    /// a local MLflow file store.
+    #[arg(long, env = "MLFLOW_TRACKING_URI", default_value = "mlruns")]
+    pub tracking_uri: String,
+}
+
+/// How a run is tracked in MLflow.
+#[derive(Debug, Args)]
+pub struct TrackingArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub store: StoreArgs,
+    /// MLflow experiment of the run.
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "covidct")]
+    pub experiment: String,
+    /// Folder of tracking journals: records wait here while the server is unreachable.
+    #[arg(long, env = "COVIDCT_SPOOL_DIR", default_value = ".covidct/spool")]
+    pub spool_dir: PathBuf,
+    /// Do not track this run.
+    #[arg(long, env = "COVIDCT_NO_TRACKING")]
+    pub no_tracking: bool,
+}
+
+/// Labelled images to evaluate on.
+#[derive(Debug, Args)]
+pub struct EvalDataArgs {
     /// Dataset root: with --manifest, the manifest paths are relative to it; without, it is a
     /// folder of labelled images (one folder per class), every image evaluated and counted as
     /// its own group in the intervals.
@@ -213,18 +249,29 @@ pub struct EvaluateArgs {
     /// Which split of the manifest.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Report folder (report.json, report.html, plots).
-    #[arg(long, default_value = "runs/evaluation")]
-    pub out: PathBuf,
     /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+}
+
+/// `covidct evaluate`
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
+    /// Report folder (report.json, report.html, plots).
+    #[arg(long, default_value = "runs/evaluation")]
+    pub out: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
 }
 
 /// `covidct predict`
@@ -232,12 +279,116 @@ pub struct EvaluateArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Image files (PNG, JPEG, BMP, TIFF, DICOM).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `covidct runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Deliver tracking records that wait in the spool (the server was unreachable).
+    Sync(SyncArgs),
+}
+
+/// `covidct runs sync`
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Folder of tracking journals.
+    #[arg(long, env = "COVIDCT_SPOOL_DIR", default_value = ".covidct/spool")]
+    pub spool_dir: PathBuf,
+}
+
+/// `covidct models …`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Add a model package as a new version of a registered model and point an alias at it.
+    Register(RegisterArgs),
+    /// List the versions of a registered model.
+    List(ListArgs),
+    /// Quality gate: evaluate @challenger and @champion on the same data; move @champion to the
+    /// challenger unless it is worse by more than the margin (exit status 3 when refused).
+    Promote(PromoteArgs),
+    /// Download and verify a registered package (`models:/covidct@champion`); prints its path.
+    Pull(PullArgs),
+}
+
+/// `covidct models register`
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The model package (`.ctpkg`); when its run folder links a training run on the same
+    /// server, the version points at that run's logged model.
+    pub package: PathBuf,
+    /// Registered model name.
+    #[arg(long, env = "COVIDCT_MODEL_NAME", default_value = "covidct")]
+    pub name: String,
+    /// Alias set on the new version.
+    #[arg(long, default_value = "challenger")]
+    pub alias: String,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
+}
+
+/// `covidct models list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Registered model name.
+    #[arg(long, env = "COVIDCT_MODEL_NAME", default_value = "covidct")]
+    pub name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `covidct models promote`
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Registered model name.
+    #[arg(long, env = "COVIDCT_MODEL_NAME", default_value = "covidct")]
+    pub name: String,
+    /// Alias of the candidate.
+    #[arg(long, default_value = "challenger")]
+    pub challenger: String,
+    /// Metric compared (accuracy, sensitivity, specificity, precision, npv, f1, roc_auc,
+    /// pr_auc, brier, ece).
+    #[arg(long, default_value = "roc_auc")]
+    pub metric: covidct_evaluation::Metric,
+    /// How much worse the challenger may be and still be promoted (negative: how much better
+    /// it must be).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub margin: f64,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
+    /// Folder of the two evaluation reports.
+    #[arg(long, default_value = "runs/promotion")]
+    pub out: PathBuf,
+    /// cpu (default), cuda:N or wgpu.
+    #[arg(long, env = "COVIDCT_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Cache of pulled packages.
+    #[arg(long, env = "COVIDCT_MODEL_CACHE", default_value = ".covidct/models")]
+    pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `covidct models pull`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// `models:/NAME@ALIAS` or `models:/NAME/VERSION`.
+    pub uri: String,
+    /// Cache of pulled packages.
+    #[arg(long, env = "COVIDCT_MODEL_CACHE", default_value = ".covidct/models")]
+    pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `covidct data …`

@@ -8,7 +8,7 @@ mod logging;
 mod progress;
 
 use clap::Parser;
-use cli::{BenchCommand, Cli, Command, DataCommand, WeightsCommand};
+use cli::{BenchCommand, Cli, Command, DataCommand, ModelsCommand, RunsCommand, WeightsCommand};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -43,5 +43,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Weights(WeightsCommand::Import(args)) => {
             commands::weights::import(args).map(|_| 0)
         }
+        Command::Models(ModelsCommand::Register(args)) => commands::models::register(args),
+        Command::Models(ModelsCommand::List(args)) => commands::models::list(args),
+        Command::Models(ModelsCommand::Promote(args)) => commands::models::promote(args),
+        Command::Models(ModelsCommand::Pull(args)) => commands::models::pull_command(args),
+        Command::Runs(RunsCommand::Sync(args)) => commands::tracking::sync(args),
     }
 }

@@ -36,9 +36,12 @@ fn make_dataset(root: &Path, per_class: u32) {
 
 fn covidct() -> Command {
     let mut command = Command::cargo_bin("covidct").expect("binary");
+    // Tracking has its own tests (tests/test_tracking.py); runs here leave no `./mlruns`.
     command
         .env_remove("COVIDCT_SEED")
-        .env_remove("COVIDCT_CONFIG");
+        .env_remove("COVIDCT_CONFIG")
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env("COVIDCT_NO_TRACKING", "true");
     command
 }
 

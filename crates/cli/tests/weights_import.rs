@@ -80,6 +80,8 @@ fn a_torchvision_checkpoint_imports_and_seeds_transfer_learning() {
     let manifest = write_dataset(&data);
     Command::cargo_bin("covidct")
         .unwrap()
+        .current_dir(dir.path())
+        .env_remove("MLFLOW_TRACKING_URI")
         .args([
             "train",
             "--architecture",

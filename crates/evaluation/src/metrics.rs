@@ -97,6 +97,27 @@ impl Metric {
         Metric::Ece,
     ];
 
+    /// The snake_case key used in JSON, MLflow metric names and on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Sensitivity => "sensitivity",
+            Metric::Specificity => "specificity",
+            Metric::Precision => "precision",
+            Metric::Npv => "npv",
+            Metric::F1 => "f1",
+            Metric::RocAuc => "roc_auc",
+            Metric::PrAuc => "pr_auc",
+            Metric::Brier => "brier",
+            Metric::Ece => "ece",
+        }
+    }
+
+    /// Whether a larger value is better (false for the Brier score and the ECE).
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::Brier | Metric::Ece)
+    }
+
     /// The human-readable name shown in reports.
     pub fn label(self) -> &'static str {
         match self {
@@ -111,6 +132,23 @@ impl Metric {
             Metric::Brier => "Brier score",
             Metric::Ece => "ECE (15 bins)",
         }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.key() == text)
+            .ok_or_else(|| {
+                let keys: Vec<&str> = Metric::ALL.iter().map(|m| m.key()).collect();
+                format!(
+                    "unknown metric `{text}`; expected one of {}",
+                    keys.join(", ")
+                )
+            })
     }
 }
 

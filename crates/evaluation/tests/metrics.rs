@@ -181,3 +181,14 @@ fn bad_inputs_are_named() {
         }
     ));
 }
+
+#[test]
+fn metric_keys_parse_back_and_know_their_direction() {
+    for metric in Metric::ALL {
+        assert_eq!(metric.key().parse::<Metric>(), Ok(metric));
+    }
+    assert!(Metric::RocAuc.higher_is_better());
+    assert!(!Metric::Ece.higher_is_better());
+    let err = "auc".parse::<Metric>().unwrap_err();
+    assert!(err.contains("roc_auc"), "{err}");
+}

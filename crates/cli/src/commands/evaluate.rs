@@ -1,26 +1,51 @@
 //! `covidct evaluate` and `covidct predict`: a model package applied to labelled or unlabelled
 //! images.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use covidct_data::{Manifest, Sample, SplitName, scan_dataset};
-use covidct_evaluation::{BootstrapConfig, MetricsWithCi, write_report};
+use covidct_evaluation::{BootstrapConfig, EvaluationReport, MetricsWithCi, write_report};
 use covidct_model::{ModelPackage, Predictor, select_device};
+use covidct_tracking::{RunStatus, Tag};
 use covidct_training::{EvaluationTarget, SplitSamples, evaluate_predictor};
 
-use crate::cli::{EvaluateArgs, ModelArgs, PredictArgs};
+use crate::cli::{EvalDataArgs, EvaluateArgs, ModelArgs, PredictArgs, StoreArgs};
+use crate::commands::models::{package_sha256, resolve_source};
+use crate::commands::tracking;
 use crate::commands::train::dataset_name;
 use crate::progress;
 
-/// Loads and verifies a package and builds its predictor.
-pub fn load_predictor(args: &ModelArgs) -> Result<Predictor> {
-    let package = ModelPackage::load(&args.model)?;
-    let device = select_device(&args.device)?;
-    Ok(Predictor::new(&package, &device)?)
+/// A package file and its registry version when it came from `models:/…`.
+pub struct LoadedModel {
+    /// The predictor.
+    pub predictor: Predictor,
+    /// The package file.
+    pub path: std::path::PathBuf,
+    /// The registry version, for `models:/` sources.
+    pub version: Option<covidct_tracking::ModelVersion>,
+}
+
+/// Resolves the model source (a package path or a `models:/` URI), verifies the package and
+/// builds its predictor.
+pub fn load_model(args: &ModelArgs, store: &StoreArgs) -> Result<LoadedModel> {
+    let (path, version) = resolve_source(&args.model, &store.tracking_uri, &args.model_cache)?;
+    Ok(LoadedModel {
+        predictor: load_predictor(&path, &args.device)?,
+        path,
+        version,
+    })
+}
+
+/// Loads and verifies a package file and builds its predictor.
+fn load_predictor(path: &Path, device: &str) -> Result<Predictor> {
+    let package = ModelPackage::load(path)?;
+    Ok(Predictor::new(&package, &select_device(device)?)?)
 }
 
 /// The labelled images to evaluate: a manifest split (with its groups) or every image of a
 /// class-folder dataset (each image its own group).
-fn target_samples(args: &EvaluateArgs, class_names: &[String]) -> Result<(SplitSamples, String)> {
+fn target_samples(data: &EvalDataArgs, class_names: &[String]) -> Result<(SplitSamples, String)> {
     let label_index = |label: &str| {
         class_names
             .iter()
@@ -28,24 +53,24 @@ fn target_samples(args: &EvaluateArgs, class_names: &[String]) -> Result<(SplitS
             .with_context(|| format!("label `{label}` is not a class of the model {class_names:?}"))
     };
     let mut samples = SplitSamples::default();
-    match &args.manifest {
+    match &data.manifest {
         Some(path) => {
-            let split: SplitName = serde_json::from_value(serde_json::json!(args.split))
+            let split: SplitName = serde_json::from_value(serde_json::json!(data.split))
                 .with_context(|| {
-                    format!("--split `{}`: expected train, val or test", args.split)
+                    format!("--split `{}`: expected train, val or test", data.split)
                 })?;
             let manifest = Manifest::read(path)?;
             for row in manifest.split(split) {
                 samples.samples.push(Sample {
-                    path: args.data_dir.join(&row.path),
+                    path: data.data_dir.join(&row.path),
                     label: label_index(&row.label)?,
                 });
                 samples.groups.push(row.group.clone());
             }
-            Ok((samples, args.split.clone()))
+            Ok((samples, data.split.clone()))
         }
         None => {
-            let scan = scan_dataset(&args.data_dir, false)?;
+            let scan = scan_dataset(&data.data_dir, false)?;
             for file in &scan.files {
                 samples.samples.push(Sample {
                     path: file.path.clone(),
@@ -58,30 +83,90 @@ fn target_samples(args: &EvaluateArgs, class_names: &[String]) -> Result<(SplitS
     }
 }
 
-/// `covidct evaluate`.
-pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
-    let predictor = load_predictor(&args.model)?;
-    let (samples, split) = target_samples(args, &predictor.metadata().class_names)?;
+/// Scores `predictor` on the evaluation data and writes the report into `out`.
+fn evaluate_with(
+    predictor: &Predictor,
+    data: &EvalDataArgs,
+    out: &Path,
+) -> Result<(EvaluationReport, covidct_evaluation::ReportFiles)> {
+    let (samples, split) = target_samples(data, &predictor.metadata().class_names)?;
     if samples.is_empty() {
-        bail!("no images to evaluate in {}", args.data_dir.display());
+        bail!("no images to evaluate in {}", data.data_dir.display());
     }
     let bar = progress::bar(samples.len(), "scoring");
     let report = evaluate_predictor(
-        &predictor,
+        predictor,
         &EvaluationTarget {
-            dataset_name: dataset_name(&args.data_dir),
+            dataset_name: dataset_name(&data.data_dir),
             split,
             samples: &samples,
             bootstrap: BootstrapConfig {
-                resamples: args.bootstrap,
-                seed: args.seed,
+                resamples: data.bootstrap,
+                seed: data.seed,
                 ..BootstrapConfig::default()
             },
         },
         &mut |done, _| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    let files = write_report(&args.out, &report)?;
+    let files = write_report(out, &report)?;
+    Ok((report, files))
+}
+
+/// Evaluates the package at `path` on `data`, writing the report into `out`.
+pub fn evaluate_source(
+    path: &Path,
+    device: &str,
+    data: &EvalDataArgs,
+    out: &Path,
+) -> Result<EvaluationReport> {
+    let predictor = load_predictor(path, device)?;
+    Ok(evaluate_with(&predictor, data, out)?.0)
+}
+
+/// `covidct evaluate`: scores the model, writes the report and tracks the evaluation as an
+/// MLflow run tagged with the model it evaluated.
+pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
+    let model = load_model(&args.model, &args.tracking.store)?;
+    let (report, files) = evaluate_with(&model.predictor, &args.data, &args.out)?;
+    let meta = model.predictor.metadata();
+    let mut tags = vec![
+        Tag::new("covidct.kind", "evaluation"),
+        Tag::new("covidct.model_source", &args.model.model),
+        Tag::new("covidct.model_sha256", package_sha256(&model.path)?),
+        Tag::new("covidct.architecture", meta.architecture.to_string()),
+        Tag::new("covidct.dataset", dataset_name(&args.data.data_dir)),
+        Tag::new("covidct.split", &report.dataset.split),
+    ];
+    if let Some(version) = &model.version {
+        tags.push(Tag::new("covidct.registered_model", &version.name));
+        tags.push(Tag::new(
+            "covidct.model_version",
+            version.version.to_string(),
+        ));
+        if let Some(run_id) = &version.run_id {
+            tags.push(Tag::new("covidct.model_run_id", run_id));
+        }
+    }
+    let run_name = format!("evaluate-{}-{}", meta.architecture, report.dataset.split);
+    if let Some(mut recorder) = tracking::start(&args.tracking, &args.out, false, &run_name, tags) {
+        recorder.log_params(tracking::params_of(&serde_json::json!({
+            "data_dir": args.data.data_dir,
+            "manifest": args.data.manifest,
+            "split": args.data.split,
+            "bootstrap": args.data.bootstrap,
+            "seed": args.data.seed,
+        })));
+        tracking::log_report(
+            &mut recorder,
+            &report.dataset.split,
+            0,
+            &report,
+            &args.out,
+            "evaluation",
+        );
+        tracking::finish(recorder, RunStatus::Finished, &args.out);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -114,7 +199,7 @@ pub fn print_intervals(metrics: &MetricsWithCi) {
 
 /// `covidct predict`: returns the exit status (1 when any file failed).
 pub fn predict(args: &PredictArgs) -> Result<u8> {
-    let predictor = load_predictor(&args.model)?;
+    let predictor = load_model(&args.model, &args.store)?.predictor;
     let mut failed = false;
     for path in &args.files {
         let result = predictor

@@ -5,14 +5,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use covidct_data::{Manifest, SplitConfig, split_dataset};
+use covidct_tracking::{Param, RunRecorder, RunStatus, Tag};
 use covidct_training::{
-    Provenance, TrainConfig, TrainEvent, TrainObserver, Trainer, TrainingData, checkpoint, finalize,
+    Provenance, Release, TrainConfig, TrainEvent, TrainObserver, Trainer, TrainingData, checkpoint,
+    finalize,
 };
 use indicatif::ProgressBar;
 
 use crate::cli::{DatasetArgs, DecodeArgs, TrainArgs};
 use crate::commands::data::analyze;
 use crate::commands::evaluate::print_intervals;
+use crate::commands::tracking::{self, TrackingObserver, log_release};
 use crate::config::ConfigFile;
 use crate::progress;
 
@@ -99,30 +102,120 @@ pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
     })
     .context("cannot install the Ctrl-C handler")?;
 
-    let trainer = Trainer::new(settings.clone(), &data, &args.out, &STOP)?;
-    let mut observer = BarObserver::default();
-    let outcome = trainer.run(&mut observer)?;
-    observer.finish();
-    if outcome.interrupted {
-        eprintln!(
-            "interrupted: resume with `covidct train --resume --out {}` and the same settings",
-            args.out.display()
-        );
-        return Ok(INTERRUPTED);
-    }
     let provenance = Provenance {
         name: args.name.clone(),
         dataset_name: dataset_name(&args.data_dir),
         dataset_fingerprint: analysis.fingerprint(),
         git_commit: git_commit(),
     };
+    let split_strategy = match &args.manifest {
+        Some(path) => format!("manifest {}", path.display()),
+        None => config
+            .resolve::<SplitConfig>("data.split", &serde_json::json!({}))?
+            .strategy
+            .as_str()
+            .to_owned(),
+    };
+    let mut recorder = tracking::start(
+        &args.tracking,
+        &args.out,
+        args.resume,
+        &format!("train-{}", settings.architecture),
+        run_tags(
+            &settings,
+            &provenance,
+            &split_strategy,
+            &data.split_fingerprint,
+        ),
+    );
+    if let Some(recorder) = recorder.as_mut()
+        && !args.resume
+    {
+        let mut params = tracking::params_of(&serde_json::to_value(&settings)?);
+        params.push(Param::new("manifest", manifest_path.display().to_string()));
+        recorder.log_params(params);
+    }
+    let result = train_and_release(&settings, &data, &provenance, args, recorder.as_mut());
+    let status = match &result {
+        Ok(None) => RunStatus::Killed,
+        Ok(Some(_)) => RunStatus::Finished,
+        Err(_) => RunStatus::Failed,
+    };
+    if let Some(recorder) = recorder {
+        tracking::finish(recorder, status, &args.out);
+    }
+    match result? {
+        None => {
+            eprintln!(
+                "interrupted: resume with `covidct train --resume --out {}` and the same settings",
+                args.out.display()
+            );
+            Ok(INTERRUPTED)
+        }
+        Some(release) => {
+            print_release(&release);
+            Ok(0)
+        }
+    }
+}
+
+/// Tags of a training run in MLflow.
+fn run_tags(
+    settings: &TrainConfig,
+    provenance: &Provenance,
+    split_strategy: &str,
+    split_fingerprint: &str,
+) -> Vec<Tag> {
+    let mut tags = vec![
+        Tag::new("covidct.kind", "training"),
+        Tag::new("covidct.architecture", settings.architecture.to_string()),
+        Tag::new("covidct.pretrained", settings.pretrained.to_string()),
+        Tag::new("covidct.split_strategy", split_strategy),
+        Tag::new("covidct.split_fingerprint", split_fingerprint),
+        Tag::new("covidct.dataset", &provenance.dataset_name),
+        Tag::new(
+            "covidct.dataset_fingerprint",
+            &provenance.dataset_fingerprint,
+        ),
+        Tag::new("mlflow.source.type", "LOCAL"),
+        Tag::new("mlflow.source.name", "covidct train"),
+    ];
+    if let Some(commit) = &provenance.git_commit {
+        tags.push(Tag::new("mlflow.source.git.commit", commit));
+        tags.push(Tag::new("covidct.git_commit", commit));
+    }
+    tags
+}
+
+/// Trains, then calibrates, evaluates and packages the best network; `None` when interrupted.
+fn train_and_release(
+    settings: &TrainConfig,
+    data: &TrainingData,
+    provenance: &Provenance,
+    args: &TrainArgs,
+    mut recorder: Option<&mut RunRecorder>,
+) -> Result<Option<Release>> {
+    let trainer = Trainer::new(settings.clone(), data, &args.out, &STOP)?;
+    let mut bars = BarObserver::default();
+    let outcome = match recorder.as_deref_mut() {
+        Some(recorder) => trainer.run(&mut TrackingObserver {
+            inner: &mut bars,
+            recorder,
+            head_epochs: settings.head_epochs,
+        })?,
+        None => trainer.run(&mut bars)?,
+    };
+    bars.finish();
+    if outcome.interrupted {
+        return Ok(None);
+    }
     let mut bar: Option<ProgressBar> = None;
     let release = finalize(
         outcome.best,
-        &settings,
+        settings,
         &outcome.state,
-        &data,
-        &provenance,
+        data,
+        provenance,
         &args.out,
         &mut |stage, done, total| {
             let current = bar.get_or_insert_with(|| progress::bar(total, "scoring"));
@@ -134,8 +227,11 @@ pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    print_release(&release);
-    Ok(0)
+    if let Some(recorder) = recorder {
+        let step = i64::try_from(settings.head_epochs + settings.epochs).unwrap_or(i64::MAX);
+        log_release(recorder, &release, &args.out, step, &args.name);
+    }
+    Ok(Some(release))
 }
 
 fn print_release(release: &covidct_training::Release) {
