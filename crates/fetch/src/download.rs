@@ -75,18 +75,13 @@ pub(crate) fn download(
     settings: &DownloadSettings<'_>,
 ) -> Result<DownloadOutcome, FetchError> {
     let timeout = Duration::from_secs(settings.timeout_secs.max(1));
-    let mut builder = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .user_agent(concat!("covidct-fetch/", env!("CARGO_PKG_VERSION")));
-    if is_loopback(url) {
-        // A local mirror (or test server): a proxy from the environment could not reach it.
-        builder = builder.no_proxy();
-    }
-    let client = builder
-        .build()
-        .map_err(|source| FetchError::HttpClient { source })?;
+    let client = http_client(
+        url,
+        timeout,
+        concat!("covidct-fetch/", env!("CARGO_PKG_VERSION")),
+    )
+    .build()
+    .map_err(|source| FetchError::HttpClient { source })?;
 
     let mut offset = existing_part_len(part)?;
     // At most two tries: with the range, then from zero if the server cannot honour it.
@@ -357,6 +352,26 @@ fn status_error(
         url,
         status: code,
         hint: hint.to_owned(),
+    }
+}
+
+/// A blocking HTTP client builder as covidct's clients use it: no redirects followed, `timeout`
+/// for connecting and for whole requests, and no proxy for a server on this machine (a proxy
+/// from the environment could not reach it).
+pub fn http_client(
+    url: &Url,
+    timeout: Duration,
+    user_agent: &str,
+) -> reqwest::blocking::ClientBuilder {
+    let builder = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent(user_agent);
+    if is_loopback(url) {
+        builder.no_proxy()
+    } else {
+        builder
     }
 }
 

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use credentials::{CredentialSources, KaggleCredentials};
+pub use download::http_client;
 pub use error::FetchError;
 pub use extract::{
     ExistingDir, ExtractLimits, ExtractReport, extract_zip_safely, extract_zip_with,

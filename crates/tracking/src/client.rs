@@ -225,18 +225,13 @@ impl MlflowClient {
         } else {
             config.timeout
         };
-        let mut builder = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .user_agent(concat!("covidct-tracking/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(&base) {
-            // A local server: a proxy from the environment could not reach it.
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|source| TrackingError::HttpClient { source })?;
+        let http = covidct_fetch::http_client(
+            &base,
+            timeout,
+            concat!("covidct-tracking/", env!("CARGO_PKG_VERSION")),
+        )
+        .build()
+        .map_err(|source| TrackingError::HttpClient { source })?;
         Ok(Self {
             http,
             base,
@@ -493,17 +488,6 @@ pub(crate) fn snippet(body: &[u8]) -> String {
         cut.push('…');
     }
     cut
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The URL with any `user:password@` replaced, for error messages.
