@@ -53,3 +53,20 @@ def small_dataset(tmp_path) -> Path:
         for n in range(1, 16):
             write_image(root / label / f"{label} ({n}).png", mode, (n - 1) // 5 * 80 + (label == "COVID") * 20)
     return root
+
+
+@pytest.fixture(scope="session")
+def model_package(tmp_path_factory, covidct_bin) -> Path:
+    """A tiny trained model package (ResNet-18 at 32 px on generated discs and bars, as in
+    test_model_cli.py), trained once per session for the service tests."""
+    from test_model_cli import TRAIN_FLAGS, shapes_dataset
+
+    base = tmp_path_factory.mktemp("serve-model")
+    data = shapes_dataset(base / "data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVIDCT_")}
+    result = subprocess.run(
+        [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(base / "run"), *TRAIN_FLAGS],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return base / "run" / "model.ctpkg"

@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod data;
 pub mod evaluate;
+pub mod serve;
 pub mod train;
 pub mod weights;
