@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what covidct needs on a fresh Debian machine with a Rust toolchain, then builds the
 # release binary. Idempotent: safe to run again.
-#   - the Python virtual environment .venv with the pinned test tools (pytest, Pillow)
+#   - the Python virtual environment .venv with the pinned test tools (pytest, Pillow, Selenium,
+#     Schemathesis)
+#   - Debian's chromium and chromium-driver (the page test)
 #   - target/release/covidct
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,11 @@ PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
     echo "installing python3-venv with apt-get"
     apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+# Headless Chromium and its driver for the page test (tests/test_page.py).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "installing chromium and chromium-driver with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

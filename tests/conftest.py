@@ -92,3 +92,16 @@ def shapes_dataset(root, per_class=40, seed=7):
                 draw.rectangle([c - side // 3, c - 3, c + side // 3, c + 3], fill=240)
             image.save(root / label / f"{label} ({n + 1}).png")
     return root
+
+
+@pytest.fixture(scope="session")
+def model_package(tmp_path_factory, covidct_bin) -> Path:
+    """A tiny trained model package (ResNet-18 at 32 px on generated discs and bars), trained once per session for the service tests."""
+    base = tmp_path_factory.mktemp("serve-model")
+    data = shapes_dataset(base / "data")
+    result = subprocess.run(
+        [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(base / "run"), *TRAIN_FLAGS],
+        capture_output=True, text=True, env=clean_env(), timeout=600, cwd=base,
+    )
+    assert result.returncode == 0, result.stderr
+    return base / "run" / "model.ctpkg"

@@ -88,7 +88,25 @@ def epochs_trained(stderr: str) -> int:
     return sum(1 for line in stderr.splitlines() if " epoch " in line and "val ROC-AUC" in line)
 
 
-def test_training_run_is_tracked_registered_promoted_and_pulled(run, data, server, tmp_path):
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def http_json(port: int, method: str, path: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
+def test_training_run_is_tracked_registered_promoted_and_pulled(run, covidct_bin, data, server, tmp_path):
     experiment = "covidct-test-registry"
     name = "covidct-test"
     env = {"MLFLOW_TRACKING_URI": server, "MLFLOW_EXPERIMENT_NAME": experiment}
@@ -174,6 +192,23 @@ def test_training_run_is_tracked_registered_promoted_and_pulled(run, data, serve
     assert evaluation.data.tags["covidct.model_version"] == "2"
     assert evaluation.data.tags["covidct.model_run_id"] == run_id
     assert evaluation.data.metrics["test_roc_auc"] == pytest.approx(local_report["metrics"]["point"]["roc_auc"])
+
+    # The service loads @champion from the registry, and a reload follows the alias (rollback).
+    port = free_port()
+    serve = subprocess.Popen(
+        [str(covidct_bin), "serve", "--model", f"models:/{name}@champion", "--model-cache", str(cache),
+         "--no-auth", "--bind", f"127.0.0.1:{port}", "--prediction-log", str(tmp_path / "p.sqlite")],
+        env=clean_env(env), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), cwd=tmp_path,
+    )
+    try:
+        assert wait_ready(port, serve), (tmp_path / "serve.log").read_text()
+        assert http_json(port, "GET", "/v1/model")["model"]["version"] == "2"
+        client.set_registered_model_alias(name, "champion", "1")
+        http_json(port, "POST", "/v1/admin/reload")
+        assert http_json(port, "GET", "/v1/model")["model"]["version"] == "1"
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
 
 
 def test_registry_commands_name_what_is_wrong(run, server, tmp_path):

@@ -62,6 +62,83 @@ pub enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve a model over HTTP: prediction, Grad-CAM, feedback, metrics, OpenAPI + Swagger UI
+    /// at /docs, a page at /.
+    Serve(Box<ServeArgs>),
+}
+
+/// `covidct serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model source: a package file (`.ctpkg`) or a registry URI (`models:/covidct@champion`).
+    #[arg(long, env = "COVIDCT_MODEL")]
+    pub model: String,
+    /// Where packages pulled from the registry are cached, one folder per version.
+    #[arg(long, env = "COVIDCT_MODEL_CACHE", default_value = ".covidct/models")]
+    pub model_cache: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Serve without API keys (every route open). Off by default.
+    #[arg(long, env = "COVIDCT_NO_AUTH")]
+    pub no_auth: bool,
+    /// API keys, comma-separated (prefer the file or COVIDCT_API_KEYS_FILE).
+    #[arg(long, env = "COVIDCT_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// File of API keys, one per line (e.g. a Docker secret).
+    #[arg(long, env = "COVIDCT_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Admin keys for /v1/admin routes, comma-separated.
+    #[arg(long, env = "COVIDCT_ADMIN_KEYS", hide_env_values = true)]
+    pub admin_keys: Option<String>,
+    /// File of admin keys, one per line.
+    #[arg(long, env = "COVIDCT_ADMIN_KEYS_FILE")]
+    pub admin_keys_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: ServeSettings,
+}
+
+/// Overrides of `[serve]` (see `ServeConfig` for every field and its default).
+#[derive(Debug, Args, Serialize)]
+pub struct ServeSettings {
+    /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free port (logged).
+    #[arg(long, env = "COVIDCT_BIND")]
+    pub bind: Option<std::net::SocketAddr>,
+    /// Largest request body in bytes [default: 33554432].
+    #[arg(long, env = "COVIDCT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest image in pixels, checked from the header before decoding [default: 16777216].
+    #[arg(long, env = "COVIDCT_MAX_PIXELS")]
+    pub max_pixels: Option<u64>,
+    /// Most images in one batch request [default: 16].
+    #[arg(long, env = "COVIDCT_MAX_BATCH_IMAGES")]
+    pub max_batch_images: Option<usize>,
+    /// Request timeout in milliseconds [default: 30000].
+    #[arg(long, env = "COVIDCT_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Most /v1 requests in progress; more get 503 with Retry-After [default: 64].
+    #[arg(long, env = "COVIDCT_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Micro-batching: most images per forward pass, 1 disables [default: 8].
+    #[arg(long, env = "COVIDCT_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Micro-batching: most milliseconds the first image waits for others [default: 2].
+    #[arg(long, env = "COVIDCT_BATCH_WAIT_MS")]
+    pub batch_wait_ms: Option<u64>,
+    /// Decoding threads, 0 = one per core [default: 0].
+    #[arg(long, env = "COVIDCT_THREADS")]
+    pub threads: Option<usize>,
+    /// cpu (default), cuda:N or wgpu.
+    #[arg(long, env = "COVIDCT_DEVICE")]
+    pub device: Option<String>,
+    /// SQLite prediction log [default: predictions.sqlite].
+    #[arg(long, env = "COVIDCT_PREDICTION_LOG")]
+    pub prediction_log: Option<PathBuf>,
+    /// Keep each predicted image in this folder (off by default).
+    #[arg(long, env = "COVIDCT_STORE_IMAGES")]
+    pub store_images: Option<PathBuf>,
+    /// CORS origins, comma-separated (`*` for any); off by default.
+    #[arg(long, env = "COVIDCT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// `covidct weights …`

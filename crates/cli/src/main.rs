@@ -40,6 +40,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Train(args) => commands::train::train(&config, args),
         Command::Evaluate(args) => commands::evaluate::evaluate(args).map(|_| 0),
         Command::Predict(args) => commands::evaluate::predict(args),
+        Command::Serve(args) => commands::serve::serve(&config, args).map(|_| 0),
         Command::Weights(WeightsCommand::Import(args)) => {
             commands::weights::import(args).map(|_| 0)
         }

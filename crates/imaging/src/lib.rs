@@ -8,6 +8,7 @@
 mod augment;
 mod decode;
 mod dicom;
+mod features;
 mod hash;
 mod preprocess;
 mod types;
@@ -17,6 +18,7 @@ pub use decode::{
     DecodeError, DecodeErrorKind, DecodeOptions, HuWindow, MEMORY_PATH, decode_bytes,
     decode_bytes_named, decode_file, format_hint_from_path, probe_bytes, probe_file,
 };
+pub use features::{ImageFeatures, image_features};
 pub use hash::{
     ContentHash, PerceptualHash, THUMBNAIL_SIDE, Thumbnail, content_hash, perceptual_hash,
     thumbnail,

@@ -182,12 +182,17 @@ impl EfficientNetLite {
 
     /// Pooled backbone features `[batch, 1280]`: everything before dropout and the classifier.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.avgpool.forward(self.feature_map(x)).flatten(1, 3)
+    }
+
+    /// The last convolutional feature map `[batch, 1280, H/32, W/32]` (after the head
+    /// convolution, before pooling).
+    pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = relu6(self.bn0.forward(self.conv_stem.forward(x)));
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
-        self.avgpool.forward(x).flatten(1, 3)
+        relu6(self.bn1.forward(self.conv_head.forward(x)))
     }
 
     /// Logits from pooled features: dropout (in training) then the classifier.

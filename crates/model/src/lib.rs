@@ -30,6 +30,8 @@ mod config;
 mod device;
 mod efficientnet;
 mod error;
+mod fold;
+mod gradcam;
 mod import;
 mod layers;
 mod network;
@@ -42,6 +44,7 @@ pub use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
 pub use crate::device::select_device;
 pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
 pub use crate::error::ModelError;
+pub use crate::gradcam::{GradCam, grad_cam};
 pub use crate::network::{Architecture, Network};
 pub use crate::package::{
     ModelPackage, PACKAGE_EXTENSION, PACKAGE_FORMAT_VERSION, PackageMetadata,

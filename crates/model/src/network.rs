@@ -185,6 +185,22 @@ impl Network {
         }
     }
 
+    /// The last convolutional feature map `[batch, channels, H/32, W/32]`, before global
+    /// pooling: what Grad-CAM explains.
+    pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Network::ResNet(n) => n.feature_map(x),
+            Network::EfficientNetLite(n) => n.feature_map(x),
+        }
+    }
+
+    /// Inference logits from a [`Network::feature_map`]: global average pooling, then the head
+    /// (dropout is the identity at inference and is left out).
+    pub fn logits_from_map(&self, map: Tensor<4>) -> Tensor<2> {
+        let pooled: Tensor<2> = map.mean_dim(3).mean_dim(2).flatten(1, 3);
+        self.head().forward(pooled)
+    }
+
     /// Logits from pooled features (dropout, where the architecture has it, then the head).
     pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
         match self {

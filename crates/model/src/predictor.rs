@@ -9,6 +9,7 @@ use covidct_imaging::{DecodeOptions, GreyImage, decode_file, normalize_into, res
 use rayon::prelude::*;
 
 use crate::error::ModelError;
+use crate::gradcam::{GradCam, grad_cam};
 use crate::network::Network;
 use crate::package::{ModelPackage, PackageMetadata};
 use crate::transfer::tensor_to_vec;
@@ -28,7 +29,8 @@ pub struct Prediction {
     pub logits: Vec<f64>,
 }
 
-/// A loaded, inference-mode model with its preprocessing and calibration.
+/// A loaded, inference-mode model with its preprocessing and calibration; its BatchNorms are
+/// folded into the convolutions ([`Network::fold_batch_norm`]).
 #[derive(Debug)]
 pub struct Predictor {
     network: Network,
@@ -67,7 +69,7 @@ impl Predictor {
             });
         }
         Ok(Self {
-            network: network.valid(),
+            network: network.valid().fold_batch_norm()?,
             metadata,
             device: device.clone(),
         })
@@ -121,9 +123,19 @@ impl Predictor {
         &self.metadata
     }
 
-    /// The network (inference mode).
+    /// The network (inference mode, BatchNorm folded).
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// Grad-CAM of the positive class for a decoded image (any size; resized here).
+    pub fn explain(&self, image: &GreyImage) -> Result<GradCam, ModelError> {
+        let side = self.metadata.preprocess.size as usize;
+        let mut input = vec![0f32; side * side];
+        prepare_input(image, &self.metadata, &mut input);
+        let data = TensorData::new(input, [1, self.metadata.in_channels, side, side]);
+        let x = Tensor::<4>::from_data(data, &self.device);
+        grad_cam(&self.network, x, self.metadata.positive_class)
     }
 
     /// Raw logits `[n, classes]` for already-prepared inputs (`n × size²` values).

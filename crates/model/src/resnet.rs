@@ -197,6 +197,12 @@ impl ResNet {
 
     /// Pooled backbone features `[batch, 512 × expansion]`: everything before the classifier.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.avgpool.forward(self.feature_map(x)).flatten(1, 3)
+    }
+
+    /// The last convolutional feature map `[batch, 512 × expansion, H/32, W/32]` (the output of
+    /// `layer4`, before pooling).
+    pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
         let x = relu(self.bn1.forward(self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
         for block in self
@@ -208,7 +214,7 @@ impl ResNet {
         {
             x = block.forward(x);
         }
-        self.avgpool.forward(x).flatten(1, 3)
+        x
     }
 
     pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod evaluate;
 pub mod models;
+pub mod serve;
 pub mod tracking;
 pub mod train;
 pub mod weights;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Single-image latency and throughput of `covidct serve` (micro-batching on and off) and of the
+# FastAPI + PyTorch peer (bench/fastapi_peer.py), one after the other on loopback, with wrk.
+# Benchmark only (not in CI). Needs: target/release/covidct, wrk (apt-get install wrk), the
+# peer's venv (see bench/fastapi_peer.py) in $PEER_PYTHON (default /tmp/torch-venv/bin/python).
+#   bash bench/serve_bench.sh [ARCHITECTURE] [SIZE] [CONNECTIONS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCH=${1:-efficientnet-lite0}
+SIZE=${2:-224}
+CONNECTIONS=${3:-8}
+SECONDS_=${4:-20}
+PEER_PYTHON=${PEER_PYTHON:-/tmp/torch-venv/bin/python}
+WORK=${WORK:-/tmp/covidct-serve-bench}
+BIN=target/release/covidct
+mkdir -p "$WORK"
+
+# A package of the architecture at SIZE (weights from a short training on the generated shapes
+# of tests/test_model_cli.py, with the test venv .venv:
+# inference costs the same whatever the weights).
+if [ ! -f "$WORK/$ARCH-$SIZE/model.ctpkg" ]; then
+    rm -rf "$WORK/data"
+    .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path
+from test_model_cli import shapes_dataset; shapes_dataset(Path('$WORK/data'))"
+    "$BIN" train --data-dir "$WORK/data" --out "$WORK/$ARCH-$SIZE" --architecture "$ARCH" \
+        --pretrained none --image-size "$SIZE" --head-epochs 1 --epochs 1 --batch-size 8 \
+        --bootstrap 10 --log-level warn >/dev/null
+fi
+# The request body: a 512 x 512 grey PNG with structure (a CT slice's size).
+"$PEER_PYTHON" -c "
+from PIL import Image, ImageDraw; import random
+r = random.Random(1); im = Image.new('L', (512, 512), 20)
+im.putdata([20 + r.randrange(40) for _ in range(512 * 512)])
+ImageDraw.Draw(im).ellipse([100, 120, 400, 420], fill=200); im.save('$WORK/scan.png')"
+cat > "$WORK/post.lua" <<LUA
+local f = io.open("$WORK/scan.png", "rb"); wrk.body = f:read("*all"); f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "image/png"
+wrk.headers["X-API-Key"] = "bench-key"
+LUA
+
+wait_for() { for _ in $(seq 1 600); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
+run_wrk() {  # name url
+    curl -sf -X POST -H 'Content-Type: image/png' -H 'X-API-Key: bench-key' --data-binary @"$WORK/scan.png" "$2" >/dev/null
+    wrk -t2 -c8 -d5s -s "$WORK/post.lua" "$2" >/dev/null   # warm-up
+    echo "== $1"
+    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_}s" --latency -s "$WORK/post.lua" "$2" | tee "$WORK/$1.txt"
+}
+
+serve() {  # name batch-size batch-wait-ms
+    rm -f "$WORK/predictions.sqlite"*
+    COVIDCT_API_KEYS=bench-key COVIDCT_ADMIN_KEYS=bench-admin "$BIN" serve \
+        --model "$WORK/$ARCH-$SIZE/model.ctpkg" --bind 127.0.0.1:8090 \
+        --prediction-log "$WORK/predictions.sqlite" --batch-size "$2" --batch-wait-ms "$3" \
+        --max-concurrency 256 --log-level warn &
+    local pid=$!
+    wait_for http://127.0.0.1:8090/readyz
+    run_wrk "$1" http://127.0.0.1:8090/v1/predict
+    kill -TERM "$pid"; wait "$pid" || true
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+serve "covidct-batch8" 8 2
+serve "covidct-nobatch" 1 0
+"$PEER_PYTHON" bench/fastapi_peer.py --architecture "$ARCH" --size "$SIZE" --port 8091 &
+PEER=$!
+wait_for http://127.0.0.1:8091/healthz
+run_wrk "fastapi-peer" http://127.0.0.1:8091/v1/predict
+kill -TERM "$PEER"; wait "$PEER" || true

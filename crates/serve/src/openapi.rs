@@ -1,0 +1,69 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::routes::{admin, explain, feedback, health, model, predict};
+
+/// The service's API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "covidct",
+        description = "SARS-CoV-2 classification of CT slices: predictions with calibrated \
+                       probabilities, Grad-CAM explanations, feedback for monitoring."
+    ),
+    paths(
+        predict::predict,
+        predict::predict_batch,
+        explain::explain,
+        model::model_info,
+        feedback::feedback,
+        admin::reload,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, explain::ExplainFormat)),
+    modifiers(&Security),
+    tags(
+        (name = "prediction", description = "Classify and explain images"),
+        (name = "model", description = "The loaded model"),
+        (name = "monitoring", description = "Ground truth for monitoring"),
+        (name = "admin", description = "Operations that need the admin key"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the security schemes: an API key header, a bearer token, and the admin key.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "an admin key (also accepted as `Authorization: Bearer`)",
+            ))),
+        );
+    }
+}
+
+/// The document, with the crate's version.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}

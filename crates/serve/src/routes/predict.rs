@@ -1,0 +1,301 @@
+//! `POST /v1/predict` and `POST /v1/predict/batch`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Extension, Request, State};
+use covidct_imaging::{
+    DecodeOptions, DecodedImage, FileFormat, ImageFeatures, decode_bytes, image_features,
+};
+use covidct_model::prepare_input;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::input::{BatchForm, BatchJson, ImageForm, ImageJson, Upload, read_uploads};
+use crate::limits::RequestId;
+use crate::prediction_log::{PredictionRecord, now_unix_ms};
+use crate::state::{AppState, LoadedModel, ModelRef};
+
+/// Where a request's time went, in milliseconds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Timing {
+    /// Decoding, features and preprocessing.
+    pub decode_ms: f64,
+    /// Waiting for the forward pass (micro-batching).
+    pub queue_ms: f64,
+    /// The forward pass (shared by the batch).
+    pub inference_ms: f64,
+    /// Images in that forward pass.
+    pub batch_size: usize,
+    /// From the request's arrival to the answer, logging included.
+    pub total_ms: f64,
+}
+
+/// The answer for one image.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PredictionResponse {
+    /// Id of this prediction: give it back to `/v1/feedback` with the true label.
+    pub request_id: String,
+    /// Predicted class.
+    pub label: String,
+    /// Calibrated probability of the positive class.
+    pub probability: f64,
+    /// The operating threshold: positive when `probability >= threshold`.
+    pub threshold: f64,
+    /// The positive class's name.
+    pub positive_class: String,
+    /// The model that answered.
+    pub model: ModelRef,
+    /// Timing.
+    pub timing: Timing,
+}
+
+/// One entry of a batch answer: a prediction, or the error of that image alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchEntry {
+    /// Position of the image in the request.
+    pub index: usize,
+    /// File name, when the client gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// The prediction, when the image could be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<PredictionResponse>,
+    /// Why this image failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// The answer of a batch request, one entry per image in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Id of the request; each entry has its own id.
+    pub request_id: String,
+    /// The model that answered.
+    pub model: ModelRef,
+    /// One entry per image.
+    pub results: Vec<BatchEntry>,
+}
+
+/// A decoded, prepared image.
+pub(crate) struct Prepared {
+    pub decoded: DecodedImage,
+    pub features: ImageFeatures,
+    pub input: Vec<f32>,
+    pub decode_ms: f64,
+}
+
+/// Decodes (header dimensions checked against the pixel limit first), computes the monitoring
+/// features and prepares the network input, on the decoding pool.
+pub(crate) async fn prepare(
+    state: &AppState,
+    model: &Arc<LoadedModel>,
+    upload: &Upload,
+) -> Result<Prepared, ApiError> {
+    let model = model.clone();
+    let bytes = upload.bytes.clone();
+    let hint = upload.hint;
+    let max_pixels = state.config().max_pixels;
+    state
+        .on_pool(move || {
+            let started = Instant::now();
+            let metadata = model.predictor.metadata();
+            let options = DecodeOptions {
+                max_pixels,
+                dicom_window: metadata.dicom_window,
+            };
+            let decoded = decode_bytes(&bytes, hint, &options)?;
+            let features = image_features(&decoded.image);
+            let side = metadata.preprocess.size as usize;
+            let mut input = vec![0f32; side * side * metadata.in_channels];
+            prepare_input(&decoded.image, metadata, &mut input);
+            Ok(Prepared {
+                decoded,
+                features,
+                input,
+                decode_ms: started.elapsed().as_secs_f64() * 1e3,
+            })
+        })
+        .await?
+}
+
+fn extension(format: FileFormat) -> &'static str {
+    match format {
+        FileFormat::Png => "png",
+        FileFormat::Jpeg => "jpg",
+        FileFormat::Bmp => "bmp",
+        FileFormat::Tiff => "tif",
+        FileFormat::Dicom => "dcm",
+    }
+}
+
+/// Decode → micro-batched forward pass → calibration → metrics → durable log entry.
+async fn score(
+    state: AppState,
+    model: Arc<LoadedModel>,
+    upload: Upload,
+    request_id: String,
+    arrived: Instant,
+) -> Result<PredictionResponse, ApiError> {
+    let prepared = prepare(&state, &model, &upload).await?;
+    let output = model.batcher.infer(prepared.input).await?;
+    let prediction = model.predictor.interpret(output.logits);
+    state
+        .metrics()
+        .observe_prediction(&prediction.label, prediction.probability);
+    let image = state.log().stores_images().then(|| {
+        (
+            upload.bytes.clone(),
+            extension(prepared.decoded.source.format),
+        )
+    });
+    state
+        .log()
+        .record(PredictionRecord {
+            request_id: request_id.clone(),
+            created_unix_ms: now_unix_ms(),
+            model_name: model.reference.name.clone(),
+            model_version: model.reference.version.clone(),
+            label: prediction.label.clone(),
+            probability: prediction.probability,
+            threshold: prediction.threshold,
+            features: prepared.features,
+            image,
+        })
+        .await?;
+    Ok(PredictionResponse {
+        request_id,
+        label: prediction.label,
+        probability: prediction.probability,
+        threshold: prediction.threshold,
+        positive_class: model.predictor.metadata().positive_class_name().to_owned(),
+        model: model.reference.clone(),
+        timing: Timing {
+            decode_ms: prepared.decode_ms,
+            queue_ms: output.queue_ms,
+            inference_ms: output.inference_ms,
+            batch_size: output.batch_size,
+            total_ms: arrived.elapsed().as_secs_f64() * 1e3,
+        },
+    })
+}
+
+/// Classify one CT image.
+///
+/// The image comes as a multipart form (one file), as the raw body with its content type
+/// (`image/png`, `image/jpeg`, `application/dicom`, `application/octet-stream`), or as JSON
+/// with the file in base64. The prediction is logged with the request id.
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    tag = "prediction",
+    request_body(content(
+        (ImageForm = "multipart/form-data"),
+        (ImageJson = "application/json"),
+        (String = "image/png"),
+        (String = "image/jpeg"),
+        (String = "application/dicom"),
+        (String = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "The prediction", body = PredictionResponse),
+        (status = 400, description = "Malformed request (no image, two images, bad base64, bad JSON)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body or image over the limits", body = ErrorBody),
+        (status = 415, description = "Content type or image format not accepted", body = ErrorBody),
+        (status = 422, description = "Not a readable image", body = ErrorBody),
+        (status = 503, description = "Overloaded, timed out or not ready (see Retry-After)", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request: Request,
+) -> Result<Json<PredictionResponse>, ApiError> {
+    let arrived = Instant::now();
+    let model = state.model()?;
+    let limit = state.config().max_body_bytes;
+    let mut uploads = read_uploads(request, limit, 1, false).await?;
+    let upload = uploads
+        .pop()
+        .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
+    score(state, model, upload, request_id, arrived)
+        .await
+        .map(Json)
+}
+
+/// Classify several CT images in one request.
+///
+/// Up to the configured number of images, as a multipart form (one file per field) or as
+/// JSON. Each image is answered on its own: a bad image fails only its own entry.
+#[utoipa::path(
+    post,
+    path = "/v1/predict/batch",
+    tag = "prediction",
+    request_body(content(
+        (BatchForm = "multipart/form-data"),
+        (BatchJson = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "One entry per image", body = BatchResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body over the limit or too many images", body = ErrorBody),
+        (status = 415, description = "Content type not accepted", body = ErrorBody),
+        (status = 503, description = "Overloaded, timed out or not ready (see Retry-After)", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn predict_batch(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request: Request,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let arrived = Instant::now();
+    let model = state.model()?;
+    let config = state.config();
+    let uploads = read_uploads(
+        request,
+        config.max_body_bytes,
+        config.max_batch_images,
+        true,
+    )
+    .await?;
+    let mut tasks = JoinSet::new();
+    let mut filenames = Vec::with_capacity(uploads.len());
+    for (index, upload) in uploads.into_iter().enumerate() {
+        filenames.push(upload.filename.clone());
+        let id = format!("{request_id}-{index}");
+        let job = score(state.clone(), model.clone(), upload, id, arrived);
+        tasks.spawn(async move { (index, job.await) });
+    }
+    let mut results: Vec<BatchEntry> = filenames
+        .into_iter()
+        .enumerate()
+        .map(|(index, filename)| BatchEntry {
+            index,
+            filename,
+            prediction: None,
+            error: None,
+        })
+        .collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, outcome) = joined.map_err(ApiError::internal)?;
+        let Some(entry) = results.get_mut(index) else {
+            continue;
+        };
+        match outcome {
+            Ok(prediction) => entry.prediction = Some(prediction),
+            Err(error) => entry.error = Some(error.detail),
+        }
+    }
+    Ok(Json(BatchResponse {
+        request_id,
+        model: model.reference.clone(),
+        results,
+    }))
+}

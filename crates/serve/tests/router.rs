@@ -1,0 +1,622 @@
+//! The whole router, request by request, without a port (tower `oneshot`): every endpoint,
+//! authentication, limits, JSON errors, reload under load.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use burn::tensor::Device;
+use covidct_imaging::{HuWindow, PreprocessConfig, ResizeMode};
+use covidct_model::{Architecture, ModelPackage, Network, PackageMetadata};
+use covidct_serve::{ApiKeys, AppState, ModelSource, ServeConfig, router};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const KEY: &str = "test-key";
+const ADMIN: &str = "admin-key";
+
+fn write_package(dir: &std::path::Path) -> std::path::PathBuf {
+    let device = Device::flex();
+    device.seed(5);
+    let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
+    let metadata = PackageMetadata {
+        name: "covidct-test".into(),
+        covidct_version: "test".into(),
+        created_unix: 0,
+        architecture: Architecture::Resnet18,
+        in_channels: 1,
+        class_names: vec!["COVID".into(), "non-COVID".into()],
+        positive_class: 0,
+        preprocess: PreprocessConfig {
+            size: 64,
+            resize: ResizeMode::Pad,
+            mean: 0.5,
+            std: 0.5,
+        },
+        dicom_window: HuWindow::default(),
+        threshold: 0.5,
+        threshold_rule: "fixed:0.5".into(),
+        temperature: 1.0,
+        dataset_fingerprint: "d".into(),
+        split_fingerprint: "s".into(),
+        training: json!({}),
+        evaluation: json!({"accuracy": 0.5}),
+        weights_sha256: String::new(),
+    };
+    let package = ModelPackage::new(&network, metadata, "# Model card\ntest".into()).expect("pkg");
+    let path = dir.join("model.ctpkg");
+    package.save(&path).expect("save");
+    path
+}
+
+struct App {
+    router: Router,
+    state: AppState,
+    dir: tempfile::TempDir,
+}
+
+async fn app_with(change: impl FnOnce(&mut ServeConfig)) -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let package = write_package(dir.path());
+    let mut config = ServeConfig {
+        api_keys: ApiKeys(vec![KEY.into()]),
+        admin_keys: ApiKeys(vec![ADMIN.into()]),
+        prediction_log: dir.path().join("log.sqlite"),
+        max_pixels: 1_000_000,
+        max_body_bytes: 2_000_000,
+        max_batch_images: 4,
+        batch_size: 4,
+        threads: 2,
+        ..ServeConfig::default()
+    };
+    change(&mut config);
+    let state = AppState::new(config, ModelSource::Package(package), None).expect("state");
+    state.load_model().await.expect("load");
+    App {
+        router: router(state.clone()),
+        state,
+        dir,
+    }
+}
+
+async fn app() -> App {
+    app_with(|_| {}).await
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::GrayImage::from_fn(width, height, |x, y| {
+        image::Luma([((x * 7 + y * 3) % 256) as u8])
+    });
+    let mut out = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("png");
+    out
+}
+
+fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri)
+        .header("x-api-key", KEY)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .expect("request")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("x-api-key", KEY)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn multipart(files: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "XBOUNDARYX";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn send(
+    router: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+async fn send_json(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, headers, body) = send(router, request).await;
+    let value: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{status}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{status}: {headers:?}"
+    );
+    (status, value)
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+#[tokio::test]
+async fn health_readiness_and_not_ready_before_loading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ServeConfig {
+        auth: false,
+        prediction_log: dir.path().join("log.sqlite"),
+        ..ServeConfig::default()
+    };
+    let state = AppState::new(
+        config,
+        ModelSource::Package(write_package(dir.path())),
+        None,
+    )
+    .expect("state");
+    let router = router(state.clone());
+    let (status, body) = send_json(&router, get("/healthz")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("alive"))
+    );
+    let (status, headers, _) = send(&router, get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    let (status, body) = send_json(&router, post("/v1/predict", "image/png", png(8, 8))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    );
+    state.load_model().await.expect("load");
+    let (status, body) = send_json(&router, get("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["model"]["name"], "covidct-test");
+}
+
+#[tokio::test]
+async fn predict_takes_raw_multipart_and_base64_bodies() {
+    let app = app().await;
+    let (status, headers, body) =
+        send(&app.router, post("/v1/predict", "image/png", png(40, 30))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        headers["x-request-id"].to_str().ok(),
+        answer["request_id"].as_str()
+    );
+    let p = answer["probability"].as_f64().expect("probability");
+    assert!((0.0..=1.0).contains(&p));
+    assert_eq!(answer["threshold"], 0.5);
+    let expected = if p >= 0.5 { "COVID" } else { "non-COVID" };
+    assert_eq!(answer["label"], expected);
+    assert_eq!(answer["model"]["name"], "covidct-test");
+    assert_eq!(answer["model"]["version"].as_str().map(str::len), Some(12));
+    assert!(answer["timing"]["total_ms"].as_f64().is_some());
+
+    let (content_type, form) = multipart(&[("scan.png", png(40, 30))]);
+    let (status, multi) = send_json(&app.router, post("/v1/predict", &content_type, form)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        multi["probability"], answer["probability"],
+        "same image, same answer"
+    );
+
+    let encoded = base64::engine::general_purpose::STANDARD.encode(png(40, 30));
+    let json_body = json!({"image": encoded, "filename": "scan.png"}).to_string();
+    let (status, b64) = send_json(
+        &app.router,
+        post("/v1/predict", "application/json", json_body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(b64["probability"], answer["probability"]);
+}
+
+#[tokio::test]
+async fn keys_are_required_and_checked() {
+    let app = app().await;
+    let anonymous = Request::post("/v1/predict")
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(Body::from(png(8, 8)))
+        .expect("request");
+    let (status, body) = send_json(&app.router, anonymous).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let wrong = Request::get("/v1/model")
+        .header("x-api-key", "nope")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        send_json(&app.router, wrong).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let bearer = Request::get("/v1/model")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send_json(&app.router, bearer).await.0, StatusCode::OK);
+    // The admin key is not a prediction key, nor the other way round.
+    let admin_for_model = Request::get("/v1/model")
+        .header("x-api-key", ADMIN)
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        send_json(&app.router, admin_for_model).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = send_json(
+        &app.router,
+        post("/v1/admin/reload", "application/json", ""),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    let no_key = Request::post("/v1/admin/reload")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        send_json(&app.router, no_key).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn bad_inputs_get_json_errors_with_stable_codes() {
+    let app = app().await;
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            post("/v1/predict", "image/png", "not an image"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_image",
+        ),
+        (
+            post("/v1/predict", "image/png", ""),
+            StatusCode::BAD_REQUEST,
+            "empty_image",
+        ),
+        (
+            post("/v1/predict", "text/plain", "hello"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            post("/v1/predict", "application/json", "{\"image\": \"***\"}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_base64",
+        ),
+        (
+            post("/v1/predict", "application/json", "{"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        // 2000 × 1000 pixels: refused from the header (limit 1,000,000) before decoding.
+        (
+            post("/v1/predict", "image/png", png(2000, 1000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+        ),
+        (
+            post(
+                "/v1/predict",
+                "application/octet-stream",
+                vec![0u8; 2_100_000],
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (get("/v1/nothing"), StatusCode::NOT_FOUND, "not_found"),
+        (
+            get("/v1/predict"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, expected) in cases {
+        let uri = request.uri().clone();
+        let (got, body) = send_json(&app.router, request).await;
+        assert_eq!((got, code(&body)), (status, expected), "{uri}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.contains("panicked"))
+        );
+    }
+    let (content_type, two) = multipart(&[("a.png", png(8, 8)), ("b.png", png(8, 8))]);
+    let (status, body) = send_json(&app.router, post("/v1/predict", &content_type, two)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "expected_one_image")
+    );
+}
+
+#[tokio::test]
+async fn a_bad_image_fails_only_its_own_batch_entry() {
+    let app = app().await;
+    let (content_type, form) = multipart(&[
+        ("a.png", png(30, 30)),
+        ("broken.png", b"garbage".to_vec()),
+        ("c.png", png(50, 20)),
+    ]);
+    let (status, body) =
+        send_json(&app.router, post("/v1/predict/batch", &content_type, form)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert!(results[0]["prediction"]["probability"].is_number());
+    assert_eq!(results[1]["error"]["code"], "invalid_image");
+    assert_eq!(results[1]["filename"], "broken.png");
+    assert!(results[2]["prediction"]["label"].is_string());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(png(8, 8));
+    let five = json!({"images": vec![json!({"image": encoded}); 5]}).to_string();
+    let (status, body) = send_json(
+        &app.router,
+        post("/v1/predict/batch", "application/json", five),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_images")
+    );
+}
+
+#[tokio::test]
+async fn feedback_joins_an_earlier_prediction() {
+    let app = app().await;
+    let (_, answer) = send_json(&app.router, post("/v1/predict", "image/png", png(20, 20))).await;
+    let id = answer["request_id"].as_str().expect("id").to_owned();
+    let feedback = |id: &str, label: &str| {
+        post(
+            "/v1/feedback",
+            "application/json",
+            json!({"request_id": id, "label": label}).to_string(),
+        )
+    };
+    let (status, body) = send_json(&app.router, feedback(&id, "COVID")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send_json(&app.router, feedback("unknown", "COVID")).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_request_id")
+    );
+    let (status, body) = send_json(&app.router, feedback(&id, "influenza")).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_label")
+    );
+
+    let db = rusqlite::Connection::open(app.dir.path().join("log.sqlite")).expect("open log");
+    let (label, truth): (String, String) = db
+        .query_row(
+            "SELECT label, true_label FROM labelled_predictions WHERE request_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the prediction joined with its feedback");
+    assert_eq!(
+        (label.as_str(), truth.as_str()),
+        (answer["label"].as_str().unwrap_or(""), "COVID")
+    );
+}
+
+#[tokio::test]
+async fn explain_answers_an_overlay_or_the_raw_map() {
+    let app = app().await;
+    let (status, headers, body) =
+        send(&app.router, post("/v1/explain", "image/png", png(64, 48))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "image/png");
+    assert!(body.starts_with(b"\x89PNG"));
+    assert!(headers.contains_key("x-covidct-probability"));
+    let (status, json) = send_json(
+        &app.router,
+        post("/v1/explain?format=json", "image/png", png(64, 48)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            json["map"]["width"].as_u64(),
+            json["map"]["height"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    assert_eq!(json["map"]["values"].as_array().map(Vec::len), Some(4));
+    assert_eq!(json["explained_class"], "COVID");
+    assert!(
+        json["overlay_png_base64"]
+            .as_str()
+            .is_some_and(|s| s.len() > 100)
+    );
+    let (status, body) = send_json(
+        &app.router,
+        post("/v1/explain?format=gif", "image/png", png(8, 8)),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
+}
+
+#[tokio::test]
+async fn model_card_metrics_docs_and_page() {
+    let app = app().await;
+    let (status, model) = send_json(&app.router, get("/v1/model")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(model["architecture"], "resnet18");
+    assert_eq!(model["input_size"], 64);
+    assert!(
+        model["model_card"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("# Model card"))
+    );
+    send_json(&app.router, post("/v1/predict", "image/png", png(20, 20))).await;
+    let (status, _, text) = send(&app.router, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).expect("utf-8");
+    for needle in [
+        "covidct_http_requests_total{route=\"/v1/predict\",status=\"200\"} 1",
+        "covidct_http_request_duration_seconds_bucket{route=\"/v1/predict\"",
+        "covidct_predictions_total{label=",
+        "covidct_prediction_probability_bucket",
+        "covidct_model_info{name=\"covidct-test\"",
+        "covidct_inference_queue_depth 0",
+        "covidct_inference_batch_size_count",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    let (status, spec) = send_json(&app.router, get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
+    for path in [
+        "/v1/predict",
+        "/v1/predict/batch",
+        "/v1/explain",
+        "/v1/model",
+        "/v1/feedback",
+        "/v1/admin/reload",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the spec"
+        );
+    }
+    let (status, _, html) = send(&app.router, get("/docs/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&html).contains("swagger"));
+    let (status, headers, page) = send(&app.router, get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    assert!(String::from_utf8_lossy(&page).contains("/v1/explain"));
+}
+
+#[tokio::test]
+async fn overload_answers_503_with_retry_after_and_slow_requests_time_out() {
+    // One slot, and a forward pass that waits up to a second for company.
+    let app = app_with(|c| {
+        c.max_concurrency = 1;
+        c.batch_size = 64;
+        c.batch_wait_ms = 800;
+    })
+    .await;
+    let first = tokio::spawn(app.router.clone().oneshot(post(
+        "/v1/predict",
+        "image/png",
+        png(8, 8),
+    )));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, headers, body) =
+        send(&app.router, post("/v1/predict", "image/png", png(8, 8))).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    assert!(String::from_utf8_lossy(&body).contains("overloaded"));
+    let first = first.await.expect("join").expect("response");
+    assert_eq!(first.status(), StatusCode::OK);
+
+    let slow = app_with(|c| {
+        c.request_timeout_ms = 100;
+        c.batch_size = 64;
+        c.batch_wait_ms = 800;
+    })
+    .await;
+    let (status, body) = send_json(&slow.router, post("/v1/predict", "image/png", png(8, 8))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "timeout")
+    );
+}
+
+#[tokio::test]
+async fn reload_swaps_the_model_without_failing_requests_in_flight() {
+    let app = app().await;
+    let mut inflight = Vec::new();
+    for _ in 0..8 {
+        inflight.push(tokio::spawn(app.router.clone().oneshot(post(
+            "/v1/predict",
+            "image/png",
+            png(30, 30),
+        ))));
+    }
+    let reload = Request::post("/v1/admin/reload")
+        .header("x-api-key", ADMIN)
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = send_json(&app.router, reload).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["previous"], body["current"]);
+    for request in inflight {
+        assert_eq!(
+            request.await.expect("join").expect("response").status(),
+            StatusCode::OK
+        );
+    }
+    assert!(app.state.is_ready());
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_on_when_configured() {
+    let preflight = || {
+        Request::get("/healthz")
+            .header(header::ORIGIN, "https://viewer.example")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let app = app().await;
+    let (_, headers, _) = send(&app.router, preflight()).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    let open = app_with(|c| c.cors_origins = vec!["https://viewer.example".into()]).await;
+    let (_, headers, _) = send(&open.router, preflight()).await;
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://viewer.example"
+    );
+}
