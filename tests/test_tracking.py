@@ -37,18 +37,23 @@ def start_server(port: int, store: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=open(store / "server.log", "ab"),
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True,
     )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-        if process.poll() is not None:
-            break
+    if wait_ok(f"http://127.0.0.1:{port}/health", process, timeout=90):
+        return process
     process.kill()
     pytest.fail(f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}")
+
+
+def wait_ok(url: str, process: subprocess.Popen, timeout: float) -> bool:
+    """Polls `url` until it answers 200 (True), the process exits or the time runs out (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -86,18 +91,6 @@ def train(run, data, out, env, *extra):
 
 def epochs_trained(stderr: str) -> int:
     return sum(1 for line in stderr.splitlines() if " epoch " in line and "val ROC-AUC" in line)
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.2)
-    return False
 
 
 def http_json(port: int, method: str, path: str) -> dict:
@@ -201,7 +194,7 @@ def test_training_run_is_tracked_registered_promoted_and_pulled(run, covidct_bin
         env=clean_env(env), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), cwd=tmp_path,
     )
     try:
-        assert wait_ready(port, serve), (tmp_path / "serve.log").read_text()
+        assert wait_ok(f"http://127.0.0.1:{port}/readyz", serve, timeout=60), (tmp_path / "serve.log").read_text()
         assert http_json(port, "GET", "/v1/model")["model"]["version"] == "2"
         client.set_registered_model_alias(name, "champion", "1")
         http_json(port, "POST", "/v1/admin/reload")

@@ -9,7 +9,7 @@
 //! `<root>/<experiment_id>/models/<model_id>/{meta.yaml, params/, tags/, artifacts/}`.
 
 use std::fs;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::TrackingError;
@@ -84,7 +84,7 @@ impl FileStore {
             ("name", quoted(name)),
             ("workspace", "default".to_owned()),
         ]);
-        write_file(&dir.join("meta.yaml"), meta.as_bytes())
+        self.write_file(&dir.join("meta.yaml"), meta.as_bytes())
     }
 
     fn experiment_id(&self, name: &str) -> Result<String, TrackingError> {
@@ -128,7 +128,27 @@ impl FileStore {
             ("tags", "[]".to_owned()),
             ("user_id", quoted(&user())),
         ]);
-        write_file(&self.run_dir(run).join("meta.yaml"), meta.as_bytes())
+        self.write_file(&self.run_dir(run).join("meta.yaml"), meta.as_bytes())
+    }
+
+    fn write_values<'a>(
+        &self,
+        dir: &Path,
+        values: impl Iterator<Item = (&'a String, &'a String)>,
+    ) -> Result<(), TrackingError> {
+        for (key, value) in values {
+            self.write_file(&key_path(dir, key)?, value.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn copy_into(&self, dir: &Path, relative: &str, file: &Path) -> Result<(), TrackingError> {
+        let mut source = fs::File::open(file).map_err(|e| TrackingError::io(file, e))?;
+        write_atomically(&key_path(dir, relative)?, &self.root, &mut source)
+    }
+
+    fn write_file(&self, path: &Path, mut bytes: &[u8]) -> Result<(), TrackingError> {
+        write_atomically(path, &self.root, &mut bytes)
     }
 }
 
@@ -158,7 +178,7 @@ impl Sink for FileStore {
         self.write_run_meta(&run, run_name, start_ms, RunStatus::Running, None)?;
         let mut all_tags = vec![Tag::new("mlflow.runName", run_name)];
         all_tags.extend_from_slice(tags);
-        write_values(
+        self.write_values(
             &dir.join("tags"),
             all_tags.iter().map(|t| (&t.key, &t.value)),
         )?;
@@ -190,11 +210,11 @@ impl Sink for FileStore {
                 });
             }
         }
-        write_values(
+        self.write_values(
             &dir.join("params"),
             params.iter().map(|p| (&p.key, &p.value)),
         )?;
-        write_values(&dir.join("tags"), tags.iter().map(|t| (&t.key, &t.value)))?;
+        self.write_values(&dir.join("tags"), tags.iter().map(|t| (&t.key, &t.value)))?;
         for metric in metrics {
             let path = key_path(&dir.join("metrics"), &metric.key)?;
             let mut file = fs::OpenOptions::new()
@@ -218,7 +238,7 @@ impl Sink for FileStore {
         relative_path: &str,
         file: &Path,
     ) -> Result<(), TrackingError> {
-        copy_into(&self.run_dir(run).join("artifacts"), relative_path, file)
+        self.copy_into(&self.run_dir(run).join("artifacts"), relative_path, file)
     }
 
     fn log_model(&mut self, run: &StoredRun, model: &ModelRecord) -> Result<String, TrackingError> {
@@ -232,13 +252,13 @@ impl Sink for FileStore {
             create_dir(&dir.join(sub))?;
         }
         for (relative, file) in &model.files {
-            copy_into(&dir.join("artifacts"), relative, file)?;
+            self.copy_into(&dir.join("artifacts"), relative, file)?;
         }
-        write_values(
+        self.write_values(
             &dir.join("params"),
             model.params.iter().map(|p| (&p.key, &p.value)),
         )?;
-        write_values(
+        self.write_values(
             &dir.join("tags"),
             model.tags.iter().map(|t| (&t.key, &t.value)),
         )?;
@@ -259,7 +279,7 @@ impl Sink for FileStore {
             ("status", "2".to_owned()),
             ("status_message", "null".to_owned()),
         ]);
-        write_file(&dir.join("meta.yaml"), meta.as_bytes())?;
+        self.write_file(&dir.join("meta.yaml"), meta.as_bytes())?;
         let output = self.run_dir(run).join("outputs").join(&model_id);
         create_dir(&output)?;
         let link = yaml(&[
@@ -270,7 +290,7 @@ impl Sink for FileStore {
             ("step", model.step.to_string()),
             ("tags", "{}".to_owned()),
         ]);
-        write_file(&output.join("meta.yaml"), link.as_bytes())?;
+        self.write_file(&output.join("meta.yaml"), link.as_bytes())?;
         Ok(model_id)
     }
 
@@ -386,28 +406,22 @@ fn safe_relative(path: &str) -> Result<&Path, TrackingError> {
     }
 }
 
-fn write_values<'a>(
-    dir: &Path,
-    values: impl Iterator<Item = (&'a String, &'a String)>,
+/// Writes `path` from `source` through a synced temporary file in `temp_dir` (on the same
+/// filesystem) and a rename: readers see the old file or the new one. The temporary file lives
+/// outside the folders MLflow lists (params/, metrics/, tags/…), so a crash leaves no stray key.
+pub(crate) fn write_atomically(
+    path: &Path,
+    temp_dir: &Path,
+    source: &mut dyn std::io::Read,
 ) -> Result<(), TrackingError> {
-    for (key, value) in values {
-        write_file(&key_path(dir, key)?, value.as_bytes())?;
-    }
+    let mut temp =
+        tempfile::NamedTempFile::new_in(temp_dir).map_err(|e| TrackingError::io(temp_dir, e))?;
+    std::io::copy(source, &mut temp)
+        .and_then(|_| temp.as_file().sync_data())
+        .map_err(|e| TrackingError::io(temp.path(), e))?;
+    temp.persist(path)
+        .map_err(|e| TrackingError::io(path, e.error))?;
     Ok(())
-}
-
-fn copy_into(dir: &Path, relative: &str, file: &Path) -> Result<(), TrackingError> {
-    let dest = key_path(dir, relative)?;
-    let tmp = dest.with_extension("covidct-tmp");
-    fs::copy(file, &tmp).map_err(|e| TrackingError::io(file, e))?;
-    fs::rename(&tmp, &dest).map_err(|e| TrackingError::io(&dest, e))
-}
-
-/// Writes a file through a temporary sibling and a rename.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrackingError> {
-    let tmp = path.with_extension("covidct-tmp");
-    fs::write(&tmp, bytes).map_err(|e| TrackingError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| TrackingError::io(path, e))
 }
 
 fn create_dir(dir: &Path) -> Result<(), TrackingError> {

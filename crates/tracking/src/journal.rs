@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrackingError;
-use crate::file_store::random_hex_id;
+use crate::file_store::{random_hex_id, write_atomically};
 use crate::sink::{ModelRecord, Sink, StoredRun};
 use crate::{Metric, Param, RunStatus, Tag};
 
@@ -371,16 +371,11 @@ impl Journal {
 
     fn save_state(&self) -> Result<(), TrackingError> {
         let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join("state.json.tmp");
         let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| TrackingError::Decode {
             endpoint: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut file = fs::File::create(&tmp).map_err(|e| TrackingError::io(&tmp, e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| TrackingError::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| TrackingError::io(&path, e))
+        write_atomically(&path, &self.dir, &mut bytes.as_slice())
     }
 
     /// Deletes the journal's folder.

@@ -45,11 +45,11 @@ impl RunLink {
     }
 
     fn write(&self, run_dir: &Path) -> Result<()> {
-        let path = run_dir.join(LINK_FILE);
-        let tmp = run_dir.join(format!("{LINK_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+        covidct_evaluation::write_atomically(
+            &run_dir.join(LINK_FILE),
+            &serde_json::to_vec_pretty(self)?,
+        )?;
+        Ok(())
     }
 }
 
