@@ -87,6 +87,13 @@ mod tests {
         let device = Device::flex();
         device.seed(11);
         let network = Network::new(architecture, 1, 2, &device).expect("network");
+        // Non-negative head weights over the non-negative (ReLU) feature map: the class has
+        // positive evidence whatever the random draws (tests share the device's generator).
+        let head = network.head().clone();
+        let network = network.with_head(burn::nn::Linear {
+            weight: burn::module::Param::from_tensor(head.weight.val().abs()),
+            bias: head.bias,
+        });
         let x = Tensor::<4>::random([1, 1, 96, 96], Distribution::Normal(0.0, 1.0), &device);
         let class = 1;
         let cam = grad_cam(&network, x.clone(), class).expect("grad-cam");
