@@ -2,7 +2,8 @@
 # Installs what covidct needs on a fresh Debian machine with a Rust toolchain, then builds the
 # release binary. Idempotent: safe to run again.
 #   - the Python virtual environment .venv with the pinned test tools (pytest, Pillow, Selenium,
-#     Schemathesis)
+#     Schemathesis) and the Evidently monitoring job's requirements (monitoring/requirements.txt,
+#     included by tests/requirements.txt)
 #   - Debian's chromium and chromium-driver (the page test)
 #   - target/release/covidct
 set -euo pipefail

@@ -72,6 +72,20 @@ TRAIN_FLAGS = [
 ]
 
 
+def shape_image(side, level, disc, offset, rng):
+    """A grey `side`×`side` image of noise above `level` with a bright disc (or, when `disc` is
+    false, a bright bar) `offset` pixels off the centre."""
+    image = Image.new("L", (side, side))
+    image.putdata([level + rng.randrange(0, 20) for _ in range(side * side)])
+    draw = ImageDraw.Draw(image)
+    c = side // 2 + offset
+    if disc:
+        draw.ellipse([c - side // 4, c - side // 4, c + side // 4, c + side // 4], fill=240)
+    else:
+        draw.rectangle([c - side // 3, c - 3, c + side // 3, c + 3], fill=240)
+    return image
+
+
 def shapes_dataset(root, per_class=40, seed=7):
     """Writes COVID/ (a bright disc) and non-COVID/ (a bright bar) on noise, sizes varying;
     file numbers in runs of 4 share a background level, like slices of one scan, so the
@@ -82,14 +96,7 @@ def shapes_dataset(root, per_class=40, seed=7):
         for n in range(per_class):
             side = 40 + (n // 4 % 3) * 8
             level = (n // 4 % 4) * 50
-            image = Image.new("L", (side, side))
-            image.putdata([level + rng.randrange(0, 20) for _ in range(side * side)])
-            draw = ImageDraw.Draw(image)
-            c = side // 2 + (n // 4) % 5 - 2
-            if label == "COVID":
-                draw.ellipse([c - side // 4, c - side // 4, c + side // 4, c + side // 4], fill=240)
-            else:
-                draw.rectangle([c - side // 3, c - 3, c + side // 3, c + 3], fill=240)
+            image = shape_image(side, level, label == "COVID", (n // 4) % 5 - 2, rng)
             image.save(root / label / f"{label} ({n + 1}).png")
     return root
 

@@ -59,6 +59,9 @@ pub enum Command {
     /// Tracking runs: deliver records kept while the MLflow server was unreachable.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Monitoring data: the reference the Evidently job compares production traffic with.
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -139,6 +142,10 @@ pub struct ServeSettings {
     /// CORS origins, comma-separated (`*` for any); off by default.
     #[arg(long, env = "COVIDCT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// Output folder of the monitoring job; its latest report is served under
+    /// /v1/admin/monitoring/ (off by default).
+    #[arg(long, env = "COVIDCT_MONITORING_REPORTS")]
+    pub monitoring_reports: Option<PathBuf>,
 }
 
 /// `covidct weights …`
@@ -315,6 +322,19 @@ pub struct TrackingArgs {
 /// Labelled images to evaluate on.
 #[derive(Debug, Args)]
 pub struct EvalDataArgs {
+    #[command(flatten)]
+    pub samples: SampleArgs,
+    /// Bootstrap resamples for the intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Which labelled images: a manifest split or a whole class-folder dataset.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
     /// Dataset root: with --manifest, the manifest paths are relative to it; without, it is a
     /// folder of labelled images (one folder per class), every image evaluated and counted as
     /// its own group in the intervals.
@@ -326,12 +346,6 @@ pub struct EvalDataArgs {
     /// Which split of the manifest.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Bootstrap resamples for the intervals.
-    #[arg(long, default_value_t = 1000)]
-    pub bootstrap: usize,
-    /// Seed of the bootstrap.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
 }
 
 /// `covidct evaluate`
@@ -348,7 +362,63 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub bias: BiasArgs,
+    #[command(flatten)]
+    pub robustness: RobustnessArgs,
+    #[command(flatten)]
     pub tracking: TrackingArgs,
+}
+
+/// `covidct evaluate --robustness`
+#[derive(Debug, Args)]
+pub struct RobustnessArgs {
+    /// Add robustness to the report: accuracy and ROC-AUC when the decoded images are perturbed
+    /// before preprocessing (noise, blur, contrast, gamma, JPEG, down-then-up scaling,
+    /// rotation, translation, cropping), each at graded severities, with the mildest severity
+    /// that costs more than 5 points of accuracy; curves in report.html and MLflow. Costs one
+    /// scoring pass per severity (37 with the defaults).
+    #[arg(long)]
+    pub robustness: bool,
+    /// With --robustness: only these perturbations, comma-separated (noise, blur, contrast,
+    /// gamma, jpeg, downscale, rotation, translation, crop).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "robustness",
+        value_parser = crate::commands::robustness::parse_perturbation
+    )]
+    pub robustness_kinds: Vec<covidct_imaging::Perturbation>,
+    /// With --robustness: severities per perturbation, picked evenly from its 4 defaults and
+    /// always including the most severe.
+    #[arg(
+        long,
+        requires = "robustness",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub robustness_severities: Option<usize>,
+    /// With --robustness: perturb at most this many images, drawn per class in proportion
+    /// (seeded by --seed).
+    #[arg(
+        long,
+        requires = "robustness",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..)
+    )]
+    pub robustness_max_images: Option<usize>,
+}
+
+/// `covidct evaluate --bias`
+#[derive(Debug, Args)]
+pub struct BiasArgs {
+    /// Add bias and shortcut checks to the report: metrics per subgroup of image properties
+    /// (resolution, aspect, intensity quartile, original layout) with intervals, the
+    /// metadata-only shortcut test (on the evaluated images and, with --manifest, the whole
+    /// manifest) and the share of Grad-CAM attribution inside the body.
+    #[arg(long)]
+    pub bias: bool,
+    /// With --bias: most images explained by Grad-CAM (one backward pass each), chosen evenly
+    /// within each class; 0 skips Grad-CAM.
+    #[arg(long, default_value_t = 100, requires = "bias")]
+    pub attribution_max_images: usize,
 }
 
 /// `covidct predict`
@@ -364,6 +434,31 @@ pub struct PredictArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `covidct monitor …`
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Write the drift reference: one CSV row per labelled image with its label, the model's
+    /// prediction and calibrated probability, and the image features the service logs.
+    ExportReference(ExportReferenceArgs),
+}
+
+/// `covidct monitor export-reference`
+#[derive(Debug, Args)]
+pub struct ExportReferenceArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub samples: SampleArgs,
+    /// The CSV file to write (replaced atomically).
+    #[arg(long, default_value = "runs/monitoring/reference.csv")]
+    pub out: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch_size: u16,
 }
 
 /// `covidct runs …`
@@ -477,6 +572,32 @@ pub enum DataCommand {
     Inspect(InspectArgs),
     /// Write a leakage-aware train/val/test manifest (path,label,group,split).
     Split(SplitArgs),
+    /// Test for a metadata shortcut without a model: can size, aspect, file size and original
+    /// pixel layout alone predict the class (cross-validated by group)?
+    Shortcut(ShortcutArgs),
+}
+
+/// `covidct data shortcut`
+#[derive(Debug, Args)]
+pub struct ShortcutArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// Split manifest whose groups (patients, pseudo-patients) keep each group in one fold;
+    /// all its rows are tested. Without it every image is its own group.
+    #[arg(long, env = "COVIDCT_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    /// The class the test separates from the others.
+    #[arg(long, default_value = "COVID")]
+    pub positive_class: String,
+    /// Seed of the fold assignment.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 3 when the verdict is a shortcut.
+    #[arg(long)]
+    pub deny_shortcut: bool,
 }
 
 /// `covidct bench …`

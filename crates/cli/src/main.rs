@@ -8,7 +8,10 @@ mod logging;
 mod progress;
 
 use clap::Parser;
-use cli::{BenchCommand, Cli, Command, DataCommand, ModelsCommand, RunsCommand, WeightsCommand};
+use cli::{
+    BenchCommand, Cli, Command, DataCommand, ModelsCommand, MonitorCommand, RunsCommand,
+    WeightsCommand,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -34,6 +37,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             Ok(commands::data::inspect(&config, args)? as u8)
         }
         Command::Data(DataCommand::Split(args)) => commands::data::split(&config, args).map(|_| 0),
+        Command::Data(DataCommand::Shortcut(args)) => {
+            commands::bias::shortcut_command(&config, args)
+        }
         Command::Data(DataCommand::Fetch(args)) => commands::data::fetch(args).map(|_| 0),
         Command::Bench(BenchCommand::Data(args)) => commands::bench::data(&config, args).map(|_| 0),
         Command::Bench(BenchCommand::Train(args)) => commands::bench::train(args).map(|_| 0),
@@ -49,5 +55,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Models(ModelsCommand::Promote(args)) => commands::models::promote(args),
         Command::Models(ModelsCommand::Pull(args)) => commands::models::pull_command(args),
         Command::Runs(RunsCommand::Sync(args)) => commands::tracking::sync(args),
+        Command::Monitor(MonitorCommand::ExportReference(args)) => {
+            commands::monitor::export_reference(args).map(|_| 0)
+        }
     }
 }

@@ -112,43 +112,23 @@ pub fn bootstrap_metrics<S: AsRef<str> + Sync>(
     config.validate()?;
     let point = BinaryMetrics::compute(probabilities, labels, threshold)?;
     let members = group_members(groups);
-
-    let draws: Vec<Option<[Option<f64>; Metric::ALL.len()]>> = (0..config.resamples)
-        .into_par_iter()
-        .map_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(probs, labs, order), r| {
-                let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-                rng.set_stream(r as u64);
-                probs.clear();
-                labs.clear();
-                for _ in 0..members.len() {
-                    for &i in &members[rng.random_range(0..members.len())] {
-                        probs.push(probabilities[i]);
-                        labs.push(labels[i]);
-                    }
-                }
-                compute_unchecked(probs, labs, threshold, order)
-                    .map(|m| Metric::ALL.map(|metric| m.get(metric)))
-            },
-        )
-        .collect();
+    let draws = resample_groups(&members, config, |indices| {
+        let probs: Vec<f64> = indices.iter().map(|&i| probabilities[i]).collect();
+        let labs: Vec<bool> = indices.iter().map(|&i| labels[i]).collect();
+        compute_unchecked(&probs, &labs, threshold, &mut Vec::new())
+            .map(|m| Metric::ALL.map(|metric| m.get(metric)))
+    });
 
     let skipped = draws.iter().filter(|d| d.is_none()).count();
-    let tail = (1.0 - config.confidence) / 2.0;
     let intervals = Metric::ALL
         .iter()
         .enumerate()
         .map(|(k, &metric)| {
-            let mut values: Vec<f64> = draws.iter().filter_map(|d| d.and_then(|d| d[k])).collect();
-            values.sort_unstable_by(f64::total_cmp);
-            let interval = Interval {
-                value: point.get(metric),
-                lower: percentile(&values, tail),
-                upper: percentile(&values, 1.0 - tail),
-                resamples: values.len(),
-            };
-            (metric, interval)
+            let values = draws.iter().filter_map(|d| d.and_then(|d| d[k]));
+            (
+                metric,
+                interval(point.get(metric), values, config.confidence),
+            )
         })
         .collect();
     Ok(MetricsWithCi {
@@ -164,8 +144,48 @@ pub fn bootstrap_metrics<S: AsRef<str> + Sync>(
     })
 }
 
+/// Evaluates `statistic` on each of `config.resamples` cluster-bootstrap resamples: each draws
+/// as many groups of `members` as there are, with replacement, and passes the sample indices of
+/// the groups drawn. Resample `r` uses its own ChaCha8 stream of `config.seed`, so the result
+/// does not depend on the number of threads.
+pub(crate) fn resample_groups<T: Send>(
+    members: &[Vec<usize>],
+    config: &BootstrapConfig,
+    statistic: impl Fn(&[usize]) -> T + Sync,
+) -> Vec<T> {
+    (0..config.resamples)
+        .into_par_iter()
+        .map_init(Vec::new, |indices, r| {
+            let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+            rng.set_stream(r as u64);
+            indices.clear();
+            for _ in 0..members.len() {
+                indices.extend_from_slice(&members[rng.random_range(0..members.len())]);
+            }
+            statistic(indices)
+        })
+        .collect()
+}
+
+/// The percentile interval of resampled `values` (in any order) around the point `value`.
+pub(crate) fn interval(
+    value: Option<f64>,
+    values: impl Iterator<Item = f64>,
+    confidence: f64,
+) -> Interval {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_unstable_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    Interval {
+        value,
+        lower: percentile(&values, tail),
+        upper: percentile(&values, 1.0 - tail),
+        resamples: values.len(),
+    }
+}
+
 /// The sample indices of each group, groups in order of first appearance.
-fn group_members<S: AsRef<str>>(groups: &[S]) -> Vec<Vec<usize>> {
+pub(crate) fn group_members<S: AsRef<str>>(groups: &[S]) -> Vec<Vec<usize>> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     for (i, group) in groups.iter().enumerate() {
@@ -179,7 +199,7 @@ fn group_members<S: AsRef<str>>(groups: &[S]) -> Vec<Vec<usize>> {
 }
 
 /// The `q`-quantile of sorted values with linear interpolation (NumPy's default).
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     let position = q * last as f64;
     let below = position.floor() as usize;

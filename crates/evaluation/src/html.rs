@@ -132,25 +132,25 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
     metrics_table(&mut out, report);
     confusion_table(&mut out, report);
 
-    out.push_str("<h2>Plots</h2>\n<div class=\"plots\">\n");
-    let engine = base64::engine::general_purpose::STANDARD;
-    for (bytes, alt) in [
-        (&plots.roc, "ROC curve"),
-        (&plots.pr, "Precision-recall curve"),
-        (&plots.reliability, "Reliability diagram"),
-        (&plots.confusion, "Confusion matrix"),
-    ] {
-        let _ = writeln!(
-            out,
-            "<img alt=\"{alt}\" src=\"data:image/png;base64,{}\">",
-            engine.encode(bytes)
-        );
-    }
-    out.push_str("</div>\n");
+    out.push_str("<h2>Plots</h2>\n");
+    embed_plots(
+        &mut out,
+        [
+            ("ROC curve", &plots.roc),
+            ("Precision-recall curve", &plots.pr),
+            ("Reliability diagram", &plots.reliability),
+            ("Confusion matrix", &plots.confusion),
+        ],
+    );
 
-    for section in &report.extra {
+    for (k, section) in report.extra.iter().enumerate() {
         let _ = writeln!(out, "<h2>{}</h2>", e(&section.title));
         extra_section(&mut out, &section.content);
+        let images = plots.extra.get(k).map_or(&[][..], Vec::as_slice);
+        if !images.is_empty() {
+            let titles = section.plots.iter().map(|p| p.title.as_str());
+            embed_plots(&mut out, titles.zip(images));
+        }
     }
     let _ = write!(
         out,
@@ -158,6 +158,21 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
         report.format_version
     );
     out
+}
+
+/// PNGs as `(alt text, bytes)`, embedded as data URLs in a wrapping row.
+fn embed_plots<'a>(out: &mut String, images: impl IntoIterator<Item = (&'a str, &'a Vec<u8>)>) {
+    let engine = base64::engine::general_purpose::STANDARD;
+    out.push_str("<div class=\"plots\">\n");
+    for (alt, bytes) in images {
+        let _ = writeln!(
+            out,
+            "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+            escape_html(alt),
+            engine.encode(bytes)
+        );
+    }
+    out.push_str("</div>\n");
 }
 
 fn metrics_table(out: &mut String, report: &EvaluationReport) {
@@ -224,10 +239,23 @@ fn json_text(value: &serde_json::Value) -> String {
     }
 }
 
-/// An array of objects as a table, an object as a two-column table, anything else as JSON.
+/// An array of objects as a table, an array of arrays as a table whose first array is the
+/// header, an object as a two-column table, anything else as JSON.
 fn extra_section(out: &mut String, content: &serde_json::Value) {
     use serde_json::Value;
     match content {
+        Value::Array(rows) if rows.len() > 1 && rows.iter().all(Value::is_array) => {
+            out.push_str("<table>\n<tr>");
+            for name in rows[0].as_array().into_iter().flatten() {
+                let _ = write!(out, "<th>{}</th>", escape_html(&json_text(name)));
+            }
+            out.push_str("</tr>\n");
+            for cells in rows[1..].iter().filter_map(Value::as_array) {
+                let cells: Vec<String> = cells.iter().map(json_text).collect();
+                row(out, &cells.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            out.push_str("</table>\n");
+        }
         Value::Array(rows) if !rows.is_empty() && rows.iter().all(Value::is_object) => {
             let mut columns: Vec<&str> = Vec::new();
             for key in rows

@@ -9,9 +9,15 @@
 //!   fixed).
 //! - [`bootstrap`]: [`bootstrap_metrics`], percentile intervals by a seeded cluster bootstrap
 //!   over groups (patients or pseudo-patients).
+//! - [`subgroups`]: [`subgroup_metrics`] per value of an image property, flagging subgroups
+//!   clearly below the whole; [`shortcut`]: [`shortcut_test`], a metadata-only classifier
+//!   under grouped cross-validation; [`attribution`]: [`summarize_attribution`] of Grad-CAM
+//!   shares inside the body.
+//! - [`robustness`]: [`robustness_analysis`], accuracy and ROC-AUC under graded image
+//!   perturbations and the mildest severity costing more than 5 points of accuracy.
 //! - [`report`]: [`EvaluationReport::compute`] gathers all of it; [`write_report`] writes
 //!   `report.json`, a self-contained `report.html` and `roc.png`, `pr.png`,
-//!   `reliability.png`, `confusion.png`.
+//!   `reliability.png`, `confusion.png`, plus the line charts of extra sections.
 //!
 //! **One convention everywhere:** a sample is called positive when
 //! `probability >= threshold`. Metrics that need both classes (ROC-AUC, PR-AUC, and so
@@ -31,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attribution;
 pub mod bootstrap;
 pub mod calibration;
 mod error;
@@ -38,8 +45,12 @@ mod html;
 pub mod metrics;
 mod plot;
 pub mod report;
+pub mod robustness;
+pub mod shortcut;
+pub mod subgroups;
 pub mod threshold;
 
+pub use attribution::{AttributionStats, AttributionSummary, INSIDE_CUTOFF, summarize_attribution};
 pub use bootstrap::{
     BootstrapConfig, BootstrapSummary, Interval, MetricsWithCi, bootstrap_metrics,
 };
@@ -54,7 +65,20 @@ pub use metrics::{
     roc_auc, roc_curve,
 };
 pub use report::{
-    Curves, DatasetInfo, EvaluationReport, ExtraSection, ModelInfo, REPORT_FORMAT_VERSION,
-    ReportFiles, ReportInput, ThresholdInfo, read_report, write_report,
+    Curves, DatasetInfo, EvaluationReport, ExtraSection, LinePlot, ModelInfo, PlotGuide,
+    PlotSeries, REPORT_FORMAT_VERSION, ReportFiles, ReportInput, ThresholdInfo, read_report,
+    write_report,
+};
+pub use robustness::{
+    DEFAULT_MAX_ACCURACY_DROP, LevelScores, PerturbationScores, RobustnessAnalysis,
+    RobustnessCurve, RobustnessLevel, robustness_analysis,
+};
+pub use shortcut::{
+    FeatureAuc, ImageMetadata, LayoutCount, ShortcutConfig, ShortcutReport, ShortcutVerdict,
+    shortcut_test,
+};
+pub use subgroups::{
+    Property, SubgroupAnalysis, SubgroupConfig, SubgroupRow, SubgroupStatus, aspect_bucket,
+    quartile_labels, resolution_bucket, subgroup_metrics,
 };
 pub use threshold::{ThresholdRule, choose_threshold};

@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::EvalError;
 use crate::metrics::Metric;
-use crate::report::EvaluationReport;
+use crate::report::{EvaluationReport, LinePlot};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 560;
@@ -20,13 +20,28 @@ const FONT: &str = "sans-serif";
 const CURVE: RGBColor = RGBColor(31, 119, 180);
 const POINT: RGBColor = RGBColor(214, 39, 40);
 const GUIDE: RGBColor = RGBColor(140, 140, 140);
+/// Colours of the lines of a [`LinePlot`] (matplotlib's `tab10`), reused in turn.
+const SERIES: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
-/// The four plots of a report as PNG bytes.
+/// The plots of a report as PNG bytes.
 pub(crate) struct Plots {
     pub roc: Vec<u8>,
     pub pr: Vec<u8>,
     pub reliability: Vec<u8>,
     pub confusion: Vec<u8>,
+    /// The plots of each extra section, in section order.
+    pub extra: Vec<Vec<Vec<u8>>>,
 }
 
 /// Renders every plot of `report`.
@@ -37,6 +52,22 @@ pub(crate) fn render_all(report: &EvaluationReport) -> Result<Plots, EvalError> 
         pr: render("pr.png", |area| draw_pr(area, report))?,
         reliability: render("reliability.png", |area| draw_reliability(area, report))?,
         confusion: render("confusion.png", |area| draw_confusion(area, report))?,
+        extra: report
+            .extra
+            .iter()
+            .map(|section| section.plots.iter().map(render_line_plot).collect())
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Renders a section's line chart, naming its file in errors.
+fn render_line_plot(plot: &LinePlot) -> Result<Vec<u8>, EvalError> {
+    render("section plot", |area| draw_line_plot(area, plot)).map_err(|error| match error {
+        EvalError::Plot { name, reason } => EvalError::Plot {
+            name,
+            reason: format!("{}: {reason}", plot.file),
+        },
+        other => other,
     })
 }
 
@@ -256,6 +287,91 @@ fn draw_reliability(area: &Area<'_>, report: &EvaluationReport) -> DrawResult {
         .label("at the bin's mean probability")
         .legend(|(x, y)| Circle::new((x + 10, y), 4, POINT.filled()));
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// The smallest and largest of `values`, `None` when there are none.
+fn extent(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |range, v| match range {
+        None => Some((v, v)),
+        Some((low, high)) => Some((low.min(v), high.max(v))),
+    })
+}
+
+fn draw_line_plot(area: &Area<'_>, plot: &LinePlot) -> DrawResult {
+    let finite = |p: &&[f64; 2]| p[0].is_finite() && p[1].is_finite();
+    let points = || plot.series.iter().flat_map(|s| &s.points).filter(finite);
+    let guides = || plot.guides.iter().filter(|g| g.y.is_finite());
+    let (x_low, x_high) = extent(points().map(|p| p[0])).unwrap_or((0.0, 1.0));
+    let x_pad = ((x_high - x_low) * 0.04).max(0.05);
+    let (x_low, x_high) = (x_low - x_pad, x_high + x_pad);
+    let (y_low, y_high) = match plot.y_range {
+        Some([low, high]) if low.is_finite() && high.is_finite() && low < high => (low, high),
+        _ => {
+            let (low, high) =
+                extent(points().map(|p| p[1]).chain(guides().map(|g| g.y))).unwrap_or((0.0, 1.0));
+            let pad = ((high - low) * 0.08).max(0.01);
+            (low - pad, high + pad)
+        }
+    };
+    let tick = |x: &f64| {
+        let index = x.round();
+        if plot.x_ticks.is_empty() {
+            format!("{x}")
+        } else if (x - index).abs() < 1e-6 && index >= 0.0 {
+            plot.x_ticks
+                .get(index as usize)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&plot.title, (FONT, 20))
+        .margin(18)
+        .x_label_area_size(48)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_low..x_high, y_low..y_high)?;
+    chart
+        .configure_mesh()
+        .x_desc(&plot.x_label)
+        .y_desc(&plot.y_label)
+        .x_labels(2 * plot.x_ticks.len().max(5) + 1)
+        .x_label_formatter(&tick)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()?;
+    for guide in guides() {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x_low, guide.y), (x_high, guide.y)],
+                6,
+                4,
+                GUIDE.stroke_width(1),
+            ))?
+            .label(&guide.label)
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], GUIDE.stroke_width(1)));
+    }
+    for (i, series) in plot.series.iter().enumerate() {
+        let colour = SERIES[i % SERIES.len()];
+        let line: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .filter(finite)
+            .map(|p| (p[0], p[1]))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))?
+            .label(&series.name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
+    }
+    if !plot.series.is_empty() || !plot.guides.is_empty() {
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
+    }
+    Ok(())
 }
 
 fn draw_confusion(area: &Area<'_>, report: &EvaluationReport) -> DrawResult {

@@ -70,13 +70,63 @@ pub struct Curves {
 }
 
 /// A section the caller adds (robustness, subgroups…): an array of objects is shown as a
-/// table in HTML, an object as a two-column table, anything else as JSON.
+/// table in HTML (columns in key order), an array of arrays as a table whose first array is
+/// the header (columns in the order given), an object as a two-column table, anything else as
+/// JSON; its plots follow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtraSection {
     /// Heading of the section.
     pub title: String,
     /// Its content.
     pub content: serde_json::Value,
+    /// Line charts drawn by [`write_report`] into the report folder and embedded in the HTML
+    /// after the content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plots: Vec<LinePlot>,
+}
+
+/// A line chart of an [`ExtraSection`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinePlot {
+    /// File name of the PNG in the report folder, e.g. `robustness_accuracy.png`: ASCII
+    /// letters, digits, `_`, `-` and `.`, ending in `.png`, unique in the report and not the
+    /// name of a standard plot.
+    pub file: String,
+    /// Caption.
+    pub title: String,
+    /// Description of the x axis.
+    pub x_label: String,
+    /// Description of the y axis.
+    pub y_label: String,
+    /// Labels of the x positions 0, 1, 2… shown instead of numbers (empty: plain numbers).
+    #[serde(default)]
+    pub x_ticks: Vec<String>,
+    /// The y axis range `[low, high]`; `None` fits the data and guides.
+    #[serde(default)]
+    pub y_range: Option<[f64; 2]>,
+    /// The lines, each in its own colour and in the legend; non-finite points are skipped.
+    pub series: Vec<PlotSeries>,
+    /// Horizontal dashed reference lines.
+    #[serde(default)]
+    pub guides: Vec<PlotGuide>,
+}
+
+/// One line of a [`LinePlot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlotSeries {
+    /// Legend entry.
+    pub name: String,
+    /// `[x, y]` points in drawing order.
+    pub points: Vec<[f64; 2]>,
+}
+
+/// A horizontal reference line of a [`LinePlot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlotGuide {
+    /// Legend entry.
+    pub label: String,
+    /// Height of the line.
+    pub y: f64,
 }
 
 /// Everything known about one evaluation.
@@ -193,6 +243,7 @@ impl EvaluationReport {
         self.extra.push(ExtraSection {
             title: title.into(),
             content,
+            plots: Vec::new(),
         });
     }
 
@@ -246,29 +297,71 @@ pub struct ReportFiles {
     pub reliability: PathBuf,
     /// `confusion.png`.
     pub confusion: PathBuf,
+    /// The plots of the extra sections, in section order.
+    pub extra_plots: Vec<PathBuf>,
 }
 
-/// Writes `report.json`, `report.html` and the plots `roc.png`, `pr.png`, `reliability.png`
-/// and `confusion.png` into `dir` (created if missing), each through a temporary file and a
-/// rename.
+/// Names of the standard plots [`write_report`] writes.
+const STANDARD_PLOTS: [&str; 4] = ["roc.png", "pr.png", "reliability.png", "confusion.png"];
+
+/// Checks the file names of the extra sections' plots (see [`LinePlot::file`]).
+fn check_plot_files(report: &EvaluationReport) -> Result<(), EvalError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for plot in report.extra.iter().flat_map(|s| &s.plots) {
+        let name = plot.file.as_str();
+        let reason = if !name.ends_with(".png") || name.starts_with('.') || name.len() > 100 {
+            "must be a file name ending in `.png`, not starting with `.`, at most 100 bytes"
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            "may hold only ASCII letters, digits, `_`, `-` and `.`"
+        } else if STANDARD_PLOTS.contains(&name) || seen.contains(&name) {
+            "is already used by another plot of the report"
+        } else {
+            seen.push(name);
+            continue;
+        };
+        return Err(EvalError::InvalidSetting {
+            field: "extra.plots.file",
+            reason: format!("`{name}` {reason}"),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `report.json`, `report.html`, the plots `roc.png`, `pr.png`, `reliability.png`
+/// and `confusion.png`, and the extra sections' plots into `dir` (created if missing), each
+/// through a temporary file and a rename.
 pub fn write_report(dir: &Path, report: &EvaluationReport) -> Result<ReportFiles, EvalError> {
+    check_plot_files(report)?;
     std::fs::create_dir_all(dir).map_err(|source| EvalError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     let plots = plot::render_all(report)?;
+    let [roc, pr, reliability, confusion] = STANDARD_PLOTS.map(|name| dir.join(name));
     let files = ReportFiles {
         json: dir.join("report.json"),
         html: dir.join("report.html"),
-        roc: dir.join("roc.png"),
-        pr: dir.join("pr.png"),
-        reliability: dir.join("reliability.png"),
-        confusion: dir.join("confusion.png"),
+        roc,
+        pr,
+        reliability,
+        confusion,
+        extra_plots: report
+            .extra
+            .iter()
+            .flat_map(|s| &s.plots)
+            .map(|p| dir.join(&p.file))
+            .collect(),
     };
     write_atomically(&files.roc, &plots.roc)?;
     write_atomically(&files.pr, &plots.pr)?;
     write_atomically(&files.reliability, &plots.reliability)?;
     write_atomically(&files.confusion, &plots.confusion)?;
+    for (path, bytes) in files.extra_plots.iter().zip(plots.extra.iter().flatten()) {
+        write_atomically(path, bytes)?;
+    }
     let json = serde_json::to_vec_pretty(report).map_err(|source| EvalError::Json {
         path: files.json.clone(),
         source,

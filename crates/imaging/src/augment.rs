@@ -130,11 +130,11 @@ fn chance(rng: &mut ChaCha8Rng, p: f32) -> bool {
 
 /// The crop window in source pixel coordinates: centre and size.
 #[derive(Clone, Copy, Debug)]
-struct Crop {
-    center_x: f32,
-    center_y: f32,
-    width: f32,
-    height: f32,
+pub(crate) struct Crop {
+    pub(crate) center_x: f32,
+    pub(crate) center_y: f32,
+    pub(crate) width: f32,
+    pub(crate) height: f32,
 }
 
 /// Samples a random resized crop as torchvision does: ten tries at a random area share and
@@ -239,18 +239,13 @@ pub fn augment(image: &GreyImage, config: &AugmentConfig, rng: &mut ChaCha8Rng) 
     // 2. Brightness and contrast.
     if brightness != 0.0 || contrast != 1.0 {
         let mean = if contrast != 1.0 {
-            out.pixels.iter().map(|&p| u64::from(p)).sum::<u64>() as f32 / out.pixels.len() as f32
+            mean_intensity(&out.pixels)
         } else {
             0.0
         };
-        let mut table = [0u8; 256];
-        for (value, entry) in table.iter_mut().enumerate() {
-            let v = (value as f32 - mean) * contrast + mean + brightness;
-            *entry = (v + 0.5).clamp(0.0, 255.0) as u8;
-        }
-        for p in &mut out.pixels {
-            *p = table[usize::from(*p)];
-        }
+        map_intensities(&mut out.pixels, |v| {
+            (v - mean) * contrast + mean + brightness
+        });
     }
 
     // 3. Blur.
@@ -263,6 +258,26 @@ pub fn augment(image: &GreyImage, config: &AugmentConfig, rng: &mut ChaCha8Rng) 
         add_gaussian_noise(&mut out.pixels, std, rng.random());
     }
     out
+}
+
+/// Mean intensity of a pixel buffer (0 when empty).
+pub(crate) fn mean_intensity(pixels: &[u8]) -> f32 {
+    if pixels.is_empty() {
+        return 0.0;
+    }
+    pixels.iter().map(|&p| u64::from(p)).sum::<u64>() as f32 / pixels.len() as f32
+}
+
+/// Replaces every intensity `v` by `map(v)`, rounded half up and saturated to 0–255, through a
+/// 256-entry lookup table (so `map` runs 256 times whatever the image size).
+pub(crate) fn map_intensities(pixels: &mut [u8], map: impl Fn(f32) -> f32) {
+    let mut table = [0u8; 256];
+    for (value, entry) in table.iter_mut().enumerate() {
+        *entry = (map(value as f32) + 0.5).clamp(0.0, 255.0) as u8;
+    }
+    for p in pixels {
+        *p = table[usize::from(*p)];
+    }
 }
 
 /// Bits of randomness per noise sample: the noise is drawn from `2^NOISE_BITS` equiprobable
@@ -334,7 +349,7 @@ fn inverse_normal_cdf(p: f64) -> f64 {
 ///
 /// The per-pixel randomness comes from a wyrand stream seeded by `seed` (drawn from the
 /// sample's ChaCha generator), five 12-bit quantile indices per 64-bit output.
-fn add_gaussian_noise(pixels: &mut [u8], std: f32, seed: u64) {
+pub(crate) fn add_gaussian_noise(pixels: &mut [u8], std: f32, seed: u64) {
     // round(p + n) == p + round(n) for integer p, so the table holds rounded offsets.
     let mut offsets = [0i16; 1 << NOISE_BITS];
     for (offset, &q) in offsets.iter_mut().zip(unit_normal_quantiles()) {
@@ -369,7 +384,7 @@ fn mirror(image: &GreyImage) -> GreyImage {
 ///
 /// Forward order: crop and resize to the output size, flip, then rotate about the centre. Each
 /// output pixel centre is mapped back through the inverse of that chain.
-fn warp(image: &GreyImage, crop: Option<Crop>, flip: bool, angle: f32) -> GreyImage {
+pub(crate) fn warp(image: &GreyImage, crop: Option<Crop>, flip: bool, angle: f32) -> GreyImage {
     let (width, height) = (image.width as usize, image.height as usize);
     let (w, h) = (width as f64, height as f64);
     let crop = crop.unwrap_or(Crop {
@@ -444,7 +459,7 @@ fn warp(image: &GreyImage, crop: Option<Crop>, flip: bool, angle: f32) -> GreyIm
 }
 
 /// Separable Gaussian blur with a kernel of radius `ceil(3 sigma)`, edges replicated.
-fn gaussian_blur(image: &mut GreyImage, sigma: f32) {
+pub(crate) fn gaussian_blur(image: &mut GreyImage, sigma: f32) {
     let (width, height) = (image.width as usize, image.height as usize);
     if !(sigma.is_finite() && sigma > 0.0) {
         return;

@@ -39,6 +39,49 @@ pub struct ImageFeatures {
     pub sharpness: f64,
 }
 
+/// Names of the [`ImageFeatures`] fields in declaration order (their serde names), e.g. the
+/// feature columns of a CSV export.
+pub const FEATURE_NAMES: [&str; 14] = [
+    "width",
+    "height",
+    "mean",
+    "std",
+    "p01",
+    "p05",
+    "p25",
+    "p50",
+    "p75",
+    "p95",
+    "p99",
+    "entropy",
+    "contrast",
+    "sharpness",
+];
+
+impl ImageFeatures {
+    /// Every feature as `(name, value)`, in [`FEATURE_NAMES`] order, so a CSV export and the
+    /// service's JSON log use the same names.
+    pub fn named_values(&self) -> [(&'static str, f64); 14] {
+        let values = [
+            f64::from(self.width),
+            f64::from(self.height),
+            self.mean,
+            self.std,
+            self.p01,
+            self.p05,
+            self.p25,
+            self.p50,
+            self.p75,
+            self.p95,
+            self.p99,
+            self.entropy,
+            self.contrast,
+            self.sharpness,
+        ];
+        std::array::from_fn(|i| (FEATURE_NAMES[i], values[i]))
+    }
+}
+
 /// Computes the [`ImageFeatures`] of an image.
 pub fn image_features(image: &GreyImage) -> ImageFeatures {
     let mut histogram = [0u64; 256];
@@ -152,6 +195,24 @@ mod tests {
         assert_eq!((f.p25, f.p75), (0.0, 200.0));
         assert!((f.contrast - 200.0 / 255.0).abs() < 1e-9);
         assert!(f.sharpness > 0.0);
+    }
+
+    #[test]
+    fn named_values_match_the_serialised_fields() {
+        let f = image_features(&GreyImage::filled(5, 3, 40));
+        let json = serde_json::to_value(f).expect("features serialise");
+        let object = json.as_object().expect("an object");
+        let named = f.named_values();
+        assert_eq!(named.len(), object.len());
+        for (name, value) in named {
+            let serialised = object[name].as_f64().expect("a number");
+            assert_eq!(serialised, value, "{name}");
+        }
+        let names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, keys, "serde_json sorts keys; same set of names");
     }
 
     #[test]

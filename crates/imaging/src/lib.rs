@@ -10,6 +10,8 @@ mod decode;
 mod dicom;
 mod features;
 mod hash;
+mod mask;
+mod perturb;
 mod preprocess;
 mod types;
 
@@ -18,10 +20,12 @@ pub use decode::{
     DecodeError, DecodeErrorKind, DecodeOptions, HuWindow, MEMORY_PATH, decode_bytes,
     decode_bytes_named, decode_file, format_hint_from_path, probe_bytes, probe_file,
 };
-pub use features::{ImageFeatures, image_features};
+pub use features::{FEATURE_NAMES, ImageFeatures, image_features};
 pub use hash::{
     ContentHash, PerceptualHash, THUMBNAIL_SIDE, Thumbnail, content_hash, perceptual_hash,
     thumbnail,
 };
+pub use mask::{BodyMask, body_mask, otsu_threshold};
+pub use perturb::{PerturbError, Perturbation};
 pub use preprocess::{PreprocessConfig, ResizeMode, normalize_into, resize_square};
 pub use types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};

@@ -155,7 +155,7 @@ impl Taps {
 ///
 /// Vertical pass first (whole source rows at a time, which vectorises), then the horizontal
 /// pass straight into the output row, so each output pixel is rounded once.
-fn resize_exact(image: &GreyImage, new_width: u32, new_height: u32) -> GreyImage {
+pub(crate) fn resize_exact(image: &GreyImage, new_width: u32, new_height: u32) -> GreyImage {
     if image.width == new_width && image.height == new_height {
         return image.clone();
     }

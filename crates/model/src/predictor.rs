@@ -85,6 +85,14 @@ impl Predictor {
         Ok(())
     }
 
+    /// The decoding settings of this model (its DICOM window), shared by every file path.
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            dicom_window: self.metadata.dicom_window,
+            ..DecodeOptions::default()
+        }
+    }
+
     /// Raw logits of image files, decoded in parallel and run in batches of `batch_size`;
     /// `progress` receives the number of files done. The first file that cannot be decoded
     /// fails the call, naming the file.
@@ -94,28 +102,63 @@ impl Predictor {
         batch_size: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Vec<f64>>, ModelError> {
+        Ok(self
+            .score_files_inspecting(paths, batch_size, progress, &|_| ())?
+            .into_iter()
+            .map(|(logits, ())| logits)
+            .collect())
+    }
+
+    /// [`Predictor::score_files`] that also returns what `inspect` computes from each decoded
+    /// image (e.g. its monitoring features), in file order.
+    pub fn score_files_inspecting<T: Send>(
+        &self,
+        paths: &[PathBuf],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+        inspect: &(dyn Fn(&GreyImage) -> T + Sync),
+    ) -> Result<Vec<(Vec<f64>, T)>, ModelError> {
+        let options = self.decode_options();
+        self.score_images(paths.len(), batch_size, progress, &|i| {
+            let decoded =
+                decode_file(&paths[i], &options).map_err(|e| ModelError::Input(e.to_string()))?;
+            let inspected = inspect(&decoded.image);
+            Ok((decoded.image, inspected))
+        })
+    }
+
+    /// Raw logits of `count` images made by `load(i)` for `i` in `0..count` (with a value of
+    /// the caller's), run in batches of `batch_size`; the images of a batch are loaded and
+    /// prepared in parallel. `progress` receives the number of images done; the first error of
+    /// `load` fails the call.
+    pub fn score_images<T: Send>(
+        &self,
+        count: usize,
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+        load: &(dyn Fn(usize) -> Result<(GreyImage, T), ModelError> + Sync),
+    ) -> Result<Vec<(Vec<f64>, T)>, ModelError> {
         let side = self.metadata.preprocess.size as usize;
         let plane = side * side;
-        let options = DecodeOptions {
-            dicom_window: self.metadata.dicom_window,
-            ..DecodeOptions::default()
-        };
-        let mut logits = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(batch_size.max(1)) {
-            let mut inputs = vec![0f32; chunk.len() * plane];
-            inputs
+        let batch_size = batch_size.max(1);
+        let mut scored = Vec::with_capacity(count);
+        for start in (0..count).step_by(batch_size) {
+            let end = (start + batch_size).min(count);
+            let mut inputs = vec![0f32; (end - start) * plane];
+            let loaded = inputs
                 .par_chunks_mut(plane)
-                .zip(chunk.par_iter())
-                .try_for_each(|(out, path)| {
-                    let decoded = decode_file(path, &options)
-                        .map_err(|e| ModelError::Input(e.to_string()))?;
-                    prepare_input(&decoded.image, &self.metadata, out);
-                    Ok::<_, ModelError>(())
-                })?;
-            logits.extend(self.logits(inputs, chunk.len())?);
-            progress(logits.len());
+                .zip(start..end)
+                .map(|(out, i)| {
+                    let (image, value) = load(i)?;
+                    prepare_input(&image, &self.metadata, out);
+                    Ok::<_, ModelError>(value)
+                })
+                .collect::<Result<Vec<T>, ModelError>>()?;
+            let logits = self.logits(inputs, end - start)?;
+            scored.extend(logits.into_iter().zip(loaded));
+            progress(scored.len());
         }
-        Ok(logits)
+        Ok(scored)
     }
 
     /// The package metadata.

@@ -92,6 +92,9 @@ pub struct ServeConfig {
     pub store_images: Option<PathBuf>,
     /// Origins allowed by CORS (`*` for any); empty disables CORS.
     pub cors_origins: Vec<String>,
+    /// Output folder of the monitoring job (`python -m covidct_monitor watch --out`); its
+    /// `latest/` report is served under `/v1/admin/monitoring/`.
+    pub monitoring_reports: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -113,6 +116,7 @@ impl Default for ServeConfig {
             prediction_log: PathBuf::from("predictions.sqlite"),
             store_images: None,
             cors_origins: Vec::new(),
+            monitoring_reports: None,
         }
     }
 }

@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/admin/monitoring/", get(admin::monitoring_index))
+        .route("/v1/admin/monitoring/{file}", get(admin::monitoring_file))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin_key));
     let mut app = Router::new()
         .merge(api)

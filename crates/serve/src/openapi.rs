@@ -21,6 +21,8 @@ use crate::routes::{admin, explain, feedback, health, model, predict};
         model::model_info,
         feedback::feedback,
         admin::reload,
+        admin::monitoring_index,
+        admin::monitoring_file,
         health::healthz,
         health::readyz,
         health::metrics,

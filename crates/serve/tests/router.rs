@@ -620,3 +620,72 @@ async fn cors_is_off_by_default_and_on_when_configured() {
         "https://viewer.example"
     );
 }
+
+fn admin_get(uri: &str, key: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn the_latest_monitoring_report_is_served_to_admins_only() {
+    let reports = tempfile::tempdir().expect("tempdir");
+    let latest = reports.path().join("latest");
+    std::fs::create_dir_all(&latest).expect("latest");
+    std::fs::write(latest.join("index.html"), "<h1>drift</h1>").expect("index");
+    std::fs::write(latest.join("summary.json"), r#"{"status":"pass"}"#).expect("summary");
+    std::fs::write(reports.path().join("secret.html"), "outside latest").expect("secret");
+    let root = reports.path().to_path_buf();
+    let app = app_with(move |c| c.monitoring_reports = Some(root)).await;
+
+    let (status, headers, body) =
+        send(&app.router, admin_get("/v1/admin/monitoring/", ADMIN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    assert_eq!(body, b"<h1>drift</h1>");
+    let (status, body) = send_json(
+        &app.router,
+        admin_get("/v1/admin/monitoring/summary.json", ADMIN),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("pass"))
+    );
+
+    let (status, _, _) = send(&app.router, admin_get("/v1/admin/monitoring/", KEY)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for escape in [
+        "/v1/admin/monitoring/..%2Fsecret.html",
+        "/v1/admin/monitoring/.hidden.html",
+        "/v1/admin/monitoring/report.sqlite",
+        "/v1/admin/monitoring/missing.html",
+    ] {
+        let (status, body) = send_json(&app.router, admin_get(escape, ADMIN)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "no_report"),
+            "{escape}"
+        );
+    }
+
+    let unconfigured = app_with(|_| {}).await;
+    let (status, body) = send_json(
+        &unconfigured.router,
+        admin_get("/v1/admin/monitoring/", ADMIN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--monitoring-reports")
+    );
+}

@@ -109,12 +109,35 @@ pub fn evaluate_predictor(
     target: &EvaluationTarget<'_>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvaluationReport, TrainError> {
+    let probabilities = predictor_probabilities(predictor, target.samples, progress)?;
+    report_of_probabilities(predictor, target, &probabilities)
+}
+
+/// Calibrated positive-class probabilities (the package's temperature applied) of every image
+/// of `samples`, in order; `progress` receives (done, total).
+pub fn predictor_probabilities(
+    predictor: &Predictor,
+    samples: &SplitSamples,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>, TrainError> {
     let meta = predictor.metadata();
-    let total = target.samples.len();
-    let logits = split_logits(predictor, target.samples, &mut |done| progress(done, total))?;
-    let positive = meta.positive_class;
-    let probabilities = positive_probabilities(&logits, positive, meta.temperature);
-    let truth = target.samples.positives(positive);
+    let total = samples.len();
+    let logits = split_logits(predictor, samples, &mut |done| progress(done, total))?;
+    Ok(positive_probabilities(
+        &logits,
+        meta.positive_class,
+        meta.temperature,
+    ))
+}
+
+/// The evaluation report of `target` from probabilities [`predictor_probabilities`] gave.
+pub fn report_of_probabilities(
+    predictor: &Predictor,
+    target: &EvaluationTarget<'_>,
+    probabilities: &[f64],
+) -> Result<EvaluationReport, TrainError> {
+    let meta = predictor.metadata();
+    let truth = target.samples.positives(meta.positive_class);
     let rule = meta
         .threshold_rule
         .parse::<ThresholdRule>()
@@ -136,7 +159,7 @@ pub fn evaluate_predictor(
         split: target.split.clone(),
         class_names: meta.class_names.clone(),
         positive_class: meta.positive_class_name().to_owned(),
-        probabilities: &probabilities,
+        probabilities,
         labels: &truth,
         groups: &target.samples.groups,
         threshold: ThresholdInfo {

@@ -23,6 +23,7 @@ mod data;
 mod error;
 mod finalize;
 mod model_card;
+mod robustness;
 mod schedule;
 mod trainer;
 
@@ -31,9 +32,10 @@ pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::finalize::{
     EvaluationTarget, Provenance, Release, evaluate_predictor, finalize, positive_logits,
-    positive_probabilities, split_logits,
+    positive_probabilities, predictor_probabilities, report_of_probabilities, split_logits,
 };
 pub use crate::model_card::model_card;
+pub use crate::robustness::{RobustnessPlan, robustness_of, stratified_subset};
 pub use crate::schedule::WarmupCosine;
 pub use crate::trainer::{
     Silent, TrainEvent, TrainObserver, TrainOutcome, Trainer, preprocess_for,

@@ -8,10 +8,16 @@ use covidct_data::{Manifest, Sample, SplitName, scan_dataset};
 use covidct_evaluation::{BootstrapConfig, EvaluationReport, MetricsWithCi, write_report};
 use covidct_model::{ModelPackage, Predictor, select_device};
 use covidct_tracking::{RunStatus, Tag};
-use covidct_training::{EvaluationTarget, SplitSamples, evaluate_predictor};
+use covidct_training::{
+    EvaluationTarget, SplitSamples, predictor_probabilities, report_of_probabilities,
+};
 
-use crate::cli::{EvalDataArgs, EvaluateArgs, ModelArgs, PredictArgs, StoreArgs};
+use crate::cli::{
+    BiasArgs, EvalDataArgs, EvaluateArgs, ModelArgs, PredictArgs, SampleArgs, StoreArgs,
+};
+use crate::commands::bias::{self, BiasOutcome};
 use crate::commands::models::{package_sha256, resolve_source};
+use crate::commands::robustness;
 use crate::commands::tracking;
 use crate::commands::train::dataset_name;
 use crate::progress;
@@ -45,7 +51,7 @@ fn load_predictor(path: &Path, device: &str) -> Result<Predictor> {
 
 /// The labelled images to evaluate: a manifest split (with its groups) or every image of a
 /// class-folder dataset (each image its own group).
-fn target_samples(data: &EvalDataArgs, class_names: &[String]) -> Result<(SplitSamples, String)> {
+pub fn target_samples(data: &SampleArgs, class_names: &[String]) -> Result<(SplitSamples, String)> {
     let label_index = |label: &str| {
         class_names
             .iter()
@@ -83,34 +89,55 @@ fn target_samples(data: &EvalDataArgs, class_names: &[String]) -> Result<(SplitS
     }
 }
 
-/// Scores `predictor` on the evaluation data and writes the report into `out`.
+/// Scores `predictor` on the evaluation data, adds the `--bias` checks when asked, and writes
+/// the report into `out`.
 fn evaluate_with(
     predictor: &Predictor,
     data: &EvalDataArgs,
     out: &Path,
-) -> Result<(EvaluationReport, covidct_evaluation::ReportFiles)> {
-    let (samples, split) = target_samples(data, &predictor.metadata().class_names)?;
+    bias: Option<&BiasArgs>,
+) -> Result<(
+    EvaluationReport,
+    covidct_evaluation::ReportFiles,
+    Option<BiasOutcome>,
+)> {
+    let (samples, split) = target_samples(&data.samples, &predictor.metadata().class_names)?;
     if samples.is_empty() {
-        bail!("no images to evaluate in {}", data.data_dir.display());
+        bail!(
+            "no images to evaluate in {}",
+            data.samples.data_dir.display()
+        );
     }
     let bar = progress::bar(samples.len(), "scoring");
-    let report = evaluate_predictor(
-        predictor,
-        &EvaluationTarget {
-            dataset_name: dataset_name(&data.data_dir),
-            split,
-            samples: &samples,
-            bootstrap: BootstrapConfig {
-                resamples: data.bootstrap,
-                seed: data.seed,
-                ..BootstrapConfig::default()
-            },
+    let target = EvaluationTarget {
+        dataset_name: dataset_name(&data.samples.data_dir),
+        split,
+        samples: &samples,
+        bootstrap: BootstrapConfig {
+            resamples: data.bootstrap,
+            seed: data.seed,
+            ..BootstrapConfig::default()
         },
-        &mut |done, _| bar.set_position(done as u64),
-    )?;
+    };
+    let probabilities = predictor_probabilities(predictor, &samples, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
+    let mut report = report_of_probabilities(predictor, &target, &probabilities)?;
+    let outcome = match bias {
+        Some(args) => Some(bias::analyse(
+            &mut report,
+            predictor,
+            &samples,
+            &probabilities,
+            &data.samples,
+            args,
+            &target.bootstrap,
+        )?),
+        None => None,
+    };
     let files = write_report(out, &report)?;
-    Ok((report, files))
+    Ok((report, files, outcome))
 }
 
 /// Evaluates the package at `path` on `data`, writing the report into `out`.
@@ -121,21 +148,39 @@ pub fn evaluate_source(
     out: &Path,
 ) -> Result<EvaluationReport> {
     let predictor = load_predictor(path, device)?;
-    Ok(evaluate_with(&predictor, data, out)?.0)
+    Ok(evaluate_with(&predictor, data, out, None)?.0)
 }
 
 /// `covidct evaluate`: scores the model, writes the report and tracks the evaluation as an
 /// MLflow run tagged with the model it evaluated.
 pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let model = load_model(&args.model, &args.tracking.store)?;
-    let (report, files) = evaluate_with(&model.predictor, &args.data, &args.out)?;
+    let bias_args = args.bias.bias.then_some(&args.bias);
+    let (mut report, mut files, bias) =
+        evaluate_with(&model.predictor, &args.data, &args.out, bias_args)?;
+    // After the standard report is on disk, so a long robustness run never costs it.
+    let robustness = if args.robustness.robustness {
+        let class_names = &model.predictor.metadata().class_names;
+        let (samples, _) = target_samples(&args.data.samples, class_names)?;
+        let analysis = robustness::analyse(
+            &mut report,
+            &model.predictor,
+            &samples,
+            &args.robustness,
+            args.data.seed,
+        )?;
+        files = write_report(&args.out, &report)?;
+        Some(analysis)
+    } else {
+        None
+    };
     let meta = model.predictor.metadata();
     let mut tags = vec![
         Tag::new("covidct.kind", "evaluation"),
         Tag::new("covidct.model_source", &args.model.model),
         Tag::new("covidct.model_sha256", package_sha256(&model.path)?),
         Tag::new("covidct.architecture", meta.architecture.to_string()),
-        Tag::new("covidct.dataset", dataset_name(&args.data.data_dir)),
+        Tag::new("covidct.dataset", dataset_name(&args.data.samples.data_dir)),
         Tag::new("covidct.split", &report.dataset.split),
     ];
     if let Some(version) = &model.version {
@@ -148,12 +193,18 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
             tags.push(Tag::new("covidct.model_run_id", run_id));
         }
     }
+    if let Some(shortcut) = bias.as_ref().and_then(BiasOutcome::widest_shortcut) {
+        tags.push(Tag::new(
+            "covidct.shortcut_verdict",
+            shortcut.verdict.as_str(),
+        ));
+    }
     let run_name = format!("evaluate-{}-{}", meta.architecture, report.dataset.split);
     if let Some(mut recorder) = tracking::start(&args.tracking, &args.out, false, &run_name, tags) {
         recorder.log_params(tracking::params_of(&serde_json::json!({
-            "data_dir": args.data.data_dir,
-            "manifest": args.data.manifest,
-            "split": args.data.split,
+            "data_dir": args.data.samples.data_dir,
+            "manifest": args.data.samples.manifest,
+            "split": args.data.samples.split,
             "bootstrap": args.data.bootstrap,
             "seed": args.data.seed,
         })));
@@ -165,6 +216,14 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
             &args.out,
             "evaluation",
         );
+        if let Some(bias) = &bias {
+            let values = bias.metric_values();
+            let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            recorder.log_metrics(0, &values);
+        }
+        if let Some(analysis) = &robustness {
+            robustness::log(&mut recorder, analysis);
+        }
         tracking::finish(recorder, RunStatus::Finished, &args.out);
     }
     if args.json {
@@ -179,6 +238,12 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
             files.html.display()
         );
         print_intervals(m);
+        if let Some(bias) = &bias {
+            bias.print();
+        }
+        if let Some(analysis) = &robustness {
+            robustness::print(analysis);
+        }
     }
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! `POST /v1/admin/reload`: load the current champion without dropping requests.
+//! Admin routes: `POST /v1/admin/reload` loads the current champion without dropping
+//! requests; `GET /v1/admin/monitoring/…` serves the latest monitoring report.
 
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -54,4 +56,79 @@ pub async fn reload(State(state): State<AppState>) -> Result<Json<ReloadResponse
         current,
         seconds: started.elapsed().as_secs_f64(),
     }))
+}
+
+/// `GET /v1/admin/monitoring/`: the latest monitoring report's index page.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/monitoring/",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The report's index.html", content_type = "text/html"),
+        (status = 401, description = "Missing or unknown admin key", body = ErrorBody),
+        (status = 403, description = "An API key, not an admin key", body = ErrorBody),
+        (status = 404, description = "No report yet, or reports not configured", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+pub async fn monitoring_index(State(state): State<AppState>) -> Result<Response, ApiError> {
+    monitoring_file(State(state), Path("index.html".to_owned())).await
+}
+
+/// `GET /v1/admin/monitoring/{file}`: one file of the latest monitoring report (the Evidently
+/// job's `OUT/latest/` folder, `--monitoring-reports OUT`): HTML, JSON or PNG.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/monitoring/{file}",
+    tag = "admin",
+    params(("file" = String, Path, description = "File name inside the latest report, e.g. drift.html")),
+    responses(
+        (status = 200, description = "The file"),
+        (status = 401, description = "Missing or unknown admin key", body = ErrorBody),
+        (status = 403, description = "An API key, not an admin key", body = ErrorBody),
+        (status = 404, description = "No such file, or reports not configured", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+pub async fn monitoring_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = |message: String| ApiError::new(StatusCode::NOT_FOUND, "no_report", message);
+    let Some(root) = state.config().monitoring_reports.clone() else {
+        return Err(not_found(
+            "monitoring reports are not configured (--monitoring-reports)".to_owned(),
+        ));
+    };
+    let content_type = match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        _ => return Err(not_found(format!("`{file}` is not a report file"))),
+    };
+    // One plain file name: no separators, no parent references, no hidden files.
+    if file.starts_with('.') || file.contains(['/', '\\']) {
+        return Err(not_found(format!("`{file}` is not a report file")));
+    }
+    let path = root.join("latest").join(&file);
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
+    };
+    match read {
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(not_found(format!(
+            "no `{file}` in the latest monitoring report yet"
+        ))),
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "reading a monitoring report");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "report_unreadable",
+                format!("reading `{file}` failed"),
+            ))
+        }
+    }
 }

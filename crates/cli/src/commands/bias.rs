@@ -1,0 +1,579 @@
+//! Bias and shortcut checks: `covidct evaluate --bias` (subgroup metrics, the metadata shortcut
+//! test, Grad-CAM attribution inside the body) and `covidct data shortcut` (the shortcut test
+//! alone, without a model).
+//!
+//! The shortcut test runs on the evaluated images and, when a manifest is given, on the whole
+//! manifest (train + val + test): it needs only the files, labels and groups, and more data
+//! makes its verdict firmer. The verdict tagged in MLflow is the one on the most data that
+//! could be tested.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use covidct_data::{Manifest, scan_dataset};
+use covidct_evaluation::{
+    AttributionStats, AttributionSummary, BootstrapConfig, EvaluationReport, ImageMetadata,
+    Interval, Property, ShortcutConfig, ShortcutReport, SubgroupAnalysis, SubgroupConfig,
+    aspect_bucket, quartile_labels, resolution_bucket, shortcut_test, subgroup_metrics,
+    summarize_attribution,
+};
+use covidct_imaging::{
+    DecodeOptions, SourceInfo, body_mask, decode_file, image_features, probe_file, resize_square,
+};
+use covidct_model::Predictor;
+use covidct_training::SplitSamples;
+use serde_json::{Map, Value, json};
+
+use crate::cli::{BiasArgs, SampleArgs, ShortcutArgs};
+use crate::config::ConfigFile;
+use crate::progress;
+
+/// The shortcut test on one set of images, or why it could not run.
+#[derive(Debug)]
+pub struct ShortcutScope {
+    /// Which images: `evaluated images` or `whole manifest`.
+    pub scope: &'static str,
+    /// The result.
+    pub result: Result<ShortcutReport, String>,
+}
+
+/// Everything `--bias` found.
+#[derive(Debug)]
+pub struct BiasOutcome {
+    /// Metrics per subgroup of image properties.
+    pub subgroups: SubgroupAnalysis,
+    /// The shortcut test, on the evaluated images and possibly the whole manifest.
+    pub shortcut: Vec<ShortcutScope>,
+    /// Grad-CAM attribution inside the body; `None` with `--attribution-max-images 0`.
+    pub attribution: Option<AttributionSummary>,
+}
+
+/// The metadata the shortcut test reads of one file: original size and layout from `source`,
+/// the file size from disk.
+fn metadata_of(path: &Path, source: &SourceInfo) -> Result<ImageMetadata> {
+    let file_bytes = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the size of {}", path.display()))?
+        .len();
+    Ok(ImageMetadata {
+        width: source.width,
+        height: source.height,
+        file_bytes,
+        layout: source.layout_label(),
+    })
+}
+
+/// Probes the headers (no pixel decoding) of `paths`: original size, layout, file size.
+fn probe_metadata(paths: &[PathBuf], decode: &DecodeOptions) -> Result<Vec<ImageMetadata>> {
+    let bar = progress::bar(paths.len(), "probing");
+    let metadata = paths
+        .iter()
+        .map(|path| {
+            bar.inc(1);
+            metadata_of(path, &probe_file(path, decode)?)
+        })
+        .collect();
+    bar.finish_and_clear();
+    metadata
+}
+
+/// Images to explain: at most `max`, spread evenly over each class in proportion to its size
+/// (each class present gets at least one while `max` allows), in sample order; deterministic.
+pub fn attribution_sample(labels: &[bool], max: usize) -> Vec<usize> {
+    if max >= labels.len() {
+        return (0..labels.len()).collect();
+    }
+    let classes: Vec<Vec<usize>> = [true, false]
+        .iter()
+        .map(|&class| (0..labels.len()).filter(|&i| labels[i] == class).collect())
+        .filter(|members: &Vec<usize>| !members.is_empty())
+        .collect();
+    let mut quotas: Vec<usize> = classes
+        .iter()
+        .map(|members| {
+            let share = (max * members.len()) as f64 / labels.len() as f64;
+            (share.round() as usize).clamp(usize::from(max > 1), members.len())
+        })
+        .collect();
+    while quotas.iter().sum::<usize>() > max {
+        if let Some(largest) = quotas.iter_mut().max() {
+            *largest -= 1;
+        }
+    }
+    let mut chosen: Vec<usize> = classes
+        .iter()
+        .zip(&quotas)
+        .flat_map(|(members, &quota)| {
+            (0..quota).map(move |j| members[((2 * j + 1) * members.len()) / (2 * quota)])
+        })
+        .collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Share of Grad-CAM attribution inside the body for each image of `indices`.
+fn attribution_shares(
+    predictor: &Predictor,
+    paths: &[&Path],
+    decode: &DecodeOptions,
+) -> Result<Vec<Option<f64>>> {
+    let pre = predictor.metadata().preprocess;
+    let bar = progress::bar(paths.len(), "grad-cam");
+    let mut shares = Vec::with_capacity(paths.len());
+    for path in paths {
+        let image = decode_file(path, decode)?.image;
+        let cam = predictor
+            .explain(&image)
+            .with_context(|| format!("Grad-CAM of {}", path.display()))?;
+        // The map is aligned with the network input: find the body on that same image.
+        let mask = body_mask(&resize_square(&image, pre.size, pre.resize));
+        shares.push(mask.share_inside(&cam.map, cam.width, cam.height));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(shares)
+}
+
+/// The shortcut test on every row of the manifest (all splits).
+fn manifest_shortcut(
+    manifest_path: &Path,
+    data_dir: &Path,
+    positive_class: &str,
+    decode: &DecodeOptions,
+    config: &ShortcutConfig,
+) -> Result<ShortcutReport> {
+    let manifest = Manifest::read(manifest_path)?;
+    let paths: Vec<PathBuf> = manifest
+        .rows
+        .iter()
+        .map(|r| data_dir.join(&r.path))
+        .collect();
+    let labels: Vec<bool> = manifest
+        .rows
+        .iter()
+        .map(|r| r.label.eq_ignore_ascii_case(positive_class))
+        .collect();
+    let groups: Vec<&str> = manifest.rows.iter().map(|r| r.group.as_str()).collect();
+    let metadata = probe_metadata(&paths, decode)?;
+    Ok(shortcut_test(&metadata, &labels, &groups, config)?)
+}
+
+/// Runs the `--bias` analyses on the evaluated `samples` (scored `probabilities`) and adds
+/// them to `report` as sections.
+pub fn analyse(
+    report: &mut EvaluationReport,
+    predictor: &Predictor,
+    samples: &SplitSamples,
+    probabilities: &[f64],
+    data: &SampleArgs,
+    args: &BiasArgs,
+    bootstrap: &BootstrapConfig,
+) -> Result<BiasOutcome> {
+    let meta = predictor.metadata();
+    let decode = predictor.decode_options();
+    let labels = samples.positives(meta.positive_class);
+    let bar = progress::bar(samples.len(), "properties");
+    let mut metadata = Vec::with_capacity(samples.len());
+    let mut intensity = Vec::with_capacity(samples.len());
+    for sample in &samples.samples {
+        let decoded = decode_file(&sample.path, &decode)?;
+        metadata.push(metadata_of(&sample.path, &decoded.source)?);
+        intensity.push(image_features(&decoded.image).mean);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let property = |name: &str, values: Vec<String>| Property {
+        name: name.to_owned(),
+        values,
+    };
+    let properties = [
+        property(
+            "resolution (short side, px)",
+            metadata
+                .iter()
+                .map(|m| resolution_bucket(m.width, m.height).to_owned())
+                .collect(),
+        ),
+        property(
+            "aspect",
+            metadata
+                .iter()
+                .map(|m| aspect_bucket(m.width, m.height).to_owned())
+                .collect(),
+        ),
+        property("mean intensity", quartile_labels(&intensity)),
+        property(
+            "original layout",
+            metadata.iter().map(|m| m.layout.clone()).collect(),
+        ),
+    ];
+    let subgroups = subgroup_metrics(
+        probabilities,
+        &labels,
+        &samples.groups,
+        meta.threshold,
+        &properties,
+        &SubgroupConfig::default(),
+        bootstrap,
+    )?;
+
+    let config = ShortcutConfig {
+        seed: bootstrap.seed,
+        ..ShortcutConfig::default()
+    };
+    let mut shortcut = vec![ShortcutScope {
+        scope: "evaluated images",
+        result: shortcut_test(&metadata, &labels, &samples.groups, &config)
+            .map_err(|e| e.to_string()),
+    }];
+    if let Some(manifest) = &data.manifest {
+        shortcut.push(ShortcutScope {
+            scope: "whole manifest",
+            result: manifest_shortcut(
+                manifest,
+                &data.data_dir,
+                meta.positive_class_name(),
+                &decode,
+                &config,
+            )
+            .map_err(|e| format!("{e:#}")),
+        });
+    }
+
+    let attribution = if args.attribution_max_images > 0 {
+        let chosen = attribution_sample(&labels, args.attribution_max_images);
+        let paths: Vec<&Path> = chosen
+            .iter()
+            .map(|&i| samples.samples[i].path.as_path())
+            .collect();
+        let shares = attribution_shares(predictor, &paths, &decode)?;
+        let chosen_labels: Vec<bool> = chosen.iter().map(|&i| labels[i]).collect();
+        Some(summarize_attribution(&shares, &chosen_labels)?)
+    } else {
+        None
+    };
+
+    let outcome = BiasOutcome {
+        subgroups,
+        shortcut,
+        attribution,
+    };
+    outcome.add_sections(report, samples.len());
+    Ok(outcome)
+}
+
+/// Inserts `interval` as `name`, `name_ci_lower`, `name_ci_upper`, leaving undefined values out.
+fn put_interval(row: &mut Map<String, Value>, name: &str, interval: &Interval) {
+    for (suffix, value) in [
+        ("", interval.value),
+        ("_ci_lower", interval.lower),
+        ("_ci_upper", interval.upper),
+    ] {
+        if let Some(value) = value {
+            row.insert(format!("{name}{suffix}"), json!(value));
+        }
+    }
+}
+
+/// One table row of a shortcut result.
+fn shortcut_row(scope: &ShortcutScope) -> Value {
+    match &scope.result {
+        Ok(report) => {
+            let mut row = Map::new();
+            row.insert("scope".into(), json!(scope.scope));
+            row.insert("verdict".into(), json!(report.verdict.as_str()));
+            row.insert("cv_roc_auc".into(), json!(report.cv_roc_auc));
+            row.insert("cv_accuracy".into(), json!(report.cv_accuracy));
+            row.insert("majority_baseline".into(), json!(report.majority_baseline));
+            row.insert("images".into(), json!(report.n));
+            row.insert("groups".into(), json!(report.groups));
+            row.insert("folds".into(), json!(report.folds));
+            for feature in &report.features {
+                row.insert(
+                    format!("{} alone", feature.feature),
+                    json!(feature.cv_roc_auc),
+                );
+            }
+            let layouts: Vec<String> = report
+                .layouts
+                .iter()
+                .map(|l| format!("{}: {}+ / {}−", l.layout, l.positives, l.negatives))
+                .collect();
+            row.insert(
+                "layouts (positive / negative)".into(),
+                json!(layouts.join("; ")),
+            );
+            row.insert("summary".into(), json!(report.summary()));
+            Value::Object(row)
+        }
+        Err(reason) => json!({"scope": scope.scope, "verdict": "not run", "summary": reason}),
+    }
+}
+
+/// One table row of attribution statistics.
+fn attribution_row(who: &str, stats: &AttributionStats) -> Value {
+    json!({
+        "images": who,
+        "explained": stats.images,
+        "undefined": stats.undefined,
+        "mean_inside": stats.mean,
+        "median_inside": stats.median,
+        "p10_inside": stats.p10,
+        "share_below_half": stats.mostly_outside,
+    })
+}
+
+impl BiasOutcome {
+    /// The shortcut result on the most data that could be tested.
+    pub fn widest_shortcut(&self) -> Option<&ShortcutReport> {
+        self.shortcut
+            .iter()
+            .rev()
+            .find_map(|s| s.result.as_ref().ok())
+    }
+
+    /// Adds the subgroup table, the shortcut test and the attribution summary to `report`.
+    fn add_sections(&self, report: &mut EvaluationReport, evaluated: usize) {
+        let rows: Vec<Value> = self
+            .subgroups
+            .rows
+            .iter()
+            .map(|r| {
+                let mut row = Map::new();
+                row.insert("property".into(), json!(r.property));
+                row.insert("value".into(), json!(r.value));
+                row.insert("n".into(), json!(r.n));
+                row.insert("positives".into(), json!(r.positives));
+                row.insert("groups".into(), json!(r.groups));
+                put_interval(&mut row, "accuracy", &r.accuracy);
+                put_interval(&mut row, "sensitivity", &r.sensitivity);
+                put_interval(&mut row, "specificity", &r.specificity);
+                put_interval(&mut row, "roc_auc", &r.roc_auc);
+                row.insert("status".into(), json!(r.status));
+                row.insert("reasons".into(), json!(r.reasons.join("; ")));
+                Value::Object(row)
+            })
+            .collect();
+        let config = &self.subgroups.config;
+        report.add_section(
+            format!(
+                "Bias: metrics per subgroup (whole: accuracy {:.4}, ROC-AUC {}; flagged when an \
+                 interval lies below the whole or a value is ≥ {:.0} points below it; fewer than \
+                 {} images: too small)",
+                self.subgroups.overall_accuracy,
+                self.subgroups
+                    .overall_roc_auc
+                    .map_or("n/a".to_owned(), |v| format!("{v:.4}")),
+                config.max_gap * 100.0,
+                config.min_samples
+            ),
+            Value::Array(rows),
+        );
+        report.add_section(
+            "Bias: shortcut test (metadata-only logistic regression: size, aspect, file size, \
+             bytes per pixel, original layout; cross-validated by group)",
+            Value::Array(self.shortcut.iter().map(shortcut_row).collect()),
+        );
+        if let Some(a) = &self.attribution {
+            let rows = json!([
+                attribution_row("all", &a.all),
+                attribution_row(&report.positive_class, &a.positive),
+                attribution_row(&report.negative_label(), &a.negative),
+            ]);
+            report.add_section(
+                format!(
+                    "Bias: Grad-CAM attribution inside the body ({} of {evaluated} images; body = \
+                     largest bright region at Otsu's threshold, holes filled)",
+                    a.all.images
+                ),
+                rows,
+            );
+        }
+    }
+
+    /// Metric values for MLflow.
+    pub fn metric_values(&self) -> Vec<(String, f64)> {
+        let mut values = vec![(
+            "bias_flagged_subgroups".to_owned(),
+            self.subgroups.flagged().count() as f64,
+        )];
+        for scope in &self.shortcut {
+            if let Ok(report) = &scope.result {
+                let prefix = match scope.scope {
+                    "whole manifest" => "shortcut_manifest",
+                    _ => "shortcut",
+                };
+                values.push((format!("{prefix}_cv_roc_auc"), report.cv_roc_auc));
+                values.push((format!("{prefix}_cv_accuracy"), report.cv_accuracy));
+            }
+        }
+        if let Some(a) = &self.attribution {
+            for (name, value) in [
+                ("attribution_in_body_mean", a.all.mean),
+                ("attribution_in_body_median", a.all.median),
+                ("attribution_in_body_p10", a.all.p10),
+                ("attribution_mostly_outside_share", a.all.mostly_outside),
+            ] {
+                if let Some(value) = value {
+                    values.push((name.to_owned(), value));
+                }
+            }
+        }
+        values
+    }
+
+    /// A few lines for the terminal.
+    pub fn print(&self) {
+        println!("Bias and shortcuts:");
+        let flagged: Vec<_> = self.subgroups.flagged().collect();
+        println!(
+            "  subgroups: {} flagged of {}",
+            flagged.len(),
+            self.subgroups.rows.len()
+        );
+        for row in flagged {
+            println!(
+                "    {} = {} ({} images): {}",
+                row.property,
+                row.value,
+                row.n,
+                row.reasons.join("; ")
+            );
+        }
+        for scope in &self.shortcut {
+            match &scope.result {
+                Ok(report) => println!(
+                    "  shortcut test on the {} ({} images, {} groups): {}",
+                    scope.scope,
+                    report.n,
+                    report.groups,
+                    report.summary()
+                ),
+                Err(reason) => {
+                    println!("  shortcut test on the {}: not run: {reason}", scope.scope)
+                }
+            }
+        }
+        if let Some(a) = &self.attribution {
+            let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+            println!(
+                "  Grad-CAM inside the body ({} images): mean {}, median {}, p10 {}; below 50% \
+                 for a share of {}",
+                a.all.images,
+                show(a.all.mean),
+                show(a.all.median),
+                show(a.all.p10),
+                show(a.all.mostly_outside)
+            );
+        }
+    }
+}
+
+/// `covidct data shortcut`: the shortcut test on a dataset's files without a model; returns
+/// the exit status (3 for a shortcut under `--deny-shortcut`).
+pub fn shortcut_command(config: &ConfigFile, args: &ShortcutArgs) -> Result<u8> {
+    let decode: DecodeOptions = config.resolve("decode", &args.dataset.decode)?;
+    let dir = &args.dataset.dir;
+    let (mut paths, mut classes, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    match &args.manifest {
+        Some(manifest) => {
+            for row in Manifest::read(manifest)?.rows {
+                paths.push(dir.join(&row.path));
+                classes.push(row.label);
+                groups.push(row.group);
+            }
+        }
+        None => {
+            tracing::warn!(
+                "no --manifest: every image is its own group, so slices of one patient can sit \
+                 in training and test folds and inflate the result"
+            );
+            for file in scan_dataset(dir, args.dataset.skip_invalid)?.files {
+                paths.push(file.path);
+                classes.push(file.class);
+                groups.push(file.relative);
+            }
+        }
+    }
+    if !classes
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(&args.positive_class))
+    {
+        let mut names = classes.clone();
+        names.sort();
+        names.dedup();
+        bail!(
+            "the positive class `{}` is not among the labels {names:?} (--positive-class)",
+            args.positive_class
+        );
+    }
+    let labels: Vec<bool> = classes
+        .iter()
+        .map(|c| c.eq_ignore_ascii_case(&args.positive_class))
+        .collect();
+    let metadata = probe_metadata(&paths, &decode)?;
+    let report = shortcut_test(
+        &metadata,
+        &labels,
+        &groups,
+        &ShortcutConfig {
+            seed: args.seed,
+            ..ShortcutConfig::default()
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} images ({} {}), {} groups, {}-fold cross-validation by group",
+            report.n, report.positives, args.positive_class, report.groups, report.folds
+        );
+        println!(
+            "  metadata model: ROC-AUC {:.3}, accuracy {:.3} (majority baseline {:.3})",
+            report.cv_roc_auc, report.cv_accuracy, report.majority_baseline
+        );
+        for feature in &report.features {
+            println!(
+                "  {:<16} alone: ROC-AUC {:.3}",
+                feature.feature, feature.cv_roc_auc
+            );
+        }
+        for layout in &report.layouts {
+            println!(
+                "  layout {:<20} {} {} / {} other",
+                layout.layout, layout.positives, args.positive_class, layout.negatives
+            );
+        }
+        println!("{}", report.summary());
+    }
+    Ok(
+        if args.deny_shortcut && report.verdict == covidct_evaluation::ShortcutVerdict::Shortcut {
+            3
+        } else {
+            0
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribution_sample_is_stratified_even_and_bounded() {
+        // 30 positives then 70 negatives.
+        let labels: Vec<bool> = (0..100).map(|i| i < 30).collect();
+        let chosen = attribution_sample(&labels, 10);
+        assert_eq!(chosen.len(), 10);
+        assert_eq!(chosen.iter().filter(|&&i| labels[i]).count(), 3);
+        assert_eq!(chosen[..3], [5, 15, 25]);
+        assert!(chosen.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(attribution_sample(&labels, 10), chosen, "deterministic");
+        assert_eq!(attribution_sample(&labels, 500).len(), 100);
+        // A rare class still gets one image.
+        let rare: Vec<bool> = (0..100).map(|i| i == 42).collect();
+        assert!(attribution_sample(&rare, 5).contains(&42));
+        assert_eq!(attribution_sample(&rare, 5).len(), 5);
+        assert!(attribution_sample(&labels, 0).is_empty());
+    }
+}

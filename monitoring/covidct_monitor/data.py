@@ -1,0 +1,361 @@
+"""Loading the reference set and the current window; everything here raises `InputError` for bad
+input (named file, named column) so that the command line can exit with code 2 and no traceback.
+
+Imports only pandas/numpy/sqlite3 so that bad input is reported before Evidently is imported."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+# The image statistics computed by the Rust side (same function for the reference export and the
+# service's prediction log).
+FEATURES = [
+    "width", "height", "mean", "std", "p01", "p05", "p25", "p50", "p75", "p95", "p99",
+    "entropy", "contrast", "sharpness",
+]
+# Columns of `covidct monitor export-reference`, in order.
+REFERENCE_COLUMNS = [
+    "path", "split", "group", "label", "predicted_label", "probability", "threshold",
+    "positive_class", "file_bytes", *FEATURES,
+]
+NUMERIC_REFERENCE_COLUMNS = ["probability", "threshold", "file_bytes", *FEATURES]
+# Candidate drift columns; those missing from the current data (file_bytes for the SQLite log) are
+# left out.
+DRIFT_CANDIDATES = ["file_bytes", *FEATURES, "probability"]
+# What a current CSV (reference format) must have at least.
+CURRENT_CSV_REQUIRED = ["predicted_label", "probability", *FEATURES]
+
+PREDICTIONS_COLUMNS = [
+    "request_id", "created_unix_ms", "model_name", "model_version", "label", "probability",
+    "threshold", "features",
+]
+FEEDBACK_COLUMNS = ["request_id", "label", "received_unix_ms"]
+
+_WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class InputError(Exception):
+    """Bad input: a missing or unreadable file, a missing column, a bad option value."""
+
+
+@dataclass
+class Reference:
+    path: str
+    frame: pd.DataFrame
+    positive_class: str
+    classes: list  # [negative, positive] when two classes are known, else what was seen
+
+
+@dataclass
+class Current:
+    path: str
+    kind: str  # "sqlite" or "csv"
+    frame: pd.DataFrame
+    window: Optional[dict]  # None when no window applied (CSV without created_unix_ms)
+    invalid_rows: int = 0
+    notes: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- window and time
+
+
+def parse_window(text: str) -> float:
+    """'24h' -> 86400.0 seconds. Units s, m, h, d."""
+    match = _WINDOW_RE.match(str(text))
+    if not match:
+        raise InputError(
+            f"bad window {text!r}: expected a positive number with a unit s, m, h or d (e.g. 30m, 24h, 7d)"
+        )
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise InputError(f"bad window {text!r}: must be longer than 0")
+    return seconds
+
+
+def parse_now(text: Optional[str]) -> datetime:
+    """None -> now (UTC); digits -> unix milliseconds; else ISO 8601 (naive = UTC)."""
+    if text is None or str(text).strip() == "":
+        return datetime.now(timezone.utc)
+    text = str(text).strip()
+    if re.fullmatch(r"-?\d+", text):
+        return datetime.fromtimestamp(int(text) / 1000.0, tz=timezone.utc)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"bad --now {text!r}: expected an ISO 8601 time (2025-01-31T12:00:00Z) or unix milliseconds"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def to_unix_ms(moment: datetime) -> int:
+    return int(round(moment.timestamp() * 1000))
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def window_dict(window_text: str, seconds: float, now: datetime) -> dict:
+    end_ms = to_unix_ms(now)
+    start_ms = end_ms - int(round(seconds * 1000))
+    start = datetime.fromtimestamp(start_ms / 1000.0, tz=timezone.utc)
+    return {
+        "length": str(window_text).strip(),
+        "seconds": seconds,
+        "start": iso(start),
+        "end": iso(now),
+        "start_unix_ms": start_ms,
+        "end_unix_ms": end_ms,
+    }
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise InputError(f"{what} file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} file {path} is not a regular file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            # Labels and names as text; numbers are converted and checked column by column.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NaN", "nan"])
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{what} file {path} is empty (no header)") from None
+    except Exception as err:  # noqa: BLE001 - any parser error is bad input here
+        raise InputError(f"{what} file {path} cannot be read: {err}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _require_columns(frame: pd.DataFrame, required, path: Path, what: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{what} file {path} lacks column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)} (has: {', '.join(map(str, frame.columns))})"
+        )
+
+
+def _to_numeric(frame: pd.DataFrame, columns, path: Path, what: str) -> None:
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        bad = converted.isna() & frame[column].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(
+                f"{what} file {path}: column {column!r} has a non-numeric value "
+                f"{frame[column].iloc[row]!r} (data row {row + 1})"
+            )
+        frame[column] = converted.astype(float)
+
+
+def _clean_labels(series: pd.Series) -> pd.Series:
+    values = series.astype(object).where(series.notna(), None)
+    values = values.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
+    return values.astype(object).where(values.notna(), np.nan)
+
+
+def load_reference(path_text: str, splits: Optional[list] = None) -> Reference:
+    path = Path(path_text)
+    frame = _read_table(path, "reference")
+    _require_columns(frame, REFERENCE_COLUMNS, path, "reference")
+    if splits:
+        frame = frame[frame["split"].astype(str).isin(splits)].reset_index(drop=True)
+        if frame.empty:
+            raise InputError(f"reference file {path} has no rows of split {', '.join(splits)}")
+    if frame.empty:
+        raise InputError(f"reference file {path} has no rows")
+    _to_numeric(frame, NUMERIC_REFERENCE_COLUMNS, path, "reference")
+    for column in ("label", "predicted_label", "positive_class"):
+        frame[column] = _clean_labels(frame[column])
+    if frame["probability"].isna().any():
+        raise InputError(f"reference file {path}: column 'probability' has empty values")
+    positives = sorted(frame["positive_class"].dropna().unique().tolist())
+    if len(positives) != 1:
+        raise InputError(
+            f"reference file {path}: column 'positive_class' must hold one class name, found "
+            f"{positives or 'none'}"
+        )
+    positive = positives[0]
+    labels = set(frame["label"].dropna()) | set(frame["predicted_label"].dropna())
+    negatives = sorted(labels - {positive})
+    classes = [*negatives, positive] if negatives else [positive]
+    if len(negatives) > 1:
+        raise InputError(
+            f"reference file {path}: binary classifier expected, found classes {sorted(labels)}"
+        )
+    return Reference(path=str(path), frame=frame, positive_class=positive, classes=classes)
+
+
+# ---------------------------------------------------------------- current data
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    if path.suffix.lower() in (".sqlite", ".sqlite3", ".db"):
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def load_current(path_text: str, window_text: str, now: datetime) -> Current:
+    path = Path(path_text)
+    seconds = parse_window(window_text)
+    if not path.exists():
+        raise InputError(f"current file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"current file {path} is not a regular file")
+    window = window_dict(window_text, seconds, now)
+    if _looks_like_sqlite(path):
+        return _load_sqlite(path, window)
+    return _load_current_table(path, window)
+
+
+def _load_current_table(path: Path, window: dict) -> Current:
+    frame = _read_table(path, "current")
+    _require_columns(frame, CURRENT_CSV_REQUIRED, path, "current")
+    _to_numeric(frame, [c for c in [*NUMERIC_REFERENCE_COLUMNS, "created_unix_ms"] if c in frame], path, "current")
+    notes = []
+    applied = None
+    if "created_unix_ms" in frame.columns:
+        keep = (frame["created_unix_ms"] > window["start_unix_ms"]) & (
+            frame["created_unix_ms"] <= window["end_unix_ms"]
+        )
+        frame = frame[keep].reset_index(drop=True)
+        applied = window
+    else:
+        notes.append("no created_unix_ms column: the window was not applied, all rows are current")
+    if "label" not in frame.columns:
+        frame["label"] = np.nan
+    for column in ("label", "predicted_label"):
+        frame[column] = _clean_labels(frame[column])
+    if frame["probability"].isna().any():
+        raise InputError(f"current file {path}: column 'probability' has empty values")
+    return Current(path=str(path), kind="csv", frame=frame, window=applied, notes=notes)
+
+
+def _load_sqlite(path: Path, window: dict) -> Current:
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=10)
+    except sqlite3.Error as err:
+        raise InputError(f"current file {path} cannot be opened read-only as SQLite: {err}") from None
+    try:
+        try:
+            tables = {
+                row[0]: row[1]
+                for row in connection.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table','view')")
+            }
+        except sqlite3.DatabaseError as err:
+            raise InputError(f"current file {path} is not a readable SQLite database: {err}") from None
+        for table, required in (("predictions", PREDICTIONS_COLUMNS), ("feedback", FEEDBACK_COLUMNS)):
+            if table not in tables:
+                raise InputError(f"current file {path} has no table {table!r}")
+            have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in required if c not in have]
+            if missing:
+                raise InputError(
+                    f"current file {path}: table {table!r} lacks column"
+                    f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}"
+                )
+        has_image_path = "image_path" in {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
+        query = f"""
+            SELECT p.request_id, p.created_unix_ms, p.model_name, p.model_version,
+                   p.label AS predicted_label, p.probability, p.threshold, p.features,
+                   {'p.image_path' if has_image_path else 'NULL'} AS image_path,
+                   f.label AS label, f.received_unix_ms
+            FROM predictions p LEFT JOIN feedback f ON f.request_id = p.request_id
+            WHERE p.created_unix_ms > ? AND p.created_unix_ms <= ?
+            ORDER BY p.created_unix_ms
+        """
+        try:
+            rows = connection.execute(query, (window["start_unix_ms"], window["end_unix_ms"])).fetchall()
+        except sqlite3.Error as err:
+            raise InputError(f"current file {path}: query on the prediction log failed: {err}") from None
+    finally:
+        connection.close()
+
+    columns = [
+        "request_id", "created_unix_ms", "model_name", "model_version", "predicted_label",
+        "probability", "threshold", "features", "image_path", "label", "received_unix_ms",
+    ]
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    records = []
+    invalid = 0
+    keep = []
+    seen_keys = set()
+    for text in frame["features"].tolist():
+        try:
+            value = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            invalid += 1
+            keep.append(False)
+            records.append({})
+            continue
+        seen_keys.update(value.keys())
+        keep.append(True)
+        records.append({k: _as_float(value.get(k)) for k in FEATURES})
+    features = pd.DataFrame.from_records(records, columns=FEATURES, index=frame.index)
+    frame = pd.concat([frame.drop(columns=["features"]), features], axis=1)
+    frame = frame[np.array(keep, dtype=bool)].reset_index(drop=True) if len(frame) else frame
+    if len(frame) and seen_keys:
+        missing = [k for k in FEATURES if k not in seen_keys]
+        if missing:
+            raise InputError(
+                f"current file {path}: predictions.features lacks key"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(repr(k) for k in missing)}"
+            )
+    for column in ("probability", "threshold", "created_unix_ms", "received_unix_ms"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in ("label", "predicted_label"):
+        frame[column] = _clean_labels(frame[column])
+    notes = []
+    if invalid:
+        notes.append(f"{invalid} prediction row(s) with unreadable features JSON were left out")
+    return Current(path=str(path), kind="sqlite", frame=frame, window=window, invalid_rows=invalid, notes=notes)
+
+
+def _as_float(value) -> float:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return result
+
+
+def models_seen(frame: pd.DataFrame) -> list:
+    """[{'model_name', 'model_version', 'rows'}] for the current rows (SQLite log only)."""
+    if "model_name" not in frame.columns or frame.empty:
+        return []
+    names = frame["model_name"].fillna("").astype(str)
+    versions = frame.get("model_version", pd.Series([""] * len(frame))).fillna("").astype(str)
+    counts = pd.DataFrame({"model_name": names, "model_version": versions}).value_counts(sort=True)
+    return [
+        {"model_name": name, "model_version": version, "rows": int(count)}
+        for (name, version), count in counts.items()
+    ]
