@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the three images of the deployment (context: the repository root):
+#   ${IMAGE_PREFIX}covidct:${IMAGE_TAG}           docker/covidct.Dockerfile (covidct serve)
+#   ${IMAGE_PREFIX}covidct-mlflow:${IMAGE_TAG}    docker/mlflow.Dockerfile (MLflow server)
+#   ${IMAGE_PREFIX}covidct-monitor:${IMAGE_TAG}   docker/monitor.Dockerfile (Evidently job)
+# and writes their names to ${IMAGES_ENV:-images.env} (COVIDCT_IMAGE=…, a GitLab dotenv report
+# and the input of scripts/deploy.sh).
+# Usage: scripts/build-images.sh [--push] [--label KEY=VALUE]…
+#   IMAGE_PREFIX   registry path with a trailing slash, e.g. "$CI_REGISTRY_IMAGE/" (default: none)
+#   IMAGE_TAG      default: the commit's short hash (+ "-dirty" for a modified work tree)
+#   LOCAL_BASE_IMAGES=1   first make the base images locally (docker/base-images.sh): for an
+#                  engine that cannot pull from a registry
+#   --push         push the three images (log in first, e.g. to $CI_REGISTRY)
+#   --label        extra image labels (a different label gives a different image id)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PUSH=0
+LABELS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --push) PUSH=1 ;;
+        --label) [ $# -ge 2 ] || { echo "error: --label needs KEY=VALUE" >&2; exit 2; }
+                 LABELS+=(--label "$2"); shift ;;
+        *) echo "error: unknown argument $1 (usage: $0 [--push] [--label KEY=VALUE])" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v docker >/dev/null || { echo "error: docker not found" >&2; exit 1; }
+REF=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$REF" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    REF=$REF-dirty
+fi
+TAG=${IMAGE_TAG:-$REF}
+PREFIX=${IMAGE_PREFIX:-}
+OUT=${IMAGES_ENV:-images.env}
+
+if [ "${LOCAL_BASE_IMAGES:-0}" = 1 ]; then
+    bash docker/base-images.sh
+fi
+
+build() {
+    local name=$1 dockerfile=$2 start=$SECONDS
+    echo "== build $name ($dockerfile)"
+    # The classic builder (no buildx on the test machine's engine) and BuildKit both build these.
+    docker build --file "$dockerfile" --tag "$name" --build-arg "VCS_REF=$REF" "${LABELS[@]}" . >&2
+    echo "== built $name in $((SECONDS - start)) s"
+    if [ "$PUSH" = 1 ]; then
+        docker push "$name" >&2
+    fi
+}
+
+COVIDCT_IMAGE=${PREFIX}covidct:$TAG
+MLFLOW_IMAGE=${PREFIX}covidct-mlflow:$TAG
+MONITOR_IMAGE=${PREFIX}covidct-monitor:$TAG
+build "$COVIDCT_IMAGE" docker/covidct.Dockerfile
+build "$MLFLOW_IMAGE" docker/mlflow.Dockerfile
+build "$MONITOR_IMAGE" docker/monitor.Dockerfile
+cat > "$OUT" <<ENV
+COVIDCT_IMAGE=$COVIDCT_IMAGE
+COVIDCT_MLFLOW_IMAGE=$MLFLOW_IMAGE
+COVIDCT_MONITOR_IMAGE=$MONITOR_IMAGE
+ENV
+echo "== images in $OUT:"
+cat "$OUT"
