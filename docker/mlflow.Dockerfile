@@ -24,6 +24,6 @@ LABEL org.opencontainers.image.title="covidct-mlflow" \
 USER mlflow
 WORKDIR /mlflow
 EXPOSE 5000
-HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://localhost:5000/health', timeout=4)"]
 CMD ["mlflow", "server"]

@@ -39,23 +39,38 @@ if [ "${LOCAL_BASE_IMAGES:-0}" = 1 ]; then
     bash docker/base-images.sh
 fi
 
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+
+# One image: build (log in $LOGS/<n>.log, printed when it fails), then push with --push.
 build() {
-    local name=$1 dockerfile=$2 start=$SECONDS
-    echo "== build $name ($dockerfile)"
+    local name=$1 dockerfile=$2 log=$LOGS/$3.log start=$SECONDS
     # The classic builder (no buildx on the test machine's engine) and BuildKit both build these.
-    docker build --file "$dockerfile" --tag "$name" --build-arg "VCS_REF=$REF" "${LABELS[@]}" . >&2
+    if ! docker build --file "$dockerfile" --tag "$name" --build-arg "VCS_REF=$REF" "${LABELS[@]}" . >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        echo "error: docker build of $name ($dockerfile) failed (last lines above)" >&2
+        return 1
+    fi
     echo "== built $name in $((SECONDS - start)) s"
     if [ "$PUSH" = 1 ]; then
-        docker push "$name" >&2
+        docker push "$name" >"$log.push" 2>&1 || { cat "$log.push" >&2; return 1; }
     fi
 }
 
 COVIDCT_IMAGE=${PREFIX}covidct:$TAG
 MLFLOW_IMAGE=${PREFIX}covidct-mlflow:$TAG
 MONITOR_IMAGE=${PREFIX}covidct-monitor:$TAG
-build "$COVIDCT_IMAGE" docker/covidct.Dockerfile
-build "$MLFLOW_IMAGE" docker/mlflow.Dockerfile
-build "$MONITOR_IMAGE" docker/monitor.Dockerfile
+# The three builds run at once: cargo's compile is CPU-bound, the two pip installs mostly wait
+# on the network and the disk.
+echo "== building $COVIDCT_IMAGE, $MLFLOW_IMAGE, $MONITOR_IMAGE"
+build "$COVIDCT_IMAGE" docker/covidct.Dockerfile covidct & covidct_pid=$!
+build "$MLFLOW_IMAGE" docker/mlflow.Dockerfile mlflow & mlflow_pid=$!
+build "$MONITOR_IMAGE" docker/monitor.Dockerfile monitor & monitor_pid=$!
+failed=0
+for pid in "$covidct_pid" "$mlflow_pid" "$monitor_pid"; do
+    wait "$pid" || failed=1
+done
+[ "$failed" = 0 ] || exit 1
 cat > "$OUT" <<ENV
 COVIDCT_IMAGE=$COVIDCT_IMAGE
 COVIDCT_MLFLOW_IMAGE=$MLFLOW_IMAGE
