@@ -4,7 +4,8 @@
 #   ${IMAGE_PREFIX}covidct-mlflow:${IMAGE_TAG}    docker/mlflow.Dockerfile (MLflow server)
 #   ${IMAGE_PREFIX}covidct-monitor:${IMAGE_TAG}   docker/monitor.Dockerfile (Evidently job)
 # and writes their names to ${IMAGES_ENV:-images.env} (COVIDCT_IMAGE=…, a GitLab dotenv report
-# and the input of scripts/deploy.sh).
+# and the input of scripts/deploy.sh). A checkout without monitoring/ (the Evidently job) gets no
+# monitoring image: images.env then says MONITOR_REPLICAS=0 and the stack runs no monitor.
 # Usage: scripts/build-images.sh [--push] [--label KEY=VALUE]…
 #   IMAGE_PREFIX   registry path with a trailing slash, e.g. "$CI_REGISTRY_IMAGE/" (default: none)
 #   IMAGE_TAG      default: the commit's short hash (+ "-dirty" for a modified work tree)
@@ -62,12 +63,19 @@ MLFLOW_IMAGE=${PREFIX}covidct-mlflow:$TAG
 MONITOR_IMAGE=${PREFIX}covidct-monitor:$TAG
 # The three builds run at once: cargo's compile is CPU-bound, the two pip installs mostly wait
 # on the network and the disk.
-echo "== building $COVIDCT_IMAGE, $MLFLOW_IMAGE, $MONITOR_IMAGE"
 build "$COVIDCT_IMAGE" docker/covidct.Dockerfile covidct & covidct_pid=$!
 build "$MLFLOW_IMAGE" docker/mlflow.Dockerfile mlflow & mlflow_pid=$!
-build "$MONITOR_IMAGE" docker/monitor.Dockerfile monitor & monitor_pid=$!
+pids=("$covidct_pid" "$mlflow_pid")
+MONITOR_REPLICAS=1
+if [ -f monitoring/pyproject.toml ]; then
+    build "$MONITOR_IMAGE" docker/monitor.Dockerfile monitor & pids+=($!)
+else
+    echo "== no monitoring/ in this checkout: no monitoring image, the stack runs no monitor"
+    MONITOR_IMAGE=
+    MONITOR_REPLICAS=0
+fi
 failed=0
-for pid in "$covidct_pid" "$mlflow_pid" "$monitor_pid"; do
+for pid in "${pids[@]}"; do
     wait "$pid" || failed=1
 done
 [ "$failed" = 0 ] || exit 1
@@ -75,6 +83,7 @@ cat > "$OUT" <<ENV
 COVIDCT_IMAGE=$COVIDCT_IMAGE
 COVIDCT_MLFLOW_IMAGE=$MLFLOW_IMAGE
 COVIDCT_MONITOR_IMAGE=$MONITOR_IMAGE
+MONITOR_REPLICAS=$MONITOR_REPLICAS
 ENV
 echo "== images in $OUT:"
 cat "$OUT"

@@ -12,7 +12,9 @@
 #       the secret <stack>_api_keys_<sha256 prefix>, so a changed file rolls the API over to it
 #   MONITOR_REFERENCE  reference CSV of the monitor (`covidct monitor export-reference`), copied
 #       into the monitor-reference volume when given
-#   WAIT_SERVICES  services `up` waits for (default: "mlflow api monitor"); WAIT_TIMEOUT (s, 600)
+#   MONITOR_REPLICAS=0  no monitor (no monitoring image; also read from images.env)
+#   WAIT_SERVICES  services `up` waits for (default: "mlflow api"; the monitor restarts until its
+#       reference is loaded, so it is not waited for); WAIT_TIMEOUT (s, 600)
 #   RESOLVE_IMAGE  always (default: pin the registry digest) or never (local images, no registry)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,15 +31,20 @@ load_images() {
             name=${line%%=*}
             case $name in
                 # Variables already set (e.g. by CI) win over the file.
-                COVIDCT_IMAGE|COVIDCT_MLFLOW_IMAGE|COVIDCT_MONITOR_IMAGE)
+                COVIDCT_IMAGE|COVIDCT_MLFLOW_IMAGE|COVIDCT_MONITOR_IMAGE|MONITOR_REPLICAS)
                     [ -n "${!name:-}" ] || export "$name=${line#*=}" ;;
             esac
         done < "$env_file"
     fi
     : "${COVIDCT_IMAGE:?set COVIDCT_IMAGE or run scripts/build-images.sh (writes images.env)}"
     : "${COVIDCT_MLFLOW_IMAGE:?set COVIDCT_MLFLOW_IMAGE}"
-    : "${COVIDCT_MONITOR_IMAGE:?set COVIDCT_MONITOR_IMAGE}"
-    export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE COVIDCT_MONITOR_IMAGE
+    if [ -z "${COVIDCT_MONITOR_IMAGE:-}" ]; then
+        [ "${MONITOR_REPLICAS:-1}" = 0 ] || die "set COVIDCT_MONITOR_IMAGE (or MONITOR_REPLICAS=0: no monitor)"
+        unset COVIDCT_MONITOR_IMAGE
+    else
+        export COVIDCT_MONITOR_IMAGE
+    fi
+    export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE MONITOR_REPLICAS
 }
 
 # Creates secret NAME_<hash of FILE> unless it exists; prints its name.
@@ -126,11 +133,15 @@ up() {
     if [ -n "${MONITOR_REFERENCE:-}" ]; then
         load_reference
     fi
-    log "docker stack deploy $STACK: $COVIDCT_IMAGE, $COVIDCT_MLFLOW_IMAGE, $COVIDCT_MONITOR_IMAGE"
+    log "docker stack deploy $STACK: $COVIDCT_IMAGE, $COVIDCT_MLFLOW_IMAGE, ${COVIDCT_MONITOR_IMAGE:-no monitor}"
     docker stack deploy --with-registry-auth --prune --resolve-image "${RESOLVE_IMAGE:-always}" \
         --compose-file deploy/stack.yml "$STACK"
+    local services=${WAIT_SERVICES:-mlflow api}
+    if [ "${MONITOR_REPLICAS:-1}" = 0 ]; then
+        services=${services//monitor/}
+    fi
     # shellcheck disable=SC2086
-    wait_services ${WAIT_SERVICES:-mlflow api monitor}
+    wait_services $services
 }
 
 down() {

@@ -76,7 +76,7 @@ export IMAGES_ENV=$WORK/images.env
 LOCAL_BASE_IMAGES=1 IMAGE_TAG=v1 bash scripts/build-images.sh
 # shellcheck disable=SC1090
 . "$IMAGES_ENV"
-export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE COVIDCT_MONITOR_IMAGE
+export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE COVIDCT_MONITOR_IMAGE MONITOR_REPLICAS
 phase_end
 
 phase_start "swarm init"
@@ -135,7 +135,7 @@ phase_start "deployed API suite (pytest)"
 COVIDCT_API_URL=$URL "$PYTHON" -m pytest tests/deployed -q -p no:cacheprovider
 phase_end
 
-if docker image inspect "$COVIDCT_MONITOR_IMAGE" >/dev/null 2>&1 \
+if [ -n "$COVIDCT_MONITOR_IMAGE" ] \
     && job "$COVIDCT_IMAGE" monitor export-reference --help >/dev/null 2>&1; then
     phase_start "monitoring job once (report on the live log)"
     job "$COVIDCT_IMAGE" monitor export-reference --model models:/covidct@champion --data-dir /job/data \
