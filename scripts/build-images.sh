@@ -3,6 +3,7 @@
 #   ${IMAGE_PREFIX}covidct:${IMAGE_TAG}           docker/covidct.Dockerfile (covidct serve)
 #   ${IMAGE_PREFIX}covidct-mlflow:${IMAGE_TAG}    docker/mlflow.Dockerfile (MLflow server)
 #   ${IMAGE_PREFIX}covidct-monitor:${IMAGE_TAG}   docker/monitor.Dockerfile (Evidently job)
+#   ${IMAGE_PREFIX}covidct-gateway:${IMAGE_TAG}   docker/gateway.Dockerfile (HAProxy, the entry)
 # and writes their names to ${IMAGES_ENV:-images.env} (COVIDCT_IMAGE=…, a GitLab dotenv report
 # and the input of scripts/deploy.sh). A checkout without monitoring/ (the Evidently job) gets no
 # monitoring image: images.env then says MONITOR_REPLICAS=0 and the stack runs no monitor.
@@ -61,11 +62,13 @@ build() {
 COVIDCT_IMAGE=${PREFIX}covidct:$TAG
 MLFLOW_IMAGE=${PREFIX}covidct-mlflow:$TAG
 MONITOR_IMAGE=${PREFIX}covidct-monitor:$TAG
+GATEWAY_IMAGE=${PREFIX}covidct-gateway:$TAG
 # The three builds run at once: cargo's compile is CPU-bound, the two pip installs mostly wait
 # on the network and the disk.
 build "$COVIDCT_IMAGE" docker/covidct.Dockerfile covidct & covidct_pid=$!
 build "$MLFLOW_IMAGE" docker/mlflow.Dockerfile mlflow & mlflow_pid=$!
-pids=("$covidct_pid" "$mlflow_pid")
+build "$GATEWAY_IMAGE" docker/gateway.Dockerfile gateway & gateway_pid=$!
+pids=("$covidct_pid" "$mlflow_pid" "$gateway_pid")
 MONITOR_REPLICAS=1
 if [ -f monitoring/pyproject.toml ]; then
     build "$MONITOR_IMAGE" docker/monitor.Dockerfile monitor & pids+=($!)
@@ -83,6 +86,7 @@ cat > "$OUT" <<ENV
 COVIDCT_IMAGE=$COVIDCT_IMAGE
 COVIDCT_MLFLOW_IMAGE=$MLFLOW_IMAGE
 COVIDCT_MONITOR_IMAGE=$MONITOR_IMAGE
+COVIDCT_GATEWAY_IMAGE=$GATEWAY_IMAGE
 MONITOR_REPLICAS=$MONITOR_REPLICAS
 ENV
 echo "== images in $OUT:"

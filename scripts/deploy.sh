@@ -6,14 +6,15 @@
 #   scripts/deploy.sh reference   copy MONITOR_REFERENCE into the monitor's reference volume
 #   scripts/deploy.sh down    remove the stack and wait until its tasks and networks are gone
 # Variables:
-#   STACK (default covidct); COVIDCT_IMAGE, COVIDCT_MLFLOW_IMAGE, COVIDCT_MONITOR_IMAGE (default:
+#   STACK (default covidct); COVIDCT_IMAGE, COVIDCT_MLFLOW_IMAGE, COVIDCT_MONITOR_IMAGE,
+#   COVIDCT_GATEWAY_IMAGE (default:
 #   read from ${IMAGES_ENV:-images.env}, written by scripts/build-images.sh); COVIDCT_API_PORT
 #   API_KEYS_FILE, ADMIN_KEYS_FILE  key files (one key per line), required by `up`: each becomes
 #       the secret <stack>_api_keys_<sha256 prefix>, so a changed file rolls the API over to it
 #   MONITOR_REFERENCE  reference CSV of the monitor (`covidct monitor export-reference`), copied
 #       into the monitor-reference volume when given
 #   MONITOR_REPLICAS=0  no monitor (no monitoring image; also read from images.env)
-#   WAIT_SERVICES  services `up` waits for (default: "mlflow api"; the monitor restarts until its
+#   WAIT_SERVICES  services `up` waits for (default: "mlflow api gateway"; the monitor restarts until its
 #       reference is loaded, so it is not waited for); WAIT_TIMEOUT (s, 600)
 #   RESOLVE_IMAGE  always (default: pin the registry digest) or never (local images, no registry)
 set -euo pipefail
@@ -31,20 +32,21 @@ load_images() {
             name=${line%%=*}
             case $name in
                 # Variables already set (e.g. by CI) win over the file.
-                COVIDCT_IMAGE|COVIDCT_MLFLOW_IMAGE|COVIDCT_MONITOR_IMAGE|MONITOR_REPLICAS)
+                COVIDCT_IMAGE|COVIDCT_MLFLOW_IMAGE|COVIDCT_MONITOR_IMAGE|COVIDCT_GATEWAY_IMAGE|MONITOR_REPLICAS)
                     [ -n "${!name:-}" ] || export "$name=${line#*=}" ;;
             esac
         done < "$env_file"
     fi
     : "${COVIDCT_IMAGE:?set COVIDCT_IMAGE or run scripts/build-images.sh (writes images.env)}"
     : "${COVIDCT_MLFLOW_IMAGE:?set COVIDCT_MLFLOW_IMAGE}"
+    : "${COVIDCT_GATEWAY_IMAGE:?set COVIDCT_GATEWAY_IMAGE}"
     if [ -z "${COVIDCT_MONITOR_IMAGE:-}" ]; then
         [ "${MONITOR_REPLICAS:-1}" = 0 ] || die "set COVIDCT_MONITOR_IMAGE (or MONITOR_REPLICAS=0: no monitor)"
         unset COVIDCT_MONITOR_IMAGE
     else
         export COVIDCT_MONITOR_IMAGE
     fi
-    export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE MONITOR_REPLICAS
+    export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE COVIDCT_GATEWAY_IMAGE MONITOR_REPLICAS
 }
 
 # Creates secret NAME_<hash of FILE> unless it exists; prints its name.
@@ -136,7 +138,7 @@ up() {
     log "docker stack deploy $STACK: $COVIDCT_IMAGE, $COVIDCT_MLFLOW_IMAGE, ${COVIDCT_MONITOR_IMAGE:-no monitor}"
     docker stack deploy --with-registry-auth --prune --resolve-image "${RESOLVE_IMAGE:-always}" \
         --compose-file deploy/stack.yml "$STACK"
-    local services=${WAIT_SERVICES:-mlflow api}
+    local services=${WAIT_SERVICES:-mlflow api gateway}
     if [ "${MONITOR_REPLICAS:-1}" = 0 ]; then
         services=${services//monitor/}
     fi

@@ -37,6 +37,22 @@ command -v docker >/dev/null || die "docker not found"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer"
 "$PYTHON" -c 'import PIL, pytest' 2>/dev/null || die "$PYTHON lacks Pillow/pytest: run scripts/setup.sh"
 
+# The stack's volumes (a container that is still being removed holds them for a moment).
+remove_volumes() {
+    local tries=0
+    while [ -n "$(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK")" ]; do
+        docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK" | xargs -r docker volume rm >/dev/null 2>&1 || true
+        tries=$((tries + 1))
+        [ "$tries" -lt 30 ] || { echo "warning: volumes of $STACK remain" >&2; return 0; }
+        sleep 1
+    done
+}
+if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$STACK"; then
+    die "a stack $STACK is deployed already: remove it first (STACK=$STACK scripts/deploy.sh down)"
+fi
+# A fresh registry: no volume of an earlier run.
+remove_volumes
+
 WORK=$(mktemp -d /var/tmp/covidct-swarm-test.XXXXXX)
 chmod 755 "$WORK"
 SWARM_CREATED=0
@@ -47,7 +63,7 @@ teardown() {
     if [ "$status" != 0 ]; then
         log "FAILED (exit $status); service states and logs:"
         docker stack ps --no-trunc "$STACK" 2>/dev/null | head -30
-        for service in api mlflow monitor; do
+        for service in api mlflow gateway monitor; do
             docker service logs --tail 20 "${STACK}_$service" 2>/dev/null
         done
     fi
@@ -57,7 +73,7 @@ teardown() {
     fi
     phase_start "teardown"
     WAIT_TIMEOUT=180 bash scripts/deploy.sh down
-    docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK" | xargs -r docker volume rm >/dev/null
+    remove_volumes
     docker secret ls -q --filter "label=com.docker.stack.namespace=$STACK" | xargs -r docker secret rm >/dev/null
     if [ "$SWARM_CREATED" = 1 ]; then
         docker swarm leave --force >/dev/null && log "left the swarm"
@@ -76,7 +92,7 @@ export IMAGES_ENV=$WORK/images.env
 LOCAL_BASE_IMAGES=1 IMAGE_TAG=v1 bash scripts/build-images.sh
 # shellcheck disable=SC1090
 . "$IMAGES_ENV"
-export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE COVIDCT_MONITOR_IMAGE MONITOR_REPLICAS
+export COVIDCT_IMAGE COVIDCT_MLFLOW_IMAGE COVIDCT_MONITOR_IMAGE COVIDCT_GATEWAY_IMAGE MONITOR_REPLICAS
 phase_end
 
 phase_start "swarm init"
@@ -128,7 +144,7 @@ job --entrypoint bash -e COVIDCT=covidct -e RUN_DIR=/job/run -e DATASET_DIR=/job
 phase_end
 
 phase_start "API replicas ready"
-WAIT_TIMEOUT=300 bash scripts/deploy.sh wait api
+WAIT_TIMEOUT=300 bash scripts/deploy.sh wait api gateway
 phase_end
 
 phase_start "deployed API suite (pytest)"
