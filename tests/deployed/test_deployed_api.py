@@ -1,5 +1,5 @@
 """The API tests of test_serve.py that hold for any deployment, run unchanged against the
-deployed service of tests/deployed/conftest.py (through the swarm's routing mesh, so successive
+deployed service of tests/deployed/conftest.py (through the stack's gateway, so successive
 requests may reach different replicas). Left out: tests that start their own process, read the
 service's local files (prediction log) or count one replica's metrics."""
 
@@ -21,8 +21,8 @@ from test_serve import (  # noqa: F401  (pytest collects the imported tests)
 
 
 def test_feedback_finds_the_prediction_whichever_replica_answered(server):
-    """The replicas share one prediction log: feedback sent on a new connection (the routing
-    mesh spreads connections over the replicas) finds every prediction."""
+    """The replicas share one prediction log: feedback sent on a new connection (the
+    gateway balances round-robin over the replicas) finds every prediction."""
     import json
 
     from test_serve import png
