@@ -74,7 +74,7 @@ teardown() {
     phase_start "teardown"
     WAIT_TIMEOUT=180 bash scripts/deploy.sh down
     remove_volumes
-    docker secret ls -q --filter "label=com.docker.stack.namespace=$STACK" | xargs -r docker secret rm >/dev/null
+    docker secret ls -q --filter "label=com.docker.stack.namespace=$STACK" 2>/dev/null | xargs -r docker secret rm >/dev/null
     if [ "$SWARM_CREATED" = 1 ]; then
         docker swarm leave --force >/dev/null && log "left the swarm"
     fi
