@@ -1,11 +1,15 @@
 """Black-box tests of `covidct serve`: the real binary on a free port with a tiny trained model
 (the ResNet-18 at 32 px of test_model_cli.py): every endpoint, status code, authentication
-failure and limit, the prediction log, reload, graceful shutdown and a bounded load test."""
+failure and limit, the prediction log, reload, graceful shutdown and a bounded load test.
+
+The tests that hold for any deployment take only the `server` fixture and talk to it through
+`Client`; tests/deployed/ runs them against a deployed service (COVIDCT_API_URL)."""
 
 import base64
 import http.client
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -20,8 +24,11 @@ import pytest
 from PIL import Image
 
 
-API_KEY = "pytest-key"
-ADMIN_KEY = "pytest-admin"
+# The keys the tests send; a deployed service under test gives its own (tests/deployed/).
+API_KEY = os.environ.get("COVIDCT_API_KEY", "pytest-key")
+ADMIN_KEY = os.environ.get("COVIDCT_ADMIN_KEY", "pytest-admin")
+# Limits of the module's service (flags below); a deployed one states its own.
+LIMITS = {"max_pixels": 1_000_000, "max_body_bytes": 2_000_000, "max_batch_images": 4}
 
 
 def free_port():
@@ -30,11 +37,35 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Server:
+class Client:
+    """HTTP calls to a covidct service at host:port whose limits are known."""
+
+    def __init__(self, host, port, limits=None):
+        self.host, self.port, self.limits = host, port, dict(limits or LIMITS)
+
+    def call(self, method, path, body=None, headers=None, key=API_KEY, timeout=30):
+        """Returns (status, headers, body bytes)."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        all_headers = {"X-API-Key": key} if key else {}
+        all_headers.update(headers or {})
+        connection.request(method, path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+    def json(self, method, path, body=None, content_type=None, **kwargs):
+        headers = {"Content-Type": content_type} if content_type else {}
+        status, response_headers, data = self.call(method, path, body, headers, **kwargs)
+        assert response_headers.get("content-type", "").startswith("application/json"), (status, data[:200])
+        return status, json.loads(data)
+
+
+class Server(Client):
     """A running `covidct serve` process."""
 
     def __init__(self, covidct_bin, package, workdir, *flags, env=None, wait=True):
-        self.port = free_port()
+        super().__init__("127.0.0.1", free_port())
         self.log_path = workdir / f"predictions-{self.port}.sqlite"
         keys = workdir / "api-keys.txt"
         keys.write_text(f"# test keys\n{API_KEY}\n")
@@ -68,23 +99,6 @@ class Server:
         self.stderr.seek(0)
         return self.stderr.read()
 
-    def call(self, method, path, body=None, headers=None, key=API_KEY, timeout=30):
-        """Returns (status, headers, body bytes)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        all_headers = {"X-API-Key": key} if key else {}
-        all_headers.update(headers or {})
-        connection.request(method, path, body=body, headers=all_headers)
-        response = connection.getresponse()
-        data = response.read()
-        connection.close()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-
-    def json(self, method, path, body=None, content_type=None, **kwargs):
-        headers = {"Content-Type": content_type} if content_type else {}
-        status, response_headers, data = self.call(method, path, body, headers, **kwargs)
-        assert response_headers.get("content-type", "").startswith("application/json"), (status, data[:200])
-        return status, json.loads(data)
-
     def stop(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -99,8 +113,9 @@ class Server:
 @pytest.fixture(scope="module")
 def server(covidct_bin, model_package, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("serve")
-    s = Server(covidct_bin, model_package, workdir, "--max-pixels", 1_000_000, "--max-body-bytes", 2_000_000,
-               "--max-batch-images", 4, "--store-images", workdir / "images")
+    s = Server(covidct_bin, model_package, workdir, "--max-pixels", LIMITS["max_pixels"],
+               "--max-body-bytes", LIMITS["max_body_bytes"], "--max-batch-images", LIMITS["max_batch_images"],
+               "--store-images", workdir / "images")
     yield s
     s.stop()
 
@@ -246,12 +261,12 @@ def test_bad_requests_get_stable_json_errors(server, body, content_type, status,
 
 
 def test_an_oversized_body_is_refused_from_its_length_before_it_is_read(server):
-    # Only the headers are sent: the answer must come without the body (sending 2 MB after the
-    # server has answered would race with it closing the connection).
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    # Only the headers are sent: the answer must come without the body (sending megabytes after
+    # the server has answered would race with it closing the connection).
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
     connection.putrequest("POST", "/v1/predict")
     for name, value in (("X-API-Key", API_KEY), ("Content-Type", "application/octet-stream"),
-                        ("Content-Length", "2100000")):
+                        ("Content-Length", str(server.limits["max_body_bytes"] + 100_000))):
         connection.putheader(name, value)
     connection.endheaders()
     response = connection.getresponse()
@@ -261,9 +276,10 @@ def test_an_oversized_body_is_refused_from_its_length_before_it_is_read(server):
 
 
 def test_decompression_bomb_is_refused_from_the_header(server):
-    # 4000 × 4000 of one colour compresses to a few kB; the limit is 1,000,000 pixels.
+    # Four times the pixel limit in one colour compresses to a few kB (4 MP at 1 MP).
+    side = 2 * math.isqrt(server.limits["max_pixels"])
     out = io.BytesIO()
-    Image.new("L", (4000, 4000), 0).save(out, "PNG")
+    Image.new("L", (side, side), 0).save(out, "PNG")
     assert len(out.getvalue()) < 100_000
     status, answer = server.json("POST", "/v1/predict", out.getvalue(), "image/png")
     assert (status, answer["error"]["code"]) == (413, "image_too_large")
@@ -284,7 +300,8 @@ def test_batch_answers_each_image_and_enforces_the_limit(server):
     check_prediction(results[0]["prediction"])
     assert results[1]["error"]["code"] == "invalid_image" and "prediction" not in results[1]
     check_prediction(results[2]["prediction"])
-    too_many = json.dumps({"images": [{"image": base64.b64encode(png()).decode()}] * 5})
+    too_many = json.dumps({"images": [{"image": base64.b64encode(png()).decode()}]
+                           * (server.limits["max_batch_images"] + 1)})
     status, answer = server.json("POST", "/v1/predict/batch", too_many, "application/json")
     assert (status, answer["error"]["code"]) == (413, "too_many_images")
 

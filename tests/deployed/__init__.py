@@ -1,0 +1,1 @@
+"""API tests against a deployed covidct service (see conftest.py)."""
