@@ -306,6 +306,8 @@ fn loss(x: &[Vec<f64>], y: &[bool], beta: &[f64], l2: f64) -> f64 {
 }
 
 /// Fits the L2-penalised logistic regression by Newton's method with step halving.
+// Symmetric and triangular matrix updates read clearest as index loops.
+#[allow(clippy::needless_range_loop)]
 fn fit_logistic(x: &[Vec<f64>], y: &[bool], l2: f64) -> Vec<f64> {
     let d = x.first().map_or(1, Vec::len);
     let mut beta = vec![0.0; d];
@@ -359,6 +361,8 @@ fn fit_logistic(x: &[Vec<f64>], y: &[bool], l2: f64) -> Vec<f64> {
 }
 
 /// Solves `a · x = b` by Gaussian elimination with partial pivoting; `None` when singular.
+// Symmetric and triangular matrix updates read clearest as index loops.
+#[allow(clippy::needless_range_loop)]
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     let n = b.len();
     for col in 0..n {
