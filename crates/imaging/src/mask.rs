@@ -124,7 +124,9 @@ pub fn otsu_threshold(image: &GreyImage) -> u8 {
 pub fn body_mask(image: &GreyImage) -> BodyMask {
     let (w, h) = (image.width as usize, image.height as usize);
     let mut inside = vec![false; w * h];
-    if image.pixels.len() != w * h || w == 0 || h == 0 {
+    // A single intensity has no foreground to separate from the background: no body.
+    let uniform = image.pixels.windows(2).all(|pair| pair[0] == pair[1]);
+    if image.pixels.len() != w * h || w == 0 || h == 0 || uniform {
         return BodyMask {
             width: image.width,
             height: image.height,
