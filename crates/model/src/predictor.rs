@@ -5,7 +5,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::path::PathBuf;
 
-use covidct_imaging::{DecodeOptions, GreyImage, decode_file, normalize_into, resize_square};
+use covidct_imaging::{
+    DecodeOptions, DecodedImage, GreyImage, decode_file, normalize_into, resize_square,
+};
 use rayon::prelude::*;
 
 use crate::error::ModelError;
@@ -110,19 +112,20 @@ impl Predictor {
     }
 
     /// [`Predictor::score_files`] that also returns what `inspect` computes from each decoded
-    /// image (e.g. its monitoring features), in file order.
+    /// image (e.g. its monitoring features or original layout), in file order, so nothing has to
+    /// decode the files a second time.
     pub fn score_files_inspecting<T: Send>(
         &self,
         paths: &[PathBuf],
         batch_size: usize,
         progress: &mut dyn FnMut(usize),
-        inspect: &(dyn Fn(&GreyImage) -> T + Sync),
+        inspect: &(dyn Fn(&DecodedImage) -> T + Sync),
     ) -> Result<Vec<(Vec<f64>, T)>, ModelError> {
         let options = self.decode_options();
         self.score_images(paths.len(), batch_size, progress, &|i| {
             let decoded =
                 decode_file(&paths[i], &options).map_err(|e| ModelError::Input(e.to_string()))?;
-            let inspected = inspect(&decoded.image);
+            let inspected = inspect(&decoded);
             Ok((decoded.image, inspected))
         })
     }

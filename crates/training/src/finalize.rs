@@ -8,7 +8,7 @@ use covidct_evaluation::{
     BootstrapConfig, EvaluationReport, ModelInfo, ReportInput, ThresholdInfo, ThresholdRule,
     choose_threshold, fit_temperature, write_report,
 };
-use covidct_imaging::HuWindow;
+use covidct_imaging::{DecodedImage, HuWindow};
 use covidct_model::{ModelPackage, Network, PackageMetadata, Predictor, calibrated_probabilities};
 
 use crate::checkpoint::TrainState;
@@ -78,6 +78,9 @@ pub fn positive_probabilities(logits: &[Vec<f64>], positive: usize, temperature:
         .collect()
 }
 
+/// Images per forward pass when scoring a split.
+const SCORING_BATCH: usize = 32;
+
 /// Raw logits of every image of a split through `predictor`.
 pub fn split_logits(
     predictor: &Predictor,
@@ -85,7 +88,7 @@ pub fn split_logits(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Vec<f64>>, TrainError> {
     let paths: Vec<PathBuf> = split.samples.iter().map(|s| s.path.clone()).collect();
-    Ok(predictor.score_files(&paths, 32, progress)?)
+    Ok(predictor.score_files(&paths, SCORING_BATCH, progress)?)
 }
 
 /// Labelled images to evaluate a model on.
@@ -120,14 +123,31 @@ pub fn predictor_probabilities(
     samples: &SplitSamples,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>, TrainError> {
+    Ok(predictor_probabilities_inspecting(predictor, samples, progress, &|_| ())?.0)
+}
+
+/// [`predictor_probabilities`] that also returns what `inspect` computes from each decoded image
+/// (in sample order), from the same single decode.
+pub fn predictor_probabilities_inspecting<T: Send>(
+    predictor: &Predictor,
+    samples: &SplitSamples,
+    progress: &mut dyn FnMut(usize, usize),
+    inspect: &(dyn Fn(&DecodedImage) -> T + Sync),
+) -> Result<(Vec<f64>, Vec<T>), TrainError> {
     let meta = predictor.metadata();
     let total = samples.len();
-    let logits = split_logits(predictor, samples, &mut |done| progress(done, total))?;
-    Ok(positive_probabilities(
-        &logits,
-        meta.positive_class,
-        meta.temperature,
-    ))
+    let paths: Vec<PathBuf> = samples.samples.iter().map(|s| s.path.clone()).collect();
+    let (logits, inspected): (Vec<Vec<f64>>, Vec<T>) = predictor
+        .score_files_inspecting(
+            &paths,
+            SCORING_BATCH,
+            &mut |done| progress(done, total),
+            inspect,
+        )?
+        .into_iter()
+        .unzip();
+    let probabilities = positive_probabilities(&logits, meta.positive_class, meta.temperature);
+    Ok((probabilities, inspected))
 }
 
 /// The evaluation report of `target` from probabilities [`predictor_probabilities`] gave.

@@ -32,7 +32,8 @@ pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::finalize::{
     EvaluationTarget, Provenance, Release, evaluate_predictor, finalize, positive_logits,
-    positive_probabilities, predictor_probabilities, report_of_probabilities, split_logits,
+    positive_probabilities, predictor_probabilities, predictor_probabilities_inspecting,
+    report_of_probabilities, split_logits,
 };
 pub use crate::model_card::model_card;
 pub use crate::robustness::{RobustnessPlan, robustness_of, stratified_subset};

@@ -18,7 +18,8 @@ use covidct_evaluation::{
     summarize_attribution,
 };
 use covidct_imaging::{
-    DecodeOptions, SourceInfo, body_mask, decode_file, image_features, probe_file, resize_square,
+    DecodeOptions, DecodedImage, SourceInfo, body_mask, decode_file, image_features, probe_file,
+    resize_square,
 };
 use covidct_model::Predictor;
 use covidct_training::SplitSamples;
@@ -46,6 +47,36 @@ pub struct BiasOutcome {
     pub shortcut: Vec<ShortcutScope>,
     /// Grad-CAM attribution inside the body; `None` with `--attribution-max-images 0`.
     pub attribution: Option<AttributionSummary>,
+}
+
+/// What `--bias` needs of one evaluated image, taken from the decode that scored it.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageProperties {
+    /// Original size and pixel layout.
+    pub source: SourceInfo,
+    /// Mean intensity of the canonical grey image.
+    pub mean_intensity: f64,
+}
+
+impl ImageProperties {
+    /// The properties of a decoded image.
+    pub fn of(decoded: &DecodedImage) -> Self {
+        Self {
+            source: decoded.source,
+            mean_intensity: image_features(&decoded.image).mean,
+        }
+    }
+}
+
+/// The evaluated images: samples, their scored probabilities and properties, in one order.
+#[derive(Clone, Copy, Debug)]
+pub struct EvaluatedImages<'a> {
+    /// The images, labels and groups.
+    pub samples: &'a SplitSamples,
+    /// Calibrated positive-class probability of each.
+    pub probabilities: &'a [f64],
+    /// What the scoring decode saw of each.
+    pub properties: &'a [ImageProperties],
 }
 
 /// The metadata the shortcut test reads of one file: original size and layout from `source`,
@@ -162,25 +193,33 @@ fn manifest_shortcut(
 pub fn analyse(
     report: &mut EvaluationReport,
     predictor: &Predictor,
-    samples: &SplitSamples,
-    probabilities: &[f64],
+    evaluated: EvaluatedImages<'_>,
     data: &SampleArgs,
     args: &BiasArgs,
     bootstrap: &BootstrapConfig,
 ) -> Result<BiasOutcome> {
     let meta = predictor.metadata();
     let decode = predictor.decode_options();
+    let EvaluatedImages {
+        samples,
+        probabilities,
+        properties,
+    } = evaluated;
     let labels = samples.positives(meta.positive_class);
-    let bar = progress::bar(samples.len(), "properties");
-    let mut metadata = Vec::with_capacity(samples.len());
-    let mut intensity = Vec::with_capacity(samples.len());
-    for sample in &samples.samples {
-        let decoded = decode_file(&sample.path, &decode)?;
-        metadata.push(metadata_of(&sample.path, &decoded.source)?);
-        intensity.push(image_features(&decoded.image).mean);
-        bar.inc(1);
+    if properties.len() != samples.len() {
+        bail!(
+            "{} image properties for {} samples",
+            properties.len(),
+            samples.len()
+        );
     }
-    bar.finish_and_clear();
+    let metadata = samples
+        .samples
+        .iter()
+        .zip(properties)
+        .map(|(sample, p)| metadata_of(&sample.path, &p.source))
+        .collect::<Result<Vec<_>>>()?;
+    let intensity: Vec<f64> = properties.iter().map(|p| p.mean_intensity).collect();
 
     let property = |name: &str, values: Vec<String>| Property {
         name: name.to_owned(),

@@ -9,7 +9,7 @@ use covidct_evaluation::{BootstrapConfig, EvaluationReport, MetricsWithCi, write
 use covidct_model::{ModelPackage, Predictor, select_device};
 use covidct_tracking::{RunStatus, Tag};
 use covidct_training::{
-    EvaluationTarget, SplitSamples, predictor_probabilities, report_of_probabilities,
+    EvaluationTarget, SplitSamples, predictor_probabilities_inspecting, report_of_probabilities,
 };
 
 use crate::cli::{
@@ -89,6 +89,15 @@ pub fn target_samples(data: &SampleArgs, class_names: &[String]) -> Result<(Spli
     }
 }
 
+/// What [`evaluate_with`] produced.
+struct Evaluation {
+    report: EvaluationReport,
+    files: covidct_evaluation::ReportFiles,
+    bias: Option<BiasOutcome>,
+    /// The evaluated images, for analyses that score them again (robustness).
+    samples: SplitSamples,
+}
+
 /// Scores `predictor` on the evaluation data, adds the `--bias` checks when asked, and writes
 /// the report into `out`.
 fn evaluate_with(
@@ -96,11 +105,7 @@ fn evaluate_with(
     data: &EvalDataArgs,
     out: &Path,
     bias: Option<&BiasArgs>,
-) -> Result<(
-    EvaluationReport,
-    covidct_evaluation::ReportFiles,
-    Option<BiasOutcome>,
-)> {
+) -> Result<Evaluation> {
     let (samples, split) = target_samples(&data.samples, &predictor.metadata().class_names)?;
     if samples.is_empty() {
         bail!(
@@ -119,17 +124,24 @@ fn evaluate_with(
             ..BootstrapConfig::default()
         },
     };
-    let probabilities = predictor_probabilities(predictor, &samples, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    // `--bias` reads each image's original layout and intensity from the same decode.
+    let (probabilities, properties) = predictor_probabilities_inspecting(
+        predictor,
+        &samples,
+        &mut |done, _| bar.set_position(done as u64),
+        &|decoded| bias.map(|_| bias::ImageProperties::of(decoded)),
+    )?;
     bar.finish_and_clear();
     let mut report = report_of_probabilities(predictor, &target, &probabilities)?;
     let outcome = match bias {
         Some(args) => Some(bias::analyse(
             &mut report,
             predictor,
-            &samples,
-            &probabilities,
+            bias::EvaluatedImages {
+                samples: &samples,
+                probabilities: &probabilities,
+                properties: &properties.into_iter().flatten().collect::<Vec<_>>(),
+            },
             &data.samples,
             args,
             &target.bootstrap,
@@ -137,7 +149,12 @@ fn evaluate_with(
         None => None,
     };
     let files = write_report(out, &report)?;
-    Ok((report, files, outcome))
+    Ok(Evaluation {
+        report,
+        files,
+        bias: outcome,
+        samples,
+    })
 }
 
 /// Evaluates the package at `path` on `data`, writing the report into `out`.
@@ -148,7 +165,7 @@ pub fn evaluate_source(
     out: &Path,
 ) -> Result<EvaluationReport> {
     let predictor = load_predictor(path, device)?;
-    Ok(evaluate_with(&predictor, data, out, None)?.0)
+    Ok(evaluate_with(&predictor, data, out, None)?.report)
 }
 
 /// `covidct evaluate`: scores the model, writes the report and tracks the evaluation as an
@@ -156,12 +173,14 @@ pub fn evaluate_source(
 pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let model = load_model(&args.model, &args.tracking.store)?;
     let bias_args = args.bias.bias.then_some(&args.bias);
-    let (mut report, mut files, bias) =
-        evaluate_with(&model.predictor, &args.data, &args.out, bias_args)?;
+    let Evaluation {
+        mut report,
+        mut files,
+        bias,
+        samples,
+    } = evaluate_with(&model.predictor, &args.data, &args.out, bias_args)?;
     // After the standard report is on disk, so a long robustness run never costs it.
     let robustness = if args.robustness.robustness {
-        let class_names = &model.predictor.metadata().class_names;
-        let (samples, _) = target_samples(&args.data.samples, class_names)?;
         let analysis = robustness::analyse(
             &mut report,
             &model.predictor,

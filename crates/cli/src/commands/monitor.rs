@@ -52,7 +52,7 @@ pub fn export_reference(args: &ExportReferenceArgs) -> Result<()> {
         &paths,
         usize::from(args.batch_size),
         &mut |done| bar.set_position(done as u64),
-        &image_features,
+        &|decoded| image_features(&decoded.image),
     )?;
     bar.finish_and_clear();
     let mut rows = Vec::with_capacity(scored.len());
