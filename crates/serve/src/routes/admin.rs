@@ -81,7 +81,8 @@ pub async fn monitoring_index(State(state): State<AppState>) -> Result<Response,
     get,
     path = "/v1/admin/monitoring/{file}",
     tag = "admin",
-    params(("file" = String, Path, description = "File name inside the latest report, e.g. drift.html")),
+    params(("file" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]*\.(html|json|png)$",
+        description = "File name inside the latest report, e.g. drift.html")),
     responses(
         (status = 200, description = "The file"),
         (status = 401, description = "Missing or unknown admin key", body = ErrorBody),
@@ -100,16 +101,9 @@ pub async fn monitoring_file(
             "monitoring reports are not configured (--monitoring-reports)".to_owned(),
         ));
     };
-    let content_type = match file.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("json") => "application/json",
-        Some("png") => "image/png",
-        _ => return Err(not_found(format!("`{file}` is not a report file"))),
-    };
-    // One plain file name: no separators, no parent references, no hidden files.
-    if file.starts_with('.') || file.contains(['/', '\\']) {
+    let Some(content_type) = report_content_type(&file) else {
         return Err(not_found(format!("`{file}` is not a report file")));
-    }
+    };
     let path = root.join("latest").join(&file);
     let read = {
         let path = path.clone();
@@ -130,5 +124,24 @@ pub async fn monitoring_file(
                 format!("reading `{file}` failed"),
             ))
         }
+    }
+}
+
+/// The content type of a monitoring report file, or `None` when `name` is not one plain report
+/// file name (the `file` parameter's documented pattern: a letter or digit, then letters, digits,
+/// `_` or `-`, and an `.html`, `.json` or `.png` extension). This rules out separators, parent
+/// references and hidden files.
+fn report_content_type(name: &str) -> Option<&'static str> {
+    let (stem, extension) = name.rsplit_once('.')?;
+    let plain_stem = stem.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain_stem {
+        return None;
+    }
+    match extension {
+        "html" => Some("text/html; charset=utf-8"),
+        "json" => Some("application/json"),
+        "png" => Some("image/png"),
+        _ => None,
     }
 }
