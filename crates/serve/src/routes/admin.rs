@@ -134,7 +134,9 @@ pub async fn monitoring_file(
 fn report_content_type(name: &str) -> Option<&'static str> {
     let (stem, extension) = name.rsplit_once('.')?;
     let plain_stem = stem.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !plain_stem {
         return None;
     }
