@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_TESTS_FAILED, __version__
 from .data import InputError, parse_window
+from .output import format_value
 from .reports import Thresholds
 
 
@@ -143,14 +144,6 @@ def _options(args):
     )
 
 
-def _fmt(value):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _print_summary(summary: dict, out_dir: Path) -> None:
     cur = summary["current"]
     print(
@@ -162,7 +155,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         if test["status"] == "skipped":
             print(f"  SKIPPED {test['name']}: {test['description']}")
             continue
-        line = f"  {test['status'].upper():7} {test['name']} = {_fmt(test['value'])}"
+        line = f"  {test['status'].upper():7} {test['name']} = {format_value(test['value'], missing='-')}"
         if test["condition"]:
             line += f" (condition: {test['condition']})"
         print(line)
@@ -173,7 +166,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     for test in summary["tests"]:
         if test["status"] == "fail":
             print(
-                f"FAIL {test['name']} = {_fmt(test['value'])} (condition: {test['condition']}): {test['description']}",
+                f"FAIL {test['name']} = {format_value(test['value'], missing='-')} (condition: {test['condition']}): {test['description']}",
                 file=sys.stderr,
             )
 

@@ -146,9 +146,10 @@ def _e(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _fmt(value) -> str:
+def format_value(value, missing: str = "—") -> str:
+    """A report value as text: floats to 4 significant digits, `missing` for None."""
     if value is None:
-        return "—"
+        return missing
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -181,7 +182,7 @@ def render_index(summary: dict) -> str:
     for test in summary.get("tests", []):
         st = test.get("status", "")
         rows.append(
-            f"<tr><td><code>{_e(test.get('name'))}</code></td><td>{_e(_fmt(test.get('value')))}</td>"
+            f"<tr><td><code>{_e(test.get('name'))}</code></td><td>{_e(format_value(test.get('value')))}</td>"
             f"<td>{_e(test.get('condition'))}</td><td class=\"{_e(st)}\">{_e(st.upper())}</td>"
             f"<td>{_e(test.get('description'))}</td></tr>"
         )
@@ -215,12 +216,12 @@ def render_index(summary: dict) -> str:
             flag = "fail" if item.get("drifted") else "pass"
             drow.append(
                 f"<tr><td><code>{_e(column)}</code></td><td>{_e(item.get('method'))}</td>"
-                f"<td>{_e(_fmt(item.get('score')))}</td><td>{_e(_fmt(item.get('threshold')))}</td>"
+                f"<td>{_e(format_value(item.get('score')))}</td><td>{_e(format_value(item.get('threshold')))}</td>"
                 f"<td class=\"{flag}\">{'drift' if item.get('drifted') else 'no drift'}</td></tr>"
             )
         parts.append(
             f"<h2>Drift per column</h2><p>{_e(drift.get('count'))} of {len(drift.get('columns', []))} columns drifted "
-            f"(share {_e(_fmt(drift.get('share')))}).</p><table><tr><th>column</th><th>method</th><th>score</th>"
+            f"(share {_e(format_value(drift.get('share')))}).</p><table><tr><th>column</th><th>method</th><th>score</th>"
             "<th>threshold</th><th>result</th></tr>" + "".join(drow) + "</table>"
         )
     else:
@@ -229,11 +230,11 @@ def render_index(summary: dict) -> str:
     cls = summary.get("classification", {})
     if cls.get("status") == "run":
         mrow = "".join(
-            f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in cls.get("metrics", {}).items()
+            f"<tr><th>{_e(k)}</th><td>{_e(format_value(v))}</td></tr>" for k, v in cls.get("metrics", {}).items()
         )
         parts.append(
             f"<h2>Classification quality on feedback</h2><p>{_e(cls.get('rows'))} labelled rows, threshold "
-            f"{_e(_fmt(cls.get('probas_threshold')))}, positive class <code>{_e(cls.get('positive_class'))}</code>.</p>"
+            f"{_e(format_value(cls.get('probas_threshold')))}, positive class <code>{_e(cls.get('positive_class'))}</code>.</p>"
             f"<table>{mrow}</table>"
         )
     else:
@@ -263,7 +264,7 @@ def render_history(root: Path) -> str:
         rows.append(
             f"<tr><td><a href=\"{_e(name)}/index.html\">{_e(name)}</a></td>"
             f"<td class=\"{_e(status)}\">{_e(str(status).upper())}</td><td>{_e(cur.get('rows'))}</td>"
-            f"<td>{_e(cur.get('labelled_rows'))}</td><td>{_e(_fmt(share))}</td>"
+            f"<td>{_e(cur.get('labelled_rows'))}</td><td>{_e(format_value(share))}</td>"
             f"<td>{_e(', '.join(summary.get('failed_tests', [])))}</td></tr>"
         )
     body = (

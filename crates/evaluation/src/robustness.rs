@@ -444,8 +444,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn sections_and_plots_describe_every_perturbation() {
+    /// The clean scores, and their analysis with noise (three severities) and blur (two).
+    fn noise_and_blur() -> (Vec<f64>, Vec<bool>, RobustnessAnalysis) {
         let (p, labels) = clean();
         let analysis = robustness_analysis(
             &p,
@@ -455,6 +455,12 @@ mod tests {
             0.05,
         )
         .expect("valid input");
+        (p, labels, analysis)
+    }
+
+    #[test]
+    fn sections_and_plots_describe_every_perturbation() {
+        let (_, _, analysis) = noise_and_blur();
         let sections = analysis.sections();
         assert_eq!(sections.len(), 2);
         let summary = sections[0].content.as_array().expect("rows");
@@ -509,15 +515,7 @@ mod tests {
 
     #[test]
     fn the_written_report_holds_the_tables_and_the_curves() {
-        let (p, labels) = clean();
-        let analysis = robustness_analysis(
-            &p,
-            &labels,
-            0.5,
-            &[scores("noise", &[0, 1, 3]), scores("blur", &[0, 0])],
-            0.05,
-        )
-        .expect("valid input");
+        let (p, labels, analysis) = noise_and_blur();
         let mut report = report(&p, &labels);
         analysis.add_to(&mut report);
         let dir = tempfile::tempdir().expect("temporary folder");

@@ -393,12 +393,14 @@ mod tests {
                 .sum();
             total as f64 / i.pixels.len() as f64
         };
-        let increasing = |kind: Perturbation, f: &dyn Fn(&GreyImage) -> f64| {
-            let values: Vec<f64> = kind
-                .default_severities()
+        let by_severity = |kind: Perturbation, f: &dyn Fn(&GreyImage) -> f64| -> Vec<f64> {
+            kind.default_severities()
                 .iter()
                 .map(|&s| feature(kind, s, f))
-                .collect();
+                .collect()
+        };
+        let increasing = |kind: Perturbation, f: &dyn Fn(&GreyImage) -> f64| {
+            let values = by_severity(kind, f);
             assert!(
                 values.windows(2).all(|w| w[0] < w[1]),
                 "{kind}: {values:?} not increasing"
@@ -406,11 +408,7 @@ mod tests {
             values
         };
         let decreasing = |kind: Perturbation, f: &dyn Fn(&GreyImage) -> f64| {
-            let values: Vec<f64> = kind
-                .default_severities()
-                .iter()
-                .map(|&s| feature(kind, s, f))
-                .collect();
+            let values = by_severity(kind, f);
             assert!(
                 values.windows(2).all(|w| w[0] > w[1]),
                 "{kind}: {values:?} not decreasing"
