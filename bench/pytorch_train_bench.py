@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU peer of `covidct bench train`: training throughput in images/s.
+"""PyTorch peer of `covidct bench train` (CPU, or CUDA with --device): training images/s.
 
 What it measures
 ----------------
@@ -204,16 +204,22 @@ def build(architecture: str, in_channels: int, num_classes: int = 2) -> nn.Modul
     return model
 
 
-def bench_one(architecture, size, batch_size, warmup_steps, steps, in_channels):
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work, so that wall-clock timings cover it (CUDA is async)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_one(architecture, size, batch_size, warmup_steps, steps, in_channels, device):
     torch.manual_seed(0)
-    model = build(architecture, in_channels)
+    model = build(architecture, in_channels).to(device)
     params = count_params(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    labels = torch.arange(batch_size, dtype=torch.long) % 2
+    labels = (torch.arange(batch_size, dtype=torch.long) % 2).to(device)
 
     def step():
-        x = torch.randn(batch_size, in_channels, size, size)
+        x = torch.randn(batch_size, in_channels, size, size, device=device)
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), labels)
         loss.backward()
@@ -221,9 +227,11 @@ def bench_one(architecture, size, batch_size, warmup_steps, steps, in_channels):
 
     for _ in range(warmup_steps):
         step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     seconds = time.perf_counter() - started
     return {
         "architecture": architecture,
@@ -270,8 +278,11 @@ def main(argv=None) -> int:
                         help="input channels (3 = as ImageNet; 1 = grey, as covidct trains)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device: cpu (default) or cuda[:N], as covidct's --device")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -279,7 +290,7 @@ def main(argv=None) -> int:
 
     parameters = {a: count_params(build(a, args.in_channels)) for a in args.architectures}
     if not args.json:
-        print(f"# torch {torch.__version__}, cpu, {threads} threads, {args.in_channels} input "
+        print(f"# torch {torch.__version__}, {device}, {threads} threads, {args.in_channels} input "
               "channels, 2 classes")
         print("# parameters: " + "; ".join(f"{a} {n:,}" for a, n in parameters.items()))
         print("architecture        size  batch  steps  images/s  s/step")
@@ -287,7 +298,7 @@ def main(argv=None) -> int:
     for architecture in args.architectures:
         for size in args.sizes:
             r = bench_one(architecture, size, args.batch_size, args.warmup_steps, args.steps,
-                          args.in_channels)
+                          args.in_channels, device)
             results.append(r)
             if not args.json:
                 print(
@@ -299,7 +310,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({
             "torch": torch.__version__,
-            "device": "cpu",
+            "device": str(device),
             "threads": threads,
             "in_channels": args.in_channels,
             "warmup_steps": args.warmup_steps,

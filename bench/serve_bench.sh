@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Single-image latency and throughput of `covidct serve` (micro-batching on and off) and of the
-# FastAPI + PyTorch peer (bench/fastapi_peer.py), one after the other on loopback, with wrk.
+# Single-image latency and throughput of `covidct serve` (micro-batching on and off; one
+# single-threaded inference worker per core, the default, or one worker using every core) and
+# of the FastAPI + PyTorch peer (bench/fastapi_peer.py), one after the other on loopback, with wrk.
 # Benchmark only (not in CI). Needs: target/release/covidct, wrk (apt-get install wrk), the
 # peer's venv (see bench/fastapi_peer.py) in $PEER_PYTHON (default /tmp/torch-venv/bin/python).
 #   bash bench/serve_bench.sh [ARCHITECTURE] [SIZE] [CONNECTIONS] [SECONDS]
@@ -22,7 +23,7 @@ if [ ! -f "$WORK/$ARCH-$SIZE/model.ctpkg" ]; then
     rm -rf "$WORK/data"
     .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path
 from test_model_cli import shapes_dataset; shapes_dataset(Path('$WORK/data'))"
-    "$BIN" train --data-dir "$WORK/data" --out "$WORK/$ARCH-$SIZE" --architecture "$ARCH" \
+    COVIDCT_NO_TRACKING=true "$BIN" train --data-dir "$WORK/data" --out "$WORK/$ARCH-$SIZE" --architecture "$ARCH" \
         --pretrained none --image-size "$SIZE" --head-epochs 1 --epochs 1 --batch-size 8 \
         --bootstrap 10 --log-level warn >/dev/null
 fi
@@ -47,12 +48,12 @@ run_wrk() {  # name url
     wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_}s" --latency -s "$WORK/post.lua" "$2" | tee "$WORK/$1.txt"
 }
 
-serve() {  # name batch-size batch-wait-ms
+serve() {  # name batch-size batch-wait-ms inference-workers (0: one per core)
     rm -f "$WORK/predictions.sqlite"*
     COVIDCT_API_KEYS=bench-key COVIDCT_ADMIN_KEYS=bench-admin "$BIN" serve \
         --model "$WORK/$ARCH-$SIZE/model.ctpkg" --bind 127.0.0.1:8090 \
         --prediction-log "$WORK/predictions.sqlite" --batch-size "$2" --batch-wait-ms "$3" \
-        --max-concurrency 256 --log-level warn &
+        --inference-workers "$4" --max-concurrency 256 --log-level warn &
     local pid=$!
     wait_for http://127.0.0.1:8090/readyz
     run_wrk "$1" http://127.0.0.1:8090/v1/predict
@@ -60,8 +61,10 @@ serve() {  # name batch-size batch-wait-ms
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-serve "covidct-batch8" 8 2
-serve "covidct-nobatch" 1 0
+serve "covidct-batch8" 8 2 0
+serve "covidct-nobatch" 1 0 0
+serve "covidct-batch8-1worker" 8 2 1
+serve "covidct-nobatch-1worker" 1 0 1
 "$PEER_PYTHON" bench/fastapi_peer.py --architecture "$ARCH" --size "$SIZE" --port 8091 &
 PEER=$!
 wait_for http://127.0.0.1:8091/healthz

@@ -130,6 +130,10 @@ pub struct ServeSettings {
     /// Decoding threads, 0 = one per core [default: 0].
     #[arg(long, env = "COVIDCT_THREADS")]
     pub threads: Option<usize>,
+    /// Inference workers sharing the cores, 0 = one single-threaded worker per core on the
+    /// CPU, one on a GPU [default: 0].
+    #[arg(long, env = "COVIDCT_INFERENCE_WORKERS")]
+    pub inference_workers: Option<usize>,
     /// cpu (default), cuda:N or wgpu.
     #[arg(long, env = "COVIDCT_DEVICE")]
     pub device: Option<String>,

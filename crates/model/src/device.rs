@@ -4,6 +4,11 @@ use burn::tensor::Device;
 
 use crate::error::ModelError;
 
+/// Whether `spec` names the CPU (burn's flex backend).
+pub fn is_cpu(spec: &str) -> bool {
+    matches!(spec, "cpu" | "flex")
+}
+
 /// The device named by `spec`: `cpu` (burn's flex backend, always built), `cuda:N` (builds with
 /// the `cuda` feature) or `wgpu` (builds with the `wgpu` feature; the first discrete GPU).
 pub fn select_device(spec: &str) -> Result<Device, ModelError> {
@@ -13,7 +18,7 @@ pub fn select_device(spec: &str) -> Result<Device, ModelError> {
         reason,
     };
     match spec {
-        "cpu" | "flex" => Ok(Device::flex()),
+        cpu if is_cpu(cpu) => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(0))),
         #[cfg(not(feature = "wgpu"))]

@@ -24,6 +24,13 @@ pub(crate) trait ParamVisitor {
     fn conv2d(&mut self, name: &str, conv: &mut Conv2d);
     /// A BatchNorm named `name`.
     fn batch_norm(&mut self, name: &str, bn: &mut BatchNorm);
+    /// The place of a BatchNorm named `name`: empty once folding has removed it
+    /// (`Network::fold_batch_norm`). By default visits the BatchNorm it holds.
+    fn batch_norm_slot(&mut self, name: &str, slot: &mut Option<BatchNorm>) {
+        if let Some(bn) = slot {
+            self.batch_norm(name, bn);
+        }
+    }
     /// A linear layer named `name`.
     fn linear(&mut self, name: &str, linear: &mut Linear);
 }

@@ -2,7 +2,7 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 /// A bias-free convolution initialised like torchvision (`kaiming_normal_`, fan-out, ReLU gain).
 pub(crate) fn conv2d(
@@ -36,6 +36,14 @@ pub(crate) fn batch_norm(
         .with_epsilon(epsilon)
         .with_momentum(momentum)
         .init(device)
+}
+
+/// Applies the BatchNorm in `slot`, or passes `x` through once folding has removed it.
+pub(crate) fn norm<const D: usize>(slot: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
+    match slot {
+        Some(bn) => bn.forward(x),
+        None => x,
+    }
 }
 
 /// A fresh classifier head `d_input → num_classes`.

@@ -41,7 +41,7 @@ mod resnet;
 mod transfer;
 
 pub use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
-pub use crate::device::select_device;
+pub use crate::device::{is_cpu, select_device};
 pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
 pub use crate::error::ModelError;
 pub use crate::gradcam::{GradCam, grad_cam};

@@ -11,7 +11,7 @@ use covidct_weights::Checkpoint;
 use crate::config::ResNetConfig;
 use crate::error::ModelError;
 use crate::import::{Exporter, Loader, ParamVisitor};
-use crate::layers::{self, head};
+use crate::layers::{self, head, norm};
 
 /// BatchNorm epsilon of torchvision's ResNets.
 const BN_EPS: f64 = 1e-5;
@@ -23,8 +23,8 @@ const BN_MOMENTUM: f64 = 0.1;
 pub struct Downsample {
     /// 1×1 convolution with the block's stride (`downsample.0`).
     pub conv: Conv2d,
-    /// BatchNorm (`downsample.1`).
-    pub bn: BatchNorm,
+    /// BatchNorm (`downsample.1`; none once folded).
+    pub bn: Option<BatchNorm>,
 }
 
 /// A basic block (two 3×3 convolutions) or, when `conv3` is present, a bottleneck block
@@ -33,15 +33,15 @@ pub struct Downsample {
 pub struct ResidualBlock {
     /// First convolution.
     pub conv1: Conv2d,
-    /// BatchNorm after `conv1`.
-    pub bn1: BatchNorm,
+    /// BatchNorm after `conv1` (none once folded).
+    pub bn1: Option<BatchNorm>,
     /// Second convolution.
     pub conv2: Conv2d,
-    /// BatchNorm after `conv2`.
-    pub bn2: BatchNorm,
+    /// BatchNorm after `conv2` (none once folded).
+    pub bn2: Option<BatchNorm>,
     /// Third (expanding 1×1) convolution of a bottleneck block.
     pub conv3: Option<Conv2d>,
-    /// BatchNorm after `conv3`.
+    /// BatchNorm after `conv3` (bottleneck blocks; none once folded).
     pub bn3: Option<BatchNorm>,
     /// Projection shortcut, when the block changes shape.
     pub downsample: Option<Downsample>,
@@ -52,8 +52,8 @@ pub struct ResidualBlock {
 pub struct ResNet {
     /// 7×7 stride-2 stem convolution.
     pub conv1: Conv2d,
-    /// Stem BatchNorm.
-    pub bn1: BatchNorm,
+    /// Stem BatchNorm (none once folded).
+    pub bn1: Option<BatchNorm>,
     /// 3×3 stride-2 max pooling.
     pub maxpool: MaxPool2d,
     /// Stage 1 (64 planes, stride 1).
@@ -89,14 +89,14 @@ impl ResidualBlock {
         let c_out = planes * expansion;
         let downsample = (stride != 1 || c_in != c_out).then(|| Downsample {
             conv: conv(c_in, c_out, 1, stride, device),
-            bn: bn(c_out, device),
+            bn: Some(bn(c_out, device)),
         });
         if bottleneck {
             Self {
                 conv1: conv(c_in, planes, 1, 1, device),
-                bn1: bn(planes, device),
+                bn1: Some(bn(planes, device)),
                 conv2: conv(planes, planes, 3, stride, device),
-                bn2: bn(planes, device),
+                bn2: Some(bn(planes, device)),
                 conv3: Some(conv(planes, c_out, 1, 1, device)),
                 bn3: Some(bn(c_out, device)),
                 downsample,
@@ -104,9 +104,9 @@ impl ResidualBlock {
         } else {
             Self {
                 conv1: conv(c_in, planes, 3, stride, device),
-                bn1: bn(planes, device),
+                bn1: Some(bn(planes, device)),
                 conv2: conv(planes, planes, 3, 1, device),
-                bn2: bn(planes, device),
+                bn2: Some(bn(planes, device)),
                 conv3: None,
                 bn3: None,
                 downsample,
@@ -117,32 +117,30 @@ impl ResidualBlock {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(down) => down.bn.forward(down.conv.forward(x.clone())),
+            Some(down) => norm(&down.bn, down.conv.forward(x.clone())),
             None => x.clone(),
         };
-        let y = relu(self.bn1.forward(self.conv1.forward(x)));
-        let y = self.bn2.forward(self.conv2.forward(y));
-        let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => bn3.forward(conv3.forward(relu(y))),
-            _ => y,
+        let y = relu(norm(&self.bn1, self.conv1.forward(x)));
+        let y = norm(&self.bn2, self.conv2.forward(y));
+        let y = match &self.conv3 {
+            Some(conv3) => norm(&self.bn3, conv3.forward(relu(y))),
+            None => y,
         };
         relu(y + shortcut)
     }
 
     fn visit_params(&mut self, prefix: &str, v: &mut impl ParamVisitor) {
         v.conv2d(&format!("{prefix}.conv1"), &mut self.conv1);
-        v.batch_norm(&format!("{prefix}.bn1"), &mut self.bn1);
+        v.batch_norm_slot(&format!("{prefix}.bn1"), &mut self.bn1);
         v.conv2d(&format!("{prefix}.conv2"), &mut self.conv2);
-        v.batch_norm(&format!("{prefix}.bn2"), &mut self.bn2);
+        v.batch_norm_slot(&format!("{prefix}.bn2"), &mut self.bn2);
         if let Some(conv3) = &mut self.conv3 {
             v.conv2d(&format!("{prefix}.conv3"), conv3);
         }
-        if let Some(bn3) = &mut self.bn3 {
-            v.batch_norm(&format!("{prefix}.bn3"), bn3);
-        }
+        v.batch_norm_slot(&format!("{prefix}.bn3"), &mut self.bn3);
         if let Some(down) = &mut self.downsample {
             v.conv2d(&format!("{prefix}.downsample.0"), &mut down.conv);
-            v.batch_norm(&format!("{prefix}.downsample.1"), &mut down.bn);
+            v.batch_norm_slot(&format!("{prefix}.downsample.1"), &mut down.bn);
         }
     }
 }
@@ -175,7 +173,7 @@ impl ResNet {
         let mut next = || stages.next().unwrap_or_default();
         Ok(Self {
             conv1: conv(config.in_channels, 64, 7, 2, device),
-            bn1: bn(64, device),
+            bn1: Some(bn(64, device)),
             maxpool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -203,7 +201,7 @@ impl ResNet {
     /// The last convolutional feature map `[batch, 512 × expansion, H/32, W/32]` (the output of
     /// `layer4`, before pooling).
     pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = relu(norm(&self.bn1, self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
         for block in self
             .layer1
@@ -219,7 +217,7 @@ impl ResNet {
 
     pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("conv1", &mut self.conv1);
-        v.batch_norm("bn1", &mut self.bn1);
+        v.batch_norm_slot("bn1", &mut self.bn1);
         for (i, layer) in [
             &mut self.layer1,
             &mut self.layer2,

@@ -3,9 +3,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batching::BatchPlan;
 use crate::error::ServeError;
 
 /// API keys; never printed (their `Debug` shows only how many there are).
@@ -84,6 +86,9 @@ pub struct ServeConfig {
     pub batch_wait_ms: u64,
     /// Threads for decoding, features and Grad-CAM (0: one per core).
     pub threads: usize,
+    /// Inference workers, each running whole forward passes on its share of the cores (0: one
+    /// single-threaded worker per core on the CPU, one worker on a GPU).
+    pub inference_workers: usize,
     /// Compute device: `cpu` (burn's flex backend), `cuda:N` or `wgpu` in builds with them.
     pub device: String,
     /// SQLite file of the prediction log (WAL mode).
@@ -112,6 +117,7 @@ impl Default for ServeConfig {
             batch_size: 8,
             batch_wait_ms: 2,
             threads: 0,
+            inference_workers: 0,
             device: "cpu".to_owned(),
             prediction_log: PathBuf::from("predictions.sqlite"),
             store_images: None,
@@ -193,9 +199,30 @@ impl ServeConfig {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map_or(1, usize::from)
+            cores()
         }
     }
+
+    /// How forward passes are scheduled: the micro-batching settings, and the cores shared out
+    /// among [`ServeConfig::inference_workers`] workers.
+    pub fn batch_plan(&self) -> BatchPlan {
+        let workers = match self.inference_workers {
+            0 if covidct_model::is_cpu(&self.device) => cores(),
+            0 => 1,
+            n => n,
+        };
+        BatchPlan {
+            batch_size: self.batch_size,
+            batch_wait: Duration::from_millis(self.batch_wait_ms),
+            workers,
+            threads_per_worker: (cores() / workers).max(1),
+        }
+    }
+}
+
+/// Cores available to this process.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 #[cfg(test)]
@@ -248,5 +275,32 @@ mod tests {
             ..keyed()
         };
         assert!(shared.validate().is_err());
+    }
+
+    #[test]
+    fn inference_workers_share_out_the_cores() {
+        let cores = cores();
+        let cpu = ServeConfig::default().batch_plan();
+        assert_eq!((cpu.workers, cpu.threads_per_worker), (cores, 1));
+        assert_eq!(cpu.batch_size, 8);
+        assert_eq!(cpu.batch_wait, Duration::from_millis(2));
+        let gpu = ServeConfig {
+            device: "cuda:0".into(),
+            ..ServeConfig::default()
+        }
+        .batch_plan();
+        assert_eq!((gpu.workers, gpu.threads_per_worker), (1, cores));
+        let one = ServeConfig {
+            inference_workers: 1,
+            ..ServeConfig::default()
+        }
+        .batch_plan();
+        assert_eq!((one.workers, one.threads_per_worker), (1, cores));
+        let many = ServeConfig {
+            inference_workers: 4 * cores,
+            ..ServeConfig::default()
+        }
+        .batch_plan();
+        assert_eq!((many.workers, many.threads_per_worker), (4 * cores, 1));
     }
 }

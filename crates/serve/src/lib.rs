@@ -8,7 +8,7 @@
 //!
 //! [`router`] builds the whole application from an [`AppState`]; [`serve`] runs it with
 //! graceful shutdown. Inference runs off the async threads: decoding on a pool sized to the
-//! cores, forward passes micro-batched on a dedicated thread ([`batching`]); predictions are
+//! cores, forward passes micro-batched on inference workers ([`batching`]); predictions are
 //! logged to SQLite by a writer thread ([`prediction_log`]). The model source is a package path
 //! or a registry URI resolved by a function the binary provides ([`RegistryResolver`]).
 

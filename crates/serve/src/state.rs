@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use covidct_model::{ModelPackage, Predictor, select_device};
 use serde::Serialize;
@@ -196,8 +196,7 @@ impl AppState {
         };
         let batcher = Batcher::start(
             predictor.clone(),
-            config.batch_size,
-            Duration::from_millis(config.batch_wait_ms),
+            config.batch_plan(),
             self.inner.metrics.clone(),
         )?;
         tracing::info!(
