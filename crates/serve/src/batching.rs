@@ -3,7 +3,7 @@
 //! so that inference never blocks the async runtime. Each inference worker runs the network's
 //! kernels on a thread pool of its own: with one single-threaded worker per core (the default
 //! on the CPU) the cores run different images side by side, which on burn's CPU backend serves
-//! almost twice as many images per second as one image spread over every core
+//! about 1.5 times as many images per second as one image spread over every core
 //! (docs/BENCHMARKS.md).
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

@@ -180,6 +180,13 @@ impl ServeConfig {
                 "must be at most 1000",
             );
         }
+        if self.inference_workers > 256 {
+            return fail(
+                "inference_workers",
+                self.inference_workers.to_string(),
+                "must be at most 256 (0: one per core)",
+            );
+        }
         if self
             .cors_origins
             .iter()
@@ -302,5 +309,16 @@ mod tests {
         }
         .batch_plan();
         assert_eq!((many.workers, many.threads_per_worker), (4 * cores, 1));
+        let absurd = ServeConfig {
+            inference_workers: 10_000,
+            ..keyed()
+        };
+        assert!(
+            absurd
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("inference_workers")
+        );
     }
 }
