@@ -76,6 +76,7 @@ impl ParamVisitor for Fold {
         conv.bias = Some(Param::from_tensor(bias));
     }
 
+    /// Not reached: [`Fold::batch_norm_slot`] removes each BatchNorm instead of visiting it.
     fn batch_norm(&mut self, _name: &str, _bn: &mut BatchNorm) {}
 
     fn batch_norm_slot(&mut self, _name: &str, slot: &mut Option<BatchNorm>) {
