@@ -87,6 +87,34 @@ def test_interrupted_training_resumes_and_a_second_run_refuses_the_folder(run, t
     assert resumed.returncode != 0 and "no checkpoint" in resumed.stderr
 
 
+def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(run, tmp_path):
+    import csv
+
+    data = shapes_dataset(tmp_path / "data", per_class=24)
+    out = tmp_path / "cv"
+    first = run("cross-validate", "--data-dir", data, "--folds", "3", "--out", out, *TRAIN_FLAGS, check=True)
+    summary = json.loads((out / "cross-validation.json").read_text())
+    assert summary["folds"] == 3 and summary["images"] == 48
+    accuracy = next(m for m in summary["metrics"] if m["metric"] == "accuracy")
+    reports = [json.loads((out / f"fold-{k}" / "evaluation" / "report.json").read_text()) for k in range(3)]
+    assert accuracy["values"] == [r["metrics"]["point"]["accuracy"] for r in reports]
+    assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
+    assert "3-fold group cross-validation" in first.stdout
+    # Every group is a test group of exactly one fold, and fold k validates on fold k+1's test.
+    def groups(k, split):
+        with open(out / f"split-fold-{k}.csv", newline="") as f:
+            return {row["group"] for row in csv.DictReader(f) if row["split"] == split}
+    tested = [groups(k, "test") for k in range(3)]
+    assert sum(map(len, tested)) == len(set().union(*tested)) == 12
+    assert all(groups(k, "val") == tested[(k + 1) % 3] for k in range(3))
+    # A second run keeps the finished folds and gives the same summary.
+    again = run("cross-validate", "--data-dir", data, "--folds", "3", "--out", out, *TRAIN_FLAGS, check=True)
+    assert "fold already trained" in again.stderr
+    assert json.loads((out / "cross-validation.json").read_text()) == summary
+    bad = run("cross-validate", "--data-dir", data, "--folds", "2", "--out", tmp_path / "bad", *TRAIN_FLAGS)
+    assert bad.returncode != 0 and "folds" in bad.stderr
+
+
 def test_missing_imagenet_weights_say_how_to_get_them(run, tmp_path):
     data = shapes_dataset(tmp_path / "data", per_class=8)
     result = run(

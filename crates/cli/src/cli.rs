@@ -46,6 +46,9 @@ pub enum Command {
     /// Train a classifier by transfer learning and package it (with calibration, threshold,
     /// test evaluation and model card).
     Train(Box<TrainArgs>),
+    /// Group K-fold cross-validation: train and test one model per fold, then summarise how
+    /// each test metric varies over the folds.
+    CrossValidate(Box<CrossValidateArgs>),
     /// Evaluate a model package on a manifest split or a folder of labelled images.
     Evaluate(EvaluateArgs),
     /// Classify image files with a model package.
@@ -209,8 +212,33 @@ pub struct TrainArgs {
     pub tracking: TrackingArgs,
 }
 
+/// `covidct cross-validate`
+#[derive(Debug, Args)]
+pub struct CrossValidateArgs {
+    /// Dataset root (one folder per class).
+    #[arg(long, env = "COVIDCT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Number of folds (3 or more). The groups of `[data.split]`'s strategy (default `blocks`)
+    /// are dealt into them; each fold is the test set once and the next fold its validation
+    /// set.
+    #[arg(long, env = "COVIDCT_FOLDS", default_value_t = 5)]
+    pub folds: usize,
+    /// Folder of the fold manifests (`split-fold-K.csv`), the fold runs (`fold-K/`) and the
+    /// summary (`cross-validation.json`). Run again to continue: finished folds are kept,
+    /// interrupted ones resume from their checkpoints.
+    #[arg(long, env = "COVIDCT_CV_OUT", default_value = "runs/cv")]
+    pub out: PathBuf,
+    /// Registered name of the fold models.
+    #[arg(long, env = "COVIDCT_MODEL_NAME", default_value = "covidct")]
+    pub name: String,
+    #[command(flatten)]
+    pub settings: TrainSettings,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
+}
+
 /// Overrides of `[train]` (see `TrainConfig` for every field and its default).
-#[derive(Debug, Args, Serialize)]
+#[derive(Clone, Debug, Args, Serialize)]
 pub struct TrainSettings {
     /// resnet18, resnet34, resnet50 or efficientnet-lite0 (default).
     #[arg(long, env = "COVIDCT_ARCHITECTURE")]
@@ -298,7 +326,7 @@ pub struct ModelArgs {
 }
 
 /// The MLflow tracking store.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct StoreArgs {
     /// MLflow tracking URI: `http(s)://host:port` for a server (credentials from
     /// MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD), or a folder / `file:` URI for
@@ -308,7 +336,7 @@ pub struct StoreArgs {
 }
 
 /// How a run is tracked in MLflow.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct TrackingArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -763,6 +791,13 @@ pub struct SplitSettings {
     /// manifest: the group column's name (e.g. patient_id). Default `group`.
     #[arg(long, env = "COVIDCT_GROUP_COLUMN")]
     pub group_column: Option<String>,
+    /// Group K-fold cross-validation (3 or more): deal the groups into this many folds; --fold
+    /// is the test set, the next fold validation, the rest training. Replaces --ratios.
+    #[arg(long, env = "COVIDCT_FOLDS")]
+    pub folds: Option<usize>,
+    /// The test fold, 0 to --folds minus 1.
+    #[arg(long, env = "COVIDCT_FOLD", requires = "folds")]
+    pub fold: Option<usize>,
 }
 
 fn parse_strategy(text: &str) -> Result<SplitStrategy, String> {

@@ -44,6 +44,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchCommand::Data(args)) => commands::bench::data(&config, args).map(|_| 0),
         Command::Bench(BenchCommand::Train(args)) => commands::bench::train(args).map(|_| 0),
         Command::Train(args) => commands::train::train(&config, args),
+        Command::CrossValidate(args) => commands::cross_validate::cross_validate(&config, args),
         Command::Evaluate(args) => commands::evaluate::evaluate(args).map(|_| 0),
         Command::Predict(args) => commands::evaluate::predict(args),
         Command::Serve(args) => commands::serve::serve(&config, args).map(|_| 0),

@@ -130,6 +130,14 @@ pub struct SplitConfig {
     pub groups_csv: Option<PathBuf>,
     /// `manifest`: name of the group column (e.g. `patient_id`).
     pub group_column: String,
+    /// Group K-fold cross-validation when at least 3: the groups of each class are dealt into
+    /// this many folds of equal size; fold [`Self::fold`] is the test set, the next fold
+    /// (cyclically) the validation set, the rest training. `0` uses [`Self::ratios`] instead.
+    /// Folds replace the `split` column of a `manifest` CSV and cannot be combined with
+    /// `folders`.
+    pub folds: usize,
+    /// The test fold, `0..folds`.
+    pub fold: usize,
 }
 
 impl Default for SplitConfig {
@@ -142,12 +150,66 @@ impl Default for SplitConfig {
             similarity_threshold: 16.0,
             groups_csv: None,
             group_column: "group".into(),
+            folds: 0,
+            fold: 0,
+        }
+    }
+}
+
+impl SplitConfig {
+    /// Checks the fold settings.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let fold_error = |field, reason: String| Err(DataError::Config { field, reason });
+        match self.folds {
+            0 => Ok(()),
+            1 | 2 => fold_error(
+                "folds",
+                format!(
+                    "{} folds cannot hold separate training, validation and test sets: use 3 or \
+                     more, or 0 for a single split by --ratios",
+                    self.folds
+                ),
+            ),
+            folds if self.fold >= folds => fold_error(
+                "fold",
+                format!("fold {} does not exist: folds are 0..{folds}", self.fold),
+            ),
+            _ if self.strategy == SplitStrategy::Folders => fold_error(
+                "folds",
+                "strategy `folders` keeps the dataset's own splits; folds need a grouping \
+                 strategy such as `blocks`"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Target shares of the bins groups are dealt into: train/val/test, or one per fold.
+    fn bin_shares(&self) -> Vec<f64> {
+        if self.folds == 0 {
+            self.ratios.0.to_vec()
+        } else {
+            vec![1.0 / self.folds as f64; self.folds]
+        }
+    }
+
+    /// The split of the groups dealt into `bin` (see [`Self::bin_shares`]).
+    fn split_of_bin(&self, bin: usize) -> SplitName {
+        if self.folds == 0 {
+            SplitName::ALL[bin]
+        } else if bin == self.fold {
+            SplitName::Test
+        } else if bin == (self.fold + 1) % self.folds {
+            SplitName::Val
+        } else {
+            SplitName::Train
         }
     }
 }
 
 /// Builds the manifest for `analysis` with the configured strategy.
 pub fn split_dataset(analysis: &Analysis, config: &SplitConfig) -> Result<Manifest, DataError> {
+    config.validate()?;
     let records = &analysis.records;
     let origin = Path::new("<split>");
     let (groups, fixed_splits) = match config.strategy {
@@ -194,11 +256,14 @@ pub fn split_dataset(analysis: &Analysis, config: &SplitConfig) -> Result<Manife
              literature"
         );
     }
-    let splits = match fixed_splits {
-        Some(splits) if splits.iter().all(Option::is_some) => {
+    let splits: Vec<SplitName> = match fixed_splits {
+        Some(splits) if config.folds == 0 && splits.iter().all(Option::is_some) => {
             splits.into_iter().flatten().collect()
         }
-        _ => assign_groups(records, &groups, config.ratios, config.seed),
+        _ => assign_groups(records, &groups, &config.bin_shares(), config.seed)
+            .into_iter()
+            .map(|bin| config.split_of_bin(bin))
+            .collect(),
     };
     let rows = records
         .iter()
@@ -408,15 +473,16 @@ fn user_groups(
     Ok((groups, split_at.map(|_| splits)))
 }
 
-/// Assigns whole groups to splits, per class (a group's class is its members' majority),
-/// in seeded random order, each to the split furthest below its target share; of
-/// [`ASSIGNMENT_ATTEMPTS`] seeded orders, the one closest to the target sizes wins.
+/// Deals whole groups into bins (splits or folds) with target `shares`, per class (a group's
+/// class is its members' majority), in seeded random order, each to the bin furthest below
+/// its target share; of [`ASSIGNMENT_ATTEMPTS`] seeded orders, the one closest to the target
+/// sizes wins. Returns each record's bin.
 fn assign_groups(
     records: &[ImageRecord],
     groups: &[String],
-    ratios: Ratios,
+    shares: &[f64],
     seed: u64,
-) -> Vec<SplitName> {
+) -> Vec<usize> {
     // Group → (member indices); group → majority class.
     let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, group) in groups.iter().enumerate() {
@@ -435,12 +501,12 @@ fn assign_groups(
             .unwrap_or_default();
         by_class.entry(class).or_default().push(group);
     }
-    let mut assignment: HashMap<&str, SplitName> = HashMap::new();
+    let mut assignment: HashMap<&str, usize> = HashMap::new();
     for (class, class_groups) in by_class {
         let sizes: Vec<usize> = class_groups.iter().map(|g| members[g].len()).collect();
         let total: usize = sizes.iter().sum();
-        let targets = ratios.0.map(|r| r * total as f64);
-        // Several seeded shuffles; keep the one whose split sizes come closest to the targets
+        let targets: Vec<f64> = shares.iter().map(|r| r * total as f64).collect();
+        // Several seeded shuffles; keep the one whose bin sizes come closest to the targets
         // (large groups make a single greedy pass overshoot).
         let mut best: Option<(f64, Vec<usize>)> = None;
         for attempt in 0..ASSIGNMENT_ATTEMPTS {
@@ -448,13 +514,13 @@ fn assign_groups(
             rng.set_stream(attempt);
             let mut order: Vec<usize> = (0..class_groups.len()).collect();
             order.shuffle(&mut rng);
-            let mut filled = [0usize; 3];
+            let mut filled = vec![0usize; shares.len()];
             let mut chosen = vec![0usize; class_groups.len()];
             for index in order {
-                // Relative shortfall of each split; ties go to the earlier split.
-                let (split, _) = (0..3)
-                    .filter(|&s| targets[s] > 0.0)
-                    .map(|s| (s, (targets[s] - filled[s] as f64) / targets[s]))
+                // Relative shortfall of each bin; ties go to the earlier bin.
+                let (bin, _) = (0..shares.len())
+                    .filter(|&b| targets[b] > 0.0)
+                    .map(|b| (b, (targets[b] - filled[b] as f64) / targets[b]))
                     .fold((0, f64::NEG_INFINITY), |best, candidate| {
                         if candidate.1 > best.1 {
                             candidate
@@ -462,10 +528,14 @@ fn assign_groups(
                             best
                         }
                     });
-                filled[split] += sizes[index];
-                chosen[index] = split;
+                filled[bin] += sizes[index];
+                chosen[index] = bin;
             }
-            let error: f64 = (0..3).map(|s| (filled[s] as f64 - targets[s]).abs()).sum();
+            let error: f64 = filled
+                .iter()
+                .zip(&targets)
+                .map(|(&filled, target)| (filled as f64 - target).abs())
+                .sum();
             if best
                 .as_ref()
                 .is_none_or(|(best_error, _)| error < *best_error)
@@ -474,8 +544,8 @@ fn assign_groups(
             }
         }
         if let Some((_, chosen)) = best {
-            for (group, split) in class_groups.iter().zip(chosen) {
-                assignment.insert(group, SplitName::ALL[split]);
+            for (group, bin) in class_groups.iter().zip(chosen) {
+                assignment.insert(group, bin);
             }
         }
     }
@@ -683,6 +753,59 @@ mod tests {
         );
         let other_seed = SplitConfig { seed: 7, ..config };
         assert_ne!(manifest, split_dataset(&data, &other_seed).expect("split"));
+    }
+
+    #[test]
+    fn group_folds_test_every_group_once_and_validate_on_the_next_fold() {
+        let data = synthetic(10, 4);
+        let folds = 5;
+        let fold_config = |fold| SplitConfig {
+            folds,
+            fold,
+            ..SplitConfig::default()
+        };
+        let manifests: Vec<Manifest> = (0..folds)
+            .map(|fold| split_dataset(&data, &fold_config(fold)).expect("fold split"))
+            .collect();
+        let groups_in = |manifest: &Manifest, split| {
+            manifest
+                .split(split)
+                .map(|row| row.group.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let mut tested = std::collections::BTreeSet::new();
+        for (fold, manifest) in manifests.iter().enumerate() {
+            manifest
+                .validate(Path::new("x"))
+                .expect("no group in two splits");
+            let test = groups_in(manifest, SplitName::Test);
+            // 10 groups per class in 5 folds: two of each class in every test fold.
+            for class in ["A", "B"] {
+                let count = manifest
+                    .split(SplitName::Test)
+                    .filter(|r| r.label == class)
+                    .count();
+                assert_eq!(count, 8, "fold {fold} {class}");
+            }
+            assert!(test.is_disjoint(&tested), "fold {fold} retests a group");
+            tested.extend(test);
+            let next = &manifests[(fold + 1) % folds];
+            assert_eq!(
+                groups_in(manifest, SplitName::Val),
+                groups_in(next, SplitName::Test),
+                "fold {fold} validates on the next fold"
+            );
+        }
+        assert_eq!(tested.len(), 20, "every group is tested exactly once");
+        for (fold, reason) in [(5, "fold 5 does not exist"), (0, "cannot hold")] {
+            let config = SplitConfig {
+                folds: if reason == "cannot hold" { 2 } else { folds },
+                fold,
+                ..SplitConfig::default()
+            };
+            let error = split_dataset(&data, &config).expect_err("bad folds");
+            assert!(error.to_string().contains(reason), "{error}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   shares inside the body.
 //! - [`robustness`]: [`robustness_analysis`], accuracy and ROC-AUC under graded image
 //!   perturbations and the mildest severity costing more than 5 points of accuracy.
+//! - [`cross_validation`]: [`summarize_folds`], each test metric's mean, spread and range over
+//!   the folds of a group K-fold cross-validation, and the pooled confusion matrix.
 //! - [`report`]: [`EvaluationReport::compute`] gathers all of it; [`write_report`] writes
 //!   `report.json`, a self-contained `report.html` and `roc.png`, `pr.png`,
 //!   `reliability.png`, `confusion.png`, plus the line charts of extra sections.
@@ -40,6 +42,7 @@
 pub mod attribution;
 pub mod bootstrap;
 pub mod calibration;
+pub mod cross_validation;
 mod error;
 mod html;
 pub mod metrics;
@@ -57,6 +60,7 @@ pub use bootstrap::{
 pub use calibration::{
     TEMPERATURE_RANGE, apply_temperature, fit_temperature, negative_log_likelihood, sigmoid,
 };
+pub use cross_validation::{CrossValidationSummary, FoldSpread, summarize_folds};
 pub use error::{EvalError, write_atomically};
 pub use html::escape_html;
 pub use metrics::{

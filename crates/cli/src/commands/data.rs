@@ -106,8 +106,13 @@ pub fn split(config: &ConfigFile, args: &SplitArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        let folds = if settings.folds > 0 {
+            format!(", test fold {} of 0..{}", settings.fold, settings.folds)
+        } else {
+            String::new()
+        };
         println!(
-            "Wrote {} ({} images, {} groups, strategy {}, seed {}, dataset fingerprint {})",
+            "Wrote {} ({} images, {} groups, strategy {}, seed {}{folds}, dataset fingerprint {})",
             args.out.display(),
             manifest.rows.len(),
             manifest.group_count(),

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bias;
+pub mod cross_validate;
 pub mod data;
 pub mod evaluate;
 pub mod models;

@@ -93,14 +93,7 @@ pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
         pretrained = %settings.pretrained,
         "training"
     );
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C does not wait for the checkpoint.
-            std::process::exit(i32::from(INTERRUPTED));
-        }
-        eprintln!("\nstopping after this batch and saving a checkpoint (Ctrl-C again to abort)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    install_stop_handler()?;
 
     let provenance = Provenance {
         name: args.name.clone(),
@@ -157,6 +150,25 @@ pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Makes Ctrl-C raise [`STOP`]; installed once per process (cross-validation trains several
+/// times).
+fn install_stop_handler() -> Result<()> {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    INSTALLED.call_once(|| {
+        result = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C does not wait for the checkpoint.
+                std::process::exit(i32::from(INTERRUPTED));
+            }
+            eprintln!(
+                "\nstopping after this batch and saving a checkpoint (Ctrl-C again to abort)"
+            );
+        });
+    });
+    result.context("cannot install the Ctrl-C handler")
 }
 
 /// Tags of a training run in MLflow.
