@@ -100,6 +100,16 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
     assert accuracy["values"] == [r["metrics"]["point"]["accuracy"] for r in reports]
     assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
     assert "3-fold group cross-validation" in first.stdout
+    # MLflow (the local file store in the working folder): a parent run with the summary,
+    # and one child run per fold.
+    runs = {}
+    for run_dir in (tmp_path / "cwd" / "mlruns").glob("*/*/tags"):
+        tags = {tag.name: tag.read_text() for tag in run_dir.iterdir()}
+        runs[run_dir.parent.name] = (tags, {m.name for m in (run_dir.parent / "metrics").iterdir()})
+    parents = [run_id for run_id, (tags, _) in runs.items() if tags.get("covidct.kind") == "cross-validation"]
+    assert len(parents) == 1 and "cv_mean_roc_auc" in runs[parents[0]][1]
+    children = sorted(tags["covidct.cv_fold"] for tags, _ in runs.values() if tags.get("mlflow.parentRunId") == parents[0])
+    assert children == ["0", "1", "2"]
     # Every group is a test group of exactly one fold, and fold k validates on fold k+1's test.
     def groups(k, split):
         with open(out / f"split-fold-{k}.csv", newline="") as f:

@@ -210,6 +210,9 @@ pub struct TrainArgs {
     pub settings: TrainSettings,
     #[command(flatten)]
     pub tracking: TrackingArgs,
+    /// Tags added to the MLflow run (set by `cross-validate` for its folds).
+    #[arg(skip)]
+    pub extra_tags: Vec<covidct_tracking::Tag>,
 }
 
 /// `covidct cross-validate`

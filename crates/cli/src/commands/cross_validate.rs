@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use covidct_data::{SplitConfig, split_dataset};
+use covidct_data::{Analysis, SplitConfig, split_dataset};
 use covidct_evaluation::{CrossValidationSummary, read_report, summarize_folds, write_atomically};
-use covidct_training::checkpoint;
+use covidct_tracking::{Param, RunStatus, Tag};
+use covidct_training::{TrainConfig, checkpoint};
 
 use crate::cli::{CrossValidateArgs, DatasetArgs, DecodeArgs, TrainArgs};
 use crate::commands::data::analyze;
-use crate::commands::train;
+use crate::commands::{tracking, train};
 use crate::config::ConfigFile;
 
 /// `covidct cross-validate`; returns the exit status (that of an interrupted fold).
@@ -18,6 +19,8 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
     let mut split: SplitConfig = config.resolve("data.split", &serde_json::json!({}))?;
     split.folds = args.folds;
     split.validate()?;
+    let settings: TrainConfig = config.resolve("train", &args.settings)?;
+    settings.validate()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let analysis = analyze(
@@ -33,16 +36,81 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
     )?;
     analysis.require_usable(false)?;
 
+    // The parent MLflow run: the fold runs point at it, it holds the summary. A run left
+    // unfinished by an interruption is continued.
+    let mut parent = tracking::start(
+        &args.tracking,
+        &args.out,
+        true,
+        &format!("cross-validate-{}", settings.architecture),
+        vec![
+            Tag::new("covidct.kind", "cross-validation"),
+            Tag::new("covidct.architecture", settings.architecture.to_string()),
+            Tag::new("covidct.split_strategy", split.strategy.as_str()),
+            Tag::new("mlflow.source.name", "covidct cross-validate"),
+        ],
+    );
+    if let Some(parent) = parent.as_mut() {
+        let mut params = tracking::params_of(&serde_json::to_value(&settings)?);
+        params.push(Param::new("folds", args.folds.to_string()));
+        params.push(Param::new("split_seed", split.seed.to_string()));
+        parent.log_params(params);
+    }
+    let parent_id = parent
+        .as_ref()
+        .and_then(|p| p.run().map(|run| run.run_id.clone()));
+    let outcome = run_folds(config, args, &analysis, &split, parent_id);
+    let status = match &outcome {
+        Ok(Ok(_)) => RunStatus::Finished,
+        Ok(Err(_)) => RunStatus::Killed,
+        Err(_) => RunStatus::Failed,
+    };
+    if let (Some(mut parent), Ok(Ok((summary, path)))) = (parent.take(), &outcome) {
+        let mut values = Vec::new();
+        for spread in &summary.metrics {
+            let key = spread.metric.key();
+            values.extend([
+                (format!("cv_mean_{key}"), spread.mean),
+                (format!("cv_std_{key}"), spread.std_dev),
+                (format!("cv_min_{key}"), spread.min),
+                (format!("cv_max_{key}"), spread.max),
+            ]);
+        }
+        values.push(("cv_pooled_accuracy".into(), summary.pooled_accuracy));
+        tracking::log_values(&mut parent, 0, &values);
+        parent.log_artifact("cross-validation.json", path);
+        tracking::finish(parent, status, &args.out);
+    } else if let Some(parent) = parent {
+        tracking::finish(parent, status, &args.out);
+    }
+    match outcome? {
+        Ok((summary, path)) => {
+            print_summary(&summary, &path);
+            Ok(0)
+        }
+        Err(interrupted) => Ok(interrupted),
+    }
+}
+
+/// Trains (or keeps) every fold and writes the summary; the inner `Err` is the exit status of
+/// an interrupted fold.
+fn run_folds(
+    config: &ConfigFile,
+    args: &CrossValidateArgs,
+    analysis: &Analysis,
+    split: &SplitConfig,
+    parent_id: Option<String>,
+) -> Result<std::result::Result<(CrossValidationSummary, PathBuf), u8>> {
     let mut reports = Vec::with_capacity(args.folds);
     for fold in 0..args.folds {
         let run = args.out.join(format!("fold-{fold}"));
-        let report_path = report_of(&run);
+        let report_path = run.join("evaluation").join("report.json");
         if run.join("model.ctpkg").is_file() && report_path.is_file() {
             tracing::info!(fold, run = %run.display(), "fold already trained; kept");
         } else {
             let manifest = args.out.join(format!("split-fold-{fold}.csv"));
             split_dataset(
-                &analysis,
+                analysis,
                 &SplitConfig {
                     fold,
                     ..split.clone()
@@ -50,6 +118,13 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
             )?
             .write(&manifest)?;
             tracing::info!(fold, folds = args.folds, manifest = %manifest.display(), "training fold");
+            let mut tags = vec![
+                Tag::new("covidct.cv_fold", fold.to_string()),
+                Tag::new("covidct.cv_folds", args.folds.to_string()),
+            ];
+            if let Some(id) = &parent_id {
+                tags.push(Tag::new("mlflow.parentRunId", id));
+            }
             let status = train::train(
                 config,
                 &TrainArgs {
@@ -60,6 +135,7 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
                     name: args.name.clone(),
                     settings: args.settings.clone(),
                     tracking: args.tracking.clone(),
+                    extra_tags: tags,
                 },
             )?;
             if status != 0 {
@@ -67,21 +143,15 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
                     "cross-validation stopped in fold {fold}: run the same command again to \
                      continue"
                 );
-                return Ok(status);
+                return Ok(Err(status));
             }
         }
         reports.push(read_report(&report_path)?.metrics.point);
     }
     let summary = summarize_folds(&reports)?;
-    let summary_path = args.out.join("cross-validation.json");
-    write_atomically(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
-    print_summary(&summary, &summary_path);
-    Ok(0)
-}
-
-/// The evaluation report a fold's run writes.
-fn report_of(run: &Path) -> PathBuf {
-    run.join("evaluation").join("report.json")
+    let path = args.out.join("cross-validation.json");
+    write_atomically(&path, &serde_json::to_vec_pretty(&summary)?)?;
+    Ok(Ok((summary, path)))
 }
 
 fn print_summary(summary: &CrossValidationSummary, path: &Path) {

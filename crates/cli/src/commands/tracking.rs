@@ -190,8 +190,8 @@ pub fn metric_values(prefix: &str, metrics: &MetricsWithCi) -> Vec<(String, f64)
     values
 }
 
-/// Logs metric values at `step`.
-fn log_values(recorder: &mut RunRecorder, step: i64, values: &[(String, f64)]) {
+/// Logs named metric values at `step`.
+pub fn log_values(recorder: &mut RunRecorder, step: i64, values: &[(String, f64)]) {
     let borrowed: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     recorder.log_metrics(step, &borrowed);
 }

@@ -119,7 +119,10 @@ pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
             &provenance,
             &split_strategy,
             &data.split_fingerprint,
-        ),
+        )
+        .into_iter()
+        .chain(args.extra_tags.iter().cloned())
+        .collect(),
     );
     if let Some(recorder) = recorder.as_mut()
         && !args.resume
