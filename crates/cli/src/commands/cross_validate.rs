@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use covidct_data::{Analysis, SplitConfig, split_dataset};
 use covidct_evaluation::{CrossValidationSummary, read_report, summarize_folds, write_atomically};
-use covidct_tracking::{Param, RunStatus, Tag};
+use covidct_tracking::{Param, RunRecorder, RunStatus, Tag};
 use covidct_training::{TrainConfig, checkpoint};
 
 use crate::cli::{CrossValidateArgs, DatasetArgs, DecodeArgs, TrainArgs};
@@ -36,12 +36,12 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
     )?;
     analysis.require_usable(false)?;
 
-    // The parent MLflow run: the fold runs point at it, it holds the summary. A run left
-    // unfinished by an interruption is continued.
+    // The parent MLflow run of this invocation: the folds it trains point at it, and it holds
+    // the summary.
     let mut parent = tracking::start(
         &args.tracking,
         &args.out,
-        true,
+        false,
         &format!("cross-validate-{}", settings.architecture),
         vec![
             Tag::new("covidct.kind", "cross-validation"),
@@ -65,22 +65,10 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
         Ok(Err(_)) => RunStatus::Killed,
         Err(_) => RunStatus::Failed,
     };
-    if let (Some(mut parent), Ok(Ok((summary, path)))) = (parent.take(), &outcome) {
-        let mut values = Vec::new();
-        for spread in &summary.metrics {
-            let key = spread.metric.key();
-            values.extend([
-                (format!("cv_mean_{key}"), spread.mean),
-                (format!("cv_std_{key}"), spread.std_dev),
-                (format!("cv_min_{key}"), spread.min),
-                (format!("cv_max_{key}"), spread.max),
-            ]);
+    if let Some(mut parent) = parent {
+        if let Ok(Ok((summary, path))) = &outcome {
+            log_summary(&mut parent, summary, path);
         }
-        values.push(("cv_pooled_accuracy".into(), summary.pooled_accuracy));
-        tracking::log_values(&mut parent, 0, &values);
-        parent.log_artifact("cross-validation.json", path);
-        tracking::finish(parent, status, &args.out);
-    } else if let Some(parent) = parent {
         tracking::finish(parent, status, &args.out);
     }
     match outcome? {
@@ -152,6 +140,24 @@ fn run_folds(
     let path = args.out.join("cross-validation.json");
     write_atomically(&path, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(Ok((summary, path)))
+}
+
+/// Logs the summary on the parent run: `cv_mean_<metric>`, `cv_std_…`, `cv_min_…`, `cv_max_…`,
+/// `cv_pooled_accuracy`, and the summary file.
+fn log_summary(parent: &mut RunRecorder, summary: &CrossValidationSummary, path: &Path) {
+    let mut values = Vec::new();
+    for spread in &summary.metrics {
+        let key = spread.metric.key();
+        values.extend([
+            (format!("cv_mean_{key}"), spread.mean),
+            (format!("cv_std_{key}"), spread.std_dev),
+            (format!("cv_min_{key}"), spread.min),
+            (format!("cv_max_{key}"), spread.max),
+        ]);
+    }
+    values.push(("cv_pooled_accuracy".into(), summary.pooled_accuracy));
+    tracking::log_values(parent, 0, &values);
+    parent.log_artifact("cross-validation.json", path);
 }
 
 fn print_summary(summary: &CrossValidationSummary, path: &Path) {
