@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EvalError;
-use crate::metrics::{BinaryMetrics, ConfusionMatrix, Metric};
+use crate::metrics::{BinaryMetrics, ConfusionMatrix, Metric, ratio};
 
 /// One metric over the folds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,16 +65,15 @@ pub fn summarize_folds(folds: &[BinaryMetrics]) -> Result<CrossValidationSummary
             fn_: sum.fn_ + c.fn_,
         }
     });
-    let share = |part: usize, whole: usize| (whole > 0).then(|| part as f64 / whole as f64);
     let c = pooled_confusion;
     Ok(CrossValidationSummary {
         folds: folds.len(),
         images: folds.iter().map(|fold| fold.n).sum(),
         metrics,
         pooled_confusion,
-        pooled_accuracy: share(c.tp + c.tn, c.total()).unwrap_or(0.0),
-        pooled_sensitivity: share(c.tp, c.tp + c.fn_),
-        pooled_specificity: share(c.tn, c.tn + c.fp),
+        pooled_accuracy: ratio(c.tp + c.tn, c.total()).unwrap_or(0.0),
+        pooled_sensitivity: ratio(c.tp, c.tp + c.fn_),
+        pooled_specificity: ratio(c.tn, c.tn + c.fp),
     })
 }
 

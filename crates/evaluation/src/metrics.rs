@@ -230,7 +230,8 @@ impl BinaryMetrics {
     }
 }
 
-fn ratio(numerator: usize, denominator: usize) -> Option<f64> {
+/// `numerator / denominator`; `None` when the denominator is zero.
+pub(crate) fn ratio(numerator: usize, denominator: usize) -> Option<f64> {
     (denominator > 0).then(|| numerator as f64 / denominator as f64)
 }
 

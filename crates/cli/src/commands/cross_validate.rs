@@ -9,8 +9,7 @@ use covidct_evaluation::{CrossValidationSummary, read_report, summarize_folds, w
 use covidct_tracking::{Param, RunRecorder, RunStatus, Tag};
 use covidct_training::{TrainConfig, checkpoint};
 
-use crate::cli::{CrossValidateArgs, DatasetArgs, DecodeArgs, TrainArgs};
-use crate::commands::data::analyze;
+use crate::cli::{CrossValidateArgs, TrainArgs};
 use crate::commands::{tracking, train};
 use crate::config::ConfigFile;
 
@@ -23,18 +22,7 @@ pub fn cross_validate(config: &ConfigFile, args: &CrossValidateArgs) -> Result<u
     settings.validate()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let analysis = analyze(
-        config,
-        &DatasetArgs {
-            dir: args.data_dir.clone(),
-            skip_invalid: false,
-            decode: DecodeArgs {
-                max_pixels: None,
-                dicom_window: None,
-            },
-        },
-    )?;
-    analysis.require_usable(false)?;
+    let analysis = train::decode_dataset(config, &args.data_dir)?;
 
     // The parent MLflow run of this invocation: the folds it trains point at it, and it holds
     // the summary.
@@ -113,7 +101,7 @@ fn run_folds(
             if let Some(id) = &parent_id {
                 tags.push(Tag::new("mlflow.parentRunId", id));
             }
-            let status = train::train(
+            let status = train::train_with(
                 config,
                 &TrainArgs {
                     data_dir: args.data_dir.clone(),
@@ -125,6 +113,7 @@ fn run_folds(
                     tracking: args.tracking.clone(),
                     extra_tags: tags,
                 },
+                Some(analysis),
             )?;
             if status != 0 {
                 eprintln!(

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use covidct_data::{Manifest, SplitConfig, split_dataset};
+use covidct_data::{Analysis, Manifest, SplitConfig, split_dataset};
 use covidct_tracking::{Param, RunRecorder, RunStatus, Tag};
 use covidct_training::{
     Provenance, Release, TrainConfig, TrainEvent, TrainObserver, Trainer, TrainingData, checkpoint,
@@ -27,6 +27,34 @@ pub const INTERRUPTED: u8 = 130;
 
 /// `covidct train`; returns the exit status.
 pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
+    train_with(config, args, None)
+}
+
+/// Decodes the dataset to train on (decode settings from the configuration) and checks that it
+/// can be trained on.
+pub fn decode_dataset(config: &ConfigFile, dir: &Path) -> Result<Analysis> {
+    let analysis = analyze(
+        config,
+        &DatasetArgs {
+            dir: dir.to_path_buf(),
+            skip_invalid: false,
+            decode: DecodeArgs {
+                max_pixels: None,
+                dicom_window: None,
+            },
+        },
+    )?;
+    analysis.require_usable(false)?;
+    Ok(analysis)
+}
+
+/// [`train`] on an already decoded `--data-dir` (cross-validation decodes it once for all
+/// folds); `None` decodes it here.
+pub fn train_with(
+    config: &ConfigFile,
+    args: &TrainArgs,
+    analysis: Option<&Analysis>,
+) -> Result<u8> {
     let settings: TrainConfig = config.resolve("train", &args.settings)?;
     settings.validate()?;
     // Fail before decoding the dataset when the initial weights are missing.
@@ -47,25 +75,21 @@ pub fn train(config: &ConfigFile, args: &TrainArgs) -> Result<u8> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create run folder {}", args.out.display()))?;
 
-    let analysis = analyze(
-        config,
-        &DatasetArgs {
-            dir: args.data_dir.clone(),
-            skip_invalid: false,
-            decode: DecodeArgs {
-                max_pixels: None,
-                dicom_window: None,
-            },
-        },
-    )?;
-    analysis.require_usable(false)?;
+    let decoded;
+    let analysis = match analysis {
+        Some(analysis) => analysis,
+        None => {
+            decoded = decode_dataset(config, &args.data_dir)?;
+            &decoded
+        }
+    };
     let split_path = args.out.join("split.csv");
     let (manifest, manifest_path) = match &args.manifest {
         Some(path) => (Manifest::read(path)?, path.clone()),
         None if args.resume => (Manifest::read(&split_path)?, split_path.clone()),
         None => {
             let split: SplitConfig = config.resolve("data.split", &serde_json::json!({}))?;
-            let manifest = split_dataset(&analysis, &split)?;
+            let manifest = split_dataset(analysis, &split)?;
             manifest.write(&split_path)?;
             tracing::info!(
                 strategy = split.strategy.as_str(),
