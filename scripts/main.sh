@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job: set up, audit and split the dataset, then train, calibrate, evaluate and package
-# the default model (EfficientNet-Lite0, ImageNet transfer) on the `blocks` split.
+# The main job: set up, audit and split the dataset, cross-validate the default configuration
+# (5 group folds: every pseudo-patient tested once; the headline figures), then train, calibrate,
+# evaluate and package the released model (EfficientNet-Lite0, ImageNet transfer, linear-probe
+# head) on the default `blocks` split. Backbone features are computed once per image
+# (.cache/features) and shared by the folds and the final fit.
 # Usage: scripts/main.sh [DATASET_DIR] (default ../shared/data/sarscov2-ct); outputs go to runs/.
-# Interrupted? Run it again: training resumes from runs/train/checkpoint.
+# Interrupted? Run it again: finished folds are kept and training resumes from its checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-${COVIDCT_DATA_DIR:-../shared/data/sarscov2-ct}}
@@ -21,12 +24,15 @@ BIN=target/release/covidct
 "$BIN" data inspect "$DATA" | tee "$OUT/inspect.txt"
 "$BIN" data inspect --json "$DATA" > "$OUT/inspect.json"
 "$BIN" data split "$DATA" --out "$OUT/split.csv" --report | tee "$OUT/split.txt"
+"$BIN" cross-validate --data-dir "$DATA" --folds 5 --out "$OUT/cv" \
+  --weights-dir "$(dirname "$COVIDCT_EFFNET_PTH")" | tee "$OUT/cv.txt"
 RESUME=()
 if [ -d "$OUT/train/checkpoint" ]; then
   RESUME=(--resume)
 fi
 "$BIN" train --data-dir "$DATA" --manifest "$OUT/split.csv" --out "$OUT/train" \
-  --weights-dir "$(dirname "$COVIDCT_EFFNET_PTH")" "${RESUME[@]}" | tee "$OUT/train.txt"
-echo "main job done: $OUT/train/model.ctpkg, $OUT/train/evaluation/report.html, $OUT/train/MODEL_CARD.md"
+  --weights-dir "$(dirname "$COVIDCT_EFFNET_PTH")" --cross-validation "$OUT/cv/cross-validation.json" \
+  "${RESUME[@]}" | tee "$OUT/train.txt"
+echo "main job done: $OUT/cv/cross-validation.json (headline), $OUT/train/model.ctpkg, $OUT/train/evaluation/report.html, $OUT/train/MODEL_CARD.md"
 echo "tracked in MLflow at ${MLFLOW_TRACKING_URI:-./mlruns}; to browse a local store:"
 echo "  MLFLOW_ALLOW_FILE_STORE=true .venv/bin/mlflow ui --backend-store-uri ./mlruns"

@@ -100,6 +100,21 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
     assert accuracy["values"] == [r["metrics"]["point"]["accuracy"] for r in reports]
     assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
     assert "3-fold group cross-validation" in first.stdout
+    # Patient (group) level: every fold's report scores its test groups with the group rule fitted
+    # on its validation groups, and the summary spreads those figures.
+    group_auc = next(m for m in summary["group_metrics"] if m["metric"] == "roc_auc")
+    assert group_auc["values"] == [r["group"]["metrics"]["point"]["roc_auc"] for r in reports]
+    assert summary["groups"] == 12 == sum(r["group"]["metrics"]["point"]["n"] for r in reports)
+    assert all(r["group"]["calibration"]["rule"] in {c["rule"] for c in r["group"]["calibration"]["candidates"]}
+               for r in reports)
+    assert "patients (groups)" in first.stdout
+    # The released model's card leads with the cross-validated figures.
+    released = run("train", "--data-dir", data, "--out", tmp_path / "final", *TRAIN_FLAGS,
+                   "--cross-validation", out / "cross-validation.json", check=True)
+    card = (tmp_path / "final" / "MODEL_CARD.md").read_text()
+    assert card.index("Quality on unseen patients (3-fold group cross-validation)") < card.index("## Evaluation")
+    assert f"{group_auc['mean']:.4f} ± {group_auc['std_dev']:.4f}" in card, card
+    assert released.returncode == 0
     # MLflow (the local file store in the working folder): a parent run with the summary,
     # and one child run per fold.
     runs = {}

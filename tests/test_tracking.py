@@ -270,7 +270,8 @@ def test_an_interrupted_run_resumes_into_the_same_mlflow_run(covidct_bin, data, 
     workdir = tmp_path / "work"
     workdir.mkdir()
     out = tmp_path / "train"
-    flags = [*TRAIN_FLAGS, "--patience", "8"]
+    # AdamW head epochs, so that the interruption falls after several epochs of both phases.
+    flags = [*TRAIN_FLAGS, "--patience", "8", "--head-solver", "adamw"]
     flags[flags.index("--epochs") + 1] = "8"
     command = [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(out), *flags]
     process = subprocess.Popen(command, cwd=workdir, env=clean_env(), stderr=subprocess.PIPE, text=True)

@@ -206,6 +206,10 @@ pub struct TrainArgs {
     /// Registered name of the model.
     #[arg(long, env = "COVIDCT_MODEL_NAME", default_value = "covidct")]
     pub name: String,
+    /// `cross-validation.json` of `covidct cross-validate` with the same settings: its figures
+    /// lead the model card and are stored in the package.
+    #[arg(long, env = "COVIDCT_CROSS_VALIDATION")]
+    pub cross_validation: Option<PathBuf>,
     #[command(flatten)]
     pub settings: TrainSettings,
     #[command(flatten)]
@@ -258,10 +262,19 @@ pub struct TrainSettings {
     /// stretch (default) or pad: how non-square images become square.
     #[arg(long, env = "COVIDCT_RESIZE")]
     pub resize: Option<String>,
-    /// Epochs of head training on cached features of the frozen backbone. Default 30.
+    /// probe (default: L2 logistic regression on standardised frozen features, C chosen on
+    /// validation) or adamw (head_epochs of AdamW on the features).
+    #[arg(long, env = "COVIDCT_HEAD_SOLVER")]
+    pub head_solver: Option<String>,
+    /// The probe's C values tried on validation, comma-separated. Default 0.001,0.01,0.1,1.
+    #[arg(long, env = "COVIDCT_PROBE_C", value_delimiter = ',')]
+    pub probe_c: Option<Vec<f64>>,
+    /// Epochs of AdamW head training on the frozen features (`--head-solver adamw`; with the
+    /// probe, 0 skips the head phase). Default 30.
     #[arg(long, env = "COVIDCT_HEAD_EPOCHS")]
     pub head_epochs: Option<usize>,
-    /// Epochs of fine-tuning (0 keeps the backbone frozen). Default 2.
+    /// Epochs of fine-tuning (0 keeps the backbone frozen). Default 0: in 5-fold group
+    /// cross-validation fine-tuning on this CPU lowered validation ROC-AUC (docs/RESULTS.md).
     #[arg(long, env = "COVIDCT_EPOCHS")]
     pub epochs: Option<usize>,
     /// Backbone units fine-tuning trains, from the top (ResNet: stem + 4 stages;
@@ -307,6 +320,18 @@ pub struct TrainSettings {
     /// cpu (default), cuda:N or wgpu (builds with those features).
     #[arg(long, env = "COVIDCT_DEVICE")]
     pub device: Option<String>,
+    /// Folder of the frozen backbone's features, content-addressed (backbone weights,
+    /// preprocessed pixels) and shared by runs over the same images; `none` keeps none.
+    #[arg(long, env = "COVIDCT_FEATURE_CACHE", default_value = ".cache/features")]
+    #[serde(skip)]
+    pub feature_cache: PathBuf,
+}
+
+impl TrainSettings {
+    /// The feature cache folder; `None` for `none`.
+    pub fn feature_cache_dir(&self) -> Option<PathBuf> {
+        (self.feature_cache.as_os_str() != "none").then(|| self.feature_cache.clone())
+    }
 }
 
 fn parse_rule(text: &str) -> Result<ThresholdRule, String> {

@@ -72,13 +72,13 @@ fn nll(logits: &[f64], labels: &[bool], inverse_temperature: f64) -> f64 {
     sum / logits.len() as f64
 }
 
-/// Derivative of the mean NLL with respect to the inverse temperature `s`; it never decreases
-/// as `s` grows, because the NLL is convex in `s`.
-fn nll_slope(logits: &[f64], labels: &[bool], s: f64) -> f64 {
+/// Derivative of the mean NLL against soft `targets` with respect to the inverse temperature
+/// `s`; it never decreases as `s` grows, because the NLL is convex in `s`.
+fn nll_slope(logits: &[f64], targets: &[f64], s: f64) -> f64 {
     let sum: f64 = logits
         .iter()
-        .zip(labels)
-        .map(|(&z, &y)| (sigmoid(s * z) - f64::from(u8::from(y))) * z)
+        .zip(targets)
+        .map(|(&z, &t)| (sigmoid(s * z) - t) * z)
         .sum();
     sum / logits.len() as f64
 }
@@ -90,6 +90,30 @@ fn nll_slope(logits: &[f64], labels: &[bool], s: f64) -> f64 {
 /// optimum lies beyond it, e.g. for perfectly separated data). Needs both classes; all-zero
 /// logits give 1, as every temperature fits them equally.
 pub fn fit_temperature(logits: &[f64], labels: &[bool]) -> Result<f64, EvalError> {
+    let targets: Vec<f64> = labels.iter().map(|&y| f64::from(u8::from(y))).collect();
+    fit_to_targets(logits, labels, &targets)
+}
+
+/// [`fit_temperature`] against Platt's smoothed targets — `(N₊ + 1) / (N₊ + 2)` for positives,
+/// `1 / (N₋ + 2)` for negatives — so that a few perfectly separated samples (a handful of
+/// validation patients) give a finite temperature instead of the coldest bound.
+pub fn fit_temperature_smoothed(logits: &[f64], labels: &[bool]) -> Result<f64, EvalError> {
+    let positives = labels.iter().filter(|&&y| y).count() as f64;
+    let negatives = labels.len() as f64 - positives;
+    let targets: Vec<f64> = labels
+        .iter()
+        .map(|&y| {
+            if y {
+                (positives + 1.0) / (positives + 2.0)
+            } else {
+                1.0 / (negatives + 2.0)
+            }
+        })
+        .collect();
+    fit_to_targets(logits, labels, &targets)
+}
+
+fn fit_to_targets(logits: &[f64], labels: &[bool], targets: &[f64]) -> Result<f64, EvalError> {
     check_logits(logits, labels)?;
     require_both_classes(labels, "temperature scaling")?;
     if logits.iter().all(|&z| z == 0.0) {
@@ -98,15 +122,15 @@ pub fn fit_temperature(logits: &[f64], labels: &[bool]) -> Result<f64, EvalError
     let (t_min, t_max) = TEMPERATURE_RANGE;
     // u = ln(1/T): from ln(1/t_max) (hottest) to ln(1/t_min) (coldest).
     let (mut low, mut high) = ((1.0 / t_max).ln(), (1.0 / t_min).ln());
-    if nll_slope(logits, labels, low.exp()) >= 0.0 {
+    if nll_slope(logits, targets, low.exp()) >= 0.0 {
         return Ok(t_max);
     }
-    if nll_slope(logits, labels, high.exp()) <= 0.0 {
+    if nll_slope(logits, targets, high.exp()) <= 0.0 {
         return Ok(t_min);
     }
     for _ in 0..100 {
         let middle = 0.5 * (low + high);
-        if nll_slope(logits, labels, middle.exp()) < 0.0 {
+        if nll_slope(logits, targets, middle.exp()) < 0.0 {
             low = middle;
         } else {
             high = middle;

@@ -26,6 +26,16 @@ pub struct FoldSpread {
     pub max: f64,
 }
 
+impl FoldSpread {
+    /// Each fold's value with three decimals (`n/a` where undefined), in fold order.
+    pub fn per_fold(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .map(|v| v.map_or("n/a".to_owned(), |v| format!("{v:.3}")))
+            .collect()
+    }
+}
+
 /// What [`summarize_folds`] returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrossValidationSummary {
@@ -43,19 +53,36 @@ pub struct CrossValidationSummary {
     pub pooled_sensitivity: Option<f64>,
     /// Specificity of [`Self::pooled_confusion`]; `None` without negatives.
     pub pooled_specificity: Option<f64>,
+    /// Patient-level (group) metrics over the folds, each fold's groups scored by its own
+    /// group calibration; empty when a fold has none.
+    #[serde(default)]
+    pub group_metrics: Vec<FoldSpread>,
+    /// Test groups over all folds.
+    #[serde(default)]
+    pub groups: usize,
 }
 
-/// Summarises the test metrics of the folds, in fold order.
-pub fn summarize_folds(folds: &[BinaryMetrics]) -> Result<CrossValidationSummary, EvalError> {
+/// Summarises the test metrics of the folds, in fold order: slice-level `folds`, and
+/// group-level `group_folds` when every fold has them.
+pub fn summarize_folds(
+    folds: &[BinaryMetrics],
+    group_folds: Option<&[BinaryMetrics]>,
+) -> Result<CrossValidationSummary, EvalError> {
     if folds.is_empty() {
         return Err(EvalError::Empty {
             what: "fold results",
         });
     }
-    let metrics = Metric::ALL
-        .into_iter()
-        .filter_map(|metric| spread(metric, folds))
-        .collect();
+    let spreads = |folds: &[BinaryMetrics]| -> Vec<FoldSpread> {
+        Metric::ALL
+            .into_iter()
+            .filter_map(|metric| spread(metric, folds))
+            .collect()
+    };
+    let metrics = spreads(folds);
+    let group_folds = group_folds
+        .filter(|g| g.len() == folds.len())
+        .unwrap_or(&[]);
     let pooled_confusion = folds.iter().fold(ConfusionMatrix::default(), |sum, fold| {
         let c = fold.confusion;
         ConfusionMatrix {
@@ -74,6 +101,8 @@ pub fn summarize_folds(folds: &[BinaryMetrics]) -> Result<CrossValidationSummary
         pooled_accuracy: ratio(c.tp + c.tn, c.total()).unwrap_or(0.0),
         pooled_sensitivity: ratio(c.tp, c.tp + c.fn_),
         pooled_specificity: ratio(c.tn, c.tn + c.fp),
+        group_metrics: spreads(group_folds),
+        groups: group_folds.iter().map(|fold| fold.n).sum(),
     })
 }
 
@@ -116,7 +145,7 @@ mod tests {
         // Fold 2: one positive missed (accuracy 3/4), ROC-AUC 3/4 (the missed positive
         // ranks below one negative), precision 1.
         let second = fold(&[0.9, 0.3, 0.4, 0.1], &[true, true, false, false], 0.5);
-        let summary = summarize_folds(&[first, second]).expect("summary");
+        let summary = summarize_folds(&[first, second], None).expect("summary");
         assert_eq!(summary.folds, 2);
         assert_eq!(summary.images, 8);
         let accuracy = &summary.metrics[0];
@@ -151,7 +180,7 @@ mod tests {
         // Nothing called positive at 0.95: precision undefined on this fold only.
         let none_called = fold(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false], 0.95);
         let all_right = fold(&[0.9, 0.8, 0.2, 0.1], &[true, true, false, false], 0.5);
-        let summary = summarize_folds(&[none_called, all_right]).expect("summary");
+        let summary = summarize_folds(&[none_called, all_right], None).expect("summary");
         let precision = summary
             .metrics
             .iter()
@@ -163,7 +192,7 @@ mod tests {
 
     #[test]
     fn no_folds_is_an_error() {
-        let error = summarize_folds(&[]).expect_err("empty");
+        let error = summarize_folds(&[], None).expect_err("empty");
         assert!(error.to_string().contains("fold results"), "{error}");
     }
 }

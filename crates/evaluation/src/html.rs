@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use base64::Engine;
 
+use crate::bootstrap::MetricsWithCi;
 use crate::metrics::Metric;
 use crate::plot::Plots;
 use crate::report::EvaluationReport;
@@ -129,8 +130,24 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
         e(&report.positive_class)
     );
 
-    metrics_table(&mut out, report);
+    metrics_table(&mut out, "Metrics (slices)", &report.metrics);
     confusion_table(&mut out, report);
+    if let Some(group) = &report.group {
+        let c = &group.calibration;
+        let _ = writeln!(
+            out,
+            "<h2>Patient-level (group) decision</h2>\n<p class=\"note\">Each group's slice \
+             probabilities are aggregated by <code>{}</code> (chosen on {} validation groups), \
+             divided in log-odds by temperature {:.4} and called positive at or above {:.6} \
+             (<code>{}</code>).</p>",
+            e(&c.rule.to_string()),
+            c.fitted_on_groups,
+            c.temperature,
+            c.threshold,
+            c.threshold_rule
+        );
+        metrics_table(&mut out, "Metrics (groups)", &group.metrics);
+    }
 
     out.push_str("<h2>Plots</h2>\n");
     embed_plots(
@@ -175,17 +192,18 @@ fn embed_plots<'a>(out: &mut String, images: impl IntoIterator<Item = (&'a str, 
     out.push_str("</div>\n");
 }
 
-fn metrics_table(out: &mut String, report: &EvaluationReport) {
-    let b = &report.metrics.bootstrap;
+fn metrics_table(out: &mut String, title: &str, metrics: &MetricsWithCi) {
+    let b = &metrics.bootstrap;
     let percent = b.confidence * 100.0;
     let _ = writeln!(
         out,
-        "<h2>Metrics</h2>\n<table>\n<tr><th>metric</th><th>value</th>\
-         <th>{percent:.0}% interval</th><th>resamples</th></tr>"
+        "<h2>{}</h2>\n<table>\n<tr><th>metric</th><th>value</th>\
+         <th>{percent:.0}% interval</th><th>resamples</th></tr>",
+        escape_html(title)
     );
     for metric in Metric::ALL {
-        let interval = report.metrics.intervals.get(&metric);
-        let value = report.metrics.point.get(metric);
+        let interval = metrics.intervals.get(&metric);
+        let value = metrics.point.get(metric);
         let range = match interval {
             Some(&crate::Interval {
                 lower: Some(l),

@@ -44,6 +44,7 @@ pub mod bootstrap;
 pub mod calibration;
 pub mod cross_validation;
 mod error;
+pub mod group;
 mod html;
 pub mod metrics;
 mod plot;
@@ -58,10 +59,15 @@ pub use bootstrap::{
     BootstrapConfig, BootstrapSummary, Interval, MetricsWithCi, bootstrap_metrics,
 };
 pub use calibration::{
-    TEMPERATURE_RANGE, apply_temperature, fit_temperature, negative_log_likelihood, sigmoid,
+    TEMPERATURE_RANGE, apply_temperature, fit_temperature, fit_temperature_smoothed,
+    negative_log_likelihood, sigmoid,
 };
 pub use cross_validation::{CrossValidationSummary, FoldSpread, summarize_folds};
 pub use error::{EvalError, write_atomically};
+pub use group::{
+    GroupCalibration, GroupEvaluation, GroupRule, GroupRuleScore, GroupScores,
+    fit_group_calibration, group_metrics,
+};
 pub use html::escape_html;
 pub use metrics::{
     BinaryMetrics, ConfusionMatrix, ECE_BINS, Metric, PrPoint, ReliabilityBin, RocPoint,
@@ -70,8 +76,8 @@ pub use metrics::{
 };
 pub use report::{
     Curves, DatasetInfo, EvaluationReport, ExtraSection, LinePlot, ModelInfo, PlotGuide,
-    PlotSeries, REPORT_FORMAT_VERSION, ReportFiles, ReportInput, ThresholdInfo, read_report,
-    write_report,
+    PlotSeries, REPORT_FORMAT_VERSION, ReportFiles, ReportInput, ThresholdInfo, read_json,
+    read_report, write_report,
 };
 pub use robustness::{
     DEFAULT_MAX_ACCURACY_DROP, LevelScores, PerturbationScores, RobustnessAnalysis,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{BootstrapConfig, MetricsWithCi, bootstrap_metrics};
 use crate::error::{EvalError, check_lengths, check_threshold, write_atomically};
+use crate::group::{GroupCalibration, GroupEvaluation, group_metrics};
 use crate::metrics::{PrPoint, ReliabilityBin, RocPoint, pr_curve, reliability_bins, roc_curve};
 use crate::threshold::ThresholdRule;
 use crate::{html, plot};
@@ -148,6 +149,9 @@ pub struct EvaluationReport {
     pub temperature: Option<f64>,
     /// Metrics with confidence intervals.
     pub metrics: MetricsWithCi,
+    /// Patient-level (group) metrics, where the model has a group calibration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupEvaluation>,
     /// Curve points.
     pub curves: Curves,
     /// Sections added by the caller, in order.
@@ -180,6 +184,8 @@ pub struct ReportInput<'a> {
     pub temperature: Option<f64>,
     /// Settings of the bootstrap.
     pub bootstrap: BootstrapConfig,
+    /// The model's group calibration: adds group-level metrics when given.
+    pub group: Option<&'a GroupCalibration>,
 }
 
 impl EvaluationReport {
@@ -198,6 +204,7 @@ impl EvaluationReport {
             threshold,
             temperature,
             bootstrap,
+            group,
         } = input;
         check_classes(&class_names, &positive_class)?;
         check_threshold(threshold.value)?;
@@ -211,6 +218,11 @@ impl EvaluationReport {
         check_lengths("groups", groups.len(), "labels", labels.len())?;
         let metrics =
             bootstrap_metrics(probabilities, labels, groups, threshold.value, &bootstrap)?;
+        let group = group
+            .map(|calibration| {
+                group_metrics(probabilities, labels, groups, calibration, &bootstrap)
+            })
+            .transpose()?;
         let curves = Curves {
             roc: roc_curve(probabilities, labels)?,
             pr: pr_curve(probabilities, labels)?,
@@ -233,6 +245,7 @@ impl EvaluationReport {
             threshold,
             temperature,
             metrics,
+            group,
             curves,
             extra: Vec::new(),
         })
@@ -373,6 +386,12 @@ pub fn write_report(dir: &Path, report: &EvaluationReport) -> Result<ReportFiles
 
 /// Reads a `report.json` written by [`write_report`].
 pub fn read_report(path: &Path) -> Result<EvaluationReport, EvalError> {
+    read_json(path)
+}
+
+/// Reads a JSON file this crate wrote (a report, a cross-validation summary), naming the file
+/// in any error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EvalError> {
     let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,

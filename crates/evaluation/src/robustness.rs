@@ -509,6 +509,7 @@ mod tests {
                 resamples: 20,
                 ..crate::BootstrapConfig::default()
             },
+            group: None,
         })
         .expect("report")
     }

@@ -56,6 +56,7 @@ fn input<'a>(d: &'a Data, model_name: &str) -> ReportInput<'a> {
             resamples: 200,
             ..BootstrapConfig::default()
         },
+        group: None,
     }
 }
 

@@ -74,6 +74,10 @@ pub struct PackageMetadata {
     pub evaluation: serde_json::Value,
     /// SHA-256 (hex) of the weights section.
     pub weights_sha256: String,
+    /// How slice probabilities become a patient (group, study) probability and decision;
+    /// absent in packages trained without validation groups of both classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<covidct_evaluation::GroupCalibration>,
 }
 
 impl PackageMetadata {

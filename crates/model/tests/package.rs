@@ -35,6 +35,7 @@ fn metadata(architecture: Architecture) -> PackageMetadata {
         training: serde_json::json!({"epochs": 1}),
         evaluation: serde_json::Value::Null,
         weights_sha256: String::new(),
+        group: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn write_package(dir: &std::path::Path) -> std::path::PathBuf {
         training: json!({}),
         evaluation: json!({"accuracy": 0.5}),
         weights_sha256: String::new(),
+        group: None,
     };
     let package = ModelPackage::new(&network, metadata, "# Model card\ntest".into()).expect("pkg");
     let path = dir.join("model.ctpkg");

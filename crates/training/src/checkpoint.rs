@@ -48,7 +48,7 @@ pub struct EpochRecord {
     pub val_roc_auc: f64,
     /// Validation accuracy at probability 0.5.
     pub val_accuracy: f64,
-    /// Learning rate (of the head) at the end of the epoch.
+    /// Learning rate (of the head) at the end of the epoch; for the probe, the chosen `C`.
     pub learning_rate: f64,
     /// Wall-clock seconds of the epoch, validation included.
     pub seconds: f64,
@@ -77,6 +77,9 @@ pub struct TrainState {
     pub best: Option<(Phase, usize, f64)>,
     /// Fine-tuning epochs since the last improvement.
     pub epochs_without_improvement: usize,
+    /// The probe's candidates (`C`, validation figures) when the head was fitted as a probe.
+    #[serde(default)]
+    pub probe: Vec<crate::probe::ProbeCandidate>,
 }
 
 impl TrainState {
@@ -97,6 +100,7 @@ impl TrainState {
             history: Vec::new(),
             best: None,
             epochs_without_improvement: 0,
+            probe: Vec::new(),
         }
     }
 }

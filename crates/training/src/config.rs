@@ -74,6 +74,17 @@ pub enum ClassWeights {
     Balanced,
 }
 
+/// How the head is fitted on the frozen backbone's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadSolver {
+    /// L2 logistic regression on standardised features, `C` chosen on validation from
+    /// `probe_c` (deterministic; `head_epochs` > 0 only switches the phase on).
+    Probe,
+    /// `head_epochs` of AdamW with the warm-up + cosine rate, label smoothing and weight decay.
+    Adamw,
+}
+
 /// Every setting of a training run. Defaults are the project's default model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,7 +99,12 @@ pub struct TrainConfig {
     pub image_size: u32,
     /// How non-square images become square.
     pub resize: ResizeMode,
-    /// Epochs of head-only training on cached backbone features (0 skips the phase).
+    /// How the head is fitted on the frozen features.
+    pub head_solver: HeadSolver,
+    /// Values of the probe's inverse regularisation strength `C` tried on validation.
+    pub probe_c: Vec<f64>,
+    /// Epochs of head-only training on cached backbone features (0 skips the phase; the probe
+    /// solver fits once whenever it is positive).
     pub head_epochs: usize,
     /// Epochs of whole-network fine-tuning (0: the backbone stays frozen).
     pub epochs: usize,
@@ -138,8 +154,10 @@ impl Default for TrainConfig {
             weights_dir: PathBuf::from(".cache/weights"),
             image_size: 224,
             resize: ResizeMode::Stretch,
+            head_solver: HeadSolver::Probe,
+            probe_c: vec![0.001, 0.01, 0.1, 1.0],
             head_epochs: 30,
-            epochs: 2,
+            epochs: 0,
             fine_tune_units: 6,
             batch_size: 16,
             head_batch_size: 64,
@@ -162,6 +180,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Epochs the head phase records: `head_epochs` for AdamW, one fit (or none) for the probe.
+    pub fn head_phase_epochs(&self) -> usize {
+        match self.head_solver {
+            HeadSolver::Probe => self.head_epochs.min(1),
+            HeadSolver::Adamw => self.head_epochs,
+        }
+    }
+
     /// The checkpoint file the initial weights come from (`None`: random initialisation). For
     /// `imagenet`, the architecture's converted (`.safetensors`) or original checkpoint in
     /// `weights_dir`; an error says how to obtain it when neither is there.
@@ -204,6 +230,9 @@ impl TrainConfig {
         }
         if self.head_epochs == 0 && self.epochs == 0 {
             return bad("epochs", "head_epochs and epochs cannot both be 0");
+        }
+        if self.probe_c.is_empty() || self.probe_c.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
+            return bad("probe_c", "must list at least one positive number");
         }
         if self.batch_size == 0 || self.head_batch_size == 0 {
             return bad("batch_size", "must be at least 1");

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use covidct_evaluation::{
-    BootstrapConfig, EvaluationReport, ModelInfo, ReportInput, ThresholdInfo, ThresholdRule,
-    choose_threshold, fit_temperature, write_report,
+    BootstrapConfig, CrossValidationSummary, EvaluationReport, ModelInfo, ReportInput,
+    ThresholdInfo, ThresholdRule, choose_threshold, fit_group_calibration,
+    fit_temperature_smoothed, write_report,
 };
 use covidct_imaging::{DecodedImage, HuWindow};
 use covidct_model::{ModelPackage, Network, PackageMetadata, Predictor, calibrated_probabilities};
@@ -44,6 +45,8 @@ pub struct Provenance {
     pub dataset_fingerprint: String,
     /// Source revision of the code (git commit), when known.
     pub git_commit: Option<String>,
+    /// A cross-validation of the same configuration, shown first in the model card.
+    pub cross_validation: Option<CrossValidationSummary>,
 }
 
 /// The binary logit of each row: positive logit minus the log-sum-exp of the others (for two
@@ -189,6 +192,7 @@ pub fn report_of_probabilities(
         },
         temperature: Some(meta.temperature),
         bootstrap: target.bootstrap.clone(),
+        group: meta.group.as_ref(),
     })?)
 }
 
@@ -209,6 +213,7 @@ pub fn finalize(
         "history": state.history,
         "best_epoch": state.best,
         "git_commit": provenance.git_commit,
+        "cross_validation": provenance.cross_validation,
         "train": data.summary(covidct_data::SplitName::Train),
         "val": data.summary(covidct_data::SplitName::Val),
         "test": data.summary(covidct_data::SplitName::Test),
@@ -234,8 +239,9 @@ pub fn finalize(
         training,
         evaluation: serde_json::Value::Null,
         weights_sha256: String::new(),
+        group: None,
     };
-    let mut predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
+    let predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
     let positive = data.positive_class;
 
     let total = data.val.len();
@@ -243,7 +249,10 @@ pub fn finalize(
         progress("scoring validation", done, total)
     })?;
     let val_truth = data.val.positives(positive);
-    let temperature = fit_temperature(&positive_logits(&val_logits, positive), &val_truth)?;
+    // Platt's smoothed targets: a perfectly separated validation split (a confident probe) gets a
+    // finite temperature instead of the coldest bound and saturated probabilities.
+    let temperature =
+        fit_temperature_smoothed(&positive_logits(&val_logits, positive), &val_truth)?;
     let val_probabilities = positive_probabilities(&val_logits, positive, temperature);
     let threshold = choose_threshold(&val_probabilities, &val_truth, config.threshold)?;
     let validation_roc_auc = covidct_evaluation::roc_auc(&val_probabilities, &val_truth)?;
@@ -253,9 +262,30 @@ pub fn finalize(
         validation_roc_auc,
         "calibrated on validation"
     );
-    predictor.set_calibration(temperature, threshold)?;
+    metadata.group = match fit_group_calibration(
+        &val_probabilities,
+        &val_truth,
+        &data.val.groups,
+        config.threshold,
+    ) {
+        Ok(group) => {
+            tracing::info!(
+                rule = %group.rule,
+                temperature = group.temperature,
+                threshold = group.threshold,
+                groups = group.fitted_on_groups,
+                "group (patient) calibration fitted on validation"
+            );
+            Some(group)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no group calibration: validation groups cannot fit one");
+            None
+        }
+    };
     metadata.temperature = temperature;
     metadata.threshold = threshold;
+    let predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
 
     let report = evaluate_predictor(
         &predictor,
@@ -274,8 +304,13 @@ pub fn finalize(
     let report_dir = run_dir.join("evaluation");
     write_report(&report_dir, &report)?;
     metadata.evaluation = serde_json::to_value(&report.metrics).unwrap_or_default();
-    let card = model_card(&metadata, &report);
-    let package = ModelPackage::new(&best, metadata, card)?;
+    let mut package = ModelPackage::new(&best, metadata, String::new())?;
+    // The card is rendered from the package's metadata, where the weights' SHA-256 is filled.
+    package.model_card = model_card(
+        &package.metadata,
+        &report,
+        provenance.cross_validation.as_ref(),
+    );
     let package_path = run_dir.join(format!("model.{}", covidct_model::PACKAGE_EXTENSION));
     package.save(&package_path)?;
     covidct_data::write_atomically(

@@ -2,8 +2,9 @@
 //!
 //! A run ([`Trainer::run`]) has two phases:
 //! 1. **Head**: the backbone is frozen; its pooled features of every training and validation
-//!    image are computed once, and the classifier head is trained on them (AdamW, warm-up +
-//!    cosine rate, label smoothing, class weights).
+//!    image are computed once, and the classifier head is fitted on them: by default the linear
+//!    probe ([`probe`]: L2 logistic regression on standardised features, `C` chosen on
+//!    validation), or AdamW epochs (warm-up + cosine rate, label smoothing, class weights).
 //! 2. **Fine-tune**: the whole network trains on augmented images, the backbone at
 //!    `backbone_lr_factor` of the head's rate; validation ROC-AUC selects the best epoch and
 //!    stops the phase early.
@@ -23,11 +24,12 @@ mod data;
 mod error;
 mod finalize;
 mod model_card;
+pub mod probe;
 mod robustness;
 mod schedule;
 mod trainer;
 
-pub use crate::config::{ClassWeights, Pretrained, TrainConfig, imported_name};
+pub use crate::config::{ClassWeights, HeadSolver, Pretrained, TrainConfig, imported_name};
 pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::finalize::{

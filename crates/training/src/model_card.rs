@@ -3,11 +3,16 @@
 
 use std::fmt::Write as _;
 
-use covidct_evaluation::{EvaluationReport, Metric};
+use covidct_evaluation::{CrossValidationSummary, EvaluationReport, FoldSpread, Metric};
 use covidct_model::PackageMetadata;
 
-/// Renders the Markdown model card.
-pub fn model_card(meta: &PackageMetadata, report: &EvaluationReport) -> String {
+/// Renders the Markdown model card; a cross-validation of the same configuration, when given,
+/// comes first: it is the figure that says how the model does on patients it never saw.
+pub fn model_card(
+    meta: &PackageMetadata,
+    report: &EvaluationReport,
+    cross_validation: Option<&CrossValidationSummary>,
+) -> String {
     let mut card = String::new();
     let positive = meta.positive_class_name();
     let pre = &meta.preprocess;
@@ -25,6 +30,25 @@ pub fn model_card(meta: &PackageMetadata, report: &EvaluationReport) -> String {
          tooling. **Not a medical device; not for diagnosis or triage.** A positive output is a \
          statistical score on one slice, not a finding about a patient.\n"
     );
+    if let Some(cv) = cross_validation {
+        let _ = writeln!(
+            card,
+            "## Quality on unseen patients ({}-fold group cross-validation)\n\nThe same \
+             configuration trained {} times, each time tested on groups (pseudo-patients) it \
+             never saw; every one of {} images and {} groups is tested once. Mean ± sd over the \
+             folds, worst fold, and every fold.\n",
+            cv.folds, cv.folds, cv.images, cv.groups
+        );
+        spread_table(&mut card, "slices", &cv.metrics);
+        if !cv.group_metrics.is_empty() {
+            spread_table(&mut card, "patients (groups)", &cv.group_metrics);
+        }
+        let _ = writeln!(
+            card,
+            "Slices pooled over the folds at each fold's threshold: accuracy {:.4}.\n",
+            cv.pooled_accuracy
+        );
+    }
     let _ = writeln!(
         card,
         "## Model\n\n- Architecture: {} ({} input channel(s)), classes {:?}, positive class \
@@ -86,6 +110,26 @@ pub fn model_card(meta: &PackageMetadata, report: &EvaluationReport) -> String {
         "\nConfusion at the threshold: TP {}, FP {}, TN {}, FN {}.\n",
         c.tp, c.fp, c.tn, c.fn_
     );
+    if let Some(group) = &report.group {
+        let g = &group.calibration;
+        let m = &group.metrics.point;
+        let auc = m.roc_auc;
+        let _ = writeln!(
+            card,
+            "Patient level (split `{}`, {} groups): slice probabilities aggregated by `{}` \
+             (chosen on {} validation groups), temperature {:.3}, threshold {:.4}: ROC-AUC \
+             {auc:.4}, accuracy {:.4}, sensitivity {:.4}, specificity {:.4}.\n",
+            d.split,
+            m.n,
+            g.rule,
+            g.fitted_on_groups,
+            g.temperature,
+            g.threshold,
+            m.accuracy,
+            m.sensitivity,
+            m.specificity,
+        );
+    }
     let _ = writeln!(
         card,
         "## Data and limitations\n\n- Trained on the public SARS-CoV-2 CT-scan dataset (Soares \
@@ -100,4 +144,25 @@ pub fn model_card(meta: &PackageMetadata, report: &EvaluationReport) -> String {
          re-fit them on local data before any operational use.\n"
     );
     card
+}
+
+/// A Markdown table of metrics over folds: mean ± sd, worst and best fold, per fold.
+fn spread_table(card: &mut String, unit: &str, spreads: &[FoldSpread]) {
+    let _ = writeln!(
+        card,
+        "| Metric ({unit}) | Mean ± sd | Range | Per fold |\n|---|---|---|---|"
+    );
+    for spread in spreads {
+        let _ = writeln!(
+            card,
+            "| {} | {:.4} ± {:.4} | {:.4} – {:.4} | {} |",
+            spread.metric.label(),
+            spread.mean,
+            spread.std_dev,
+            spread.min,
+            spread.max,
+            spread.per_fold().join(", ")
+        );
+    }
+    card.push('\n');
 }

@@ -306,6 +306,7 @@ mod tests {
             training: serde_json::Value::Null,
             evaluation: serde_json::Value::Null,
             weights_sha256: String::new(),
+            group: None,
         };
         let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
         Predictor::from_parts(network, metadata, &device).expect("predictor")

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::{Module, ParamId};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -18,9 +18,10 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, CheckpointParts, EpochRecord, Phase, TrainState};
-use crate::config::{ClassWeights, TrainConfig};
+use crate::config::{ClassWeights, HeadSolver, TrainConfig};
 use crate::data::{SplitSamples, TrainingData};
 use crate::error::TrainError;
+use crate::probe::{self, ProbeData};
 use crate::schedule::WarmupCosine;
 
 /// Progress reported while training.
@@ -101,6 +102,7 @@ pub struct Trainer<'a> {
     run_dir: PathBuf,
     device: Device,
     stop: &'a AtomicBool,
+    feature_cache: Option<PathBuf>,
 }
 
 /// A seed for one step, mixed from the run seed and the position in the run.
@@ -133,7 +135,42 @@ impl<'a> Trainer<'a> {
             run_dir: run_dir.to_path_buf(),
             device,
             stop,
+            feature_cache: None,
         })
+    }
+
+    /// Keeps the frozen backbone's features in `dir` (content-addressed: backbone weights and
+    /// preprocessed pixels), so that runs over the same images (cross-validation folds, the final
+    /// fit) compute each image's features once. `None` (the default) keeps nothing.
+    pub fn with_feature_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.feature_cache = dir;
+        self
+    }
+
+    /// What identifies the frozen backbone: architecture and initial weights (file content, or
+    /// the seed of a random initialisation).
+    fn backbone_key(&self) -> Result<String, TrainError> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(FEATURE_FORMAT.as_bytes());
+        hasher.update(self.config.architecture.name().as_bytes());
+        match self.config.pretrained_file()? {
+            Some(file) => {
+                let bytes = std::fs::read(&file).map_err(|source| TrainError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
+                hasher.update(&bytes);
+            }
+            None => {
+                hasher.update(b"random");
+                hasher.update(&self.config.seed.to_le_bytes());
+            }
+        }
+        Ok(format!(
+            "{}-{}",
+            self.config.architecture.name(),
+            &hasher.finalize().to_hex()[..16]
+        ))
     }
 
     /// The preprocessing every image of the run goes through.
@@ -312,21 +349,25 @@ impl<'a> Trainer<'a> {
         Ok(cache)
     }
 
-    fn loss(&self, device: &Device) -> CrossEntropyLoss {
+    /// The loss weight of each class: 1, or the inverse training frequency normalised to mean 1.
+    fn class_weights(&self) -> Vec<f64> {
         let classes = self.data.class_names.len();
-        let weights = match self.config.class_weights {
-            ClassWeights::None => None,
+        match self.config.class_weights {
+            ClassWeights::None => vec![1.0; classes],
             ClassWeights::Balanced => {
                 let counts = self.data.train.class_counts(classes);
                 let total: usize = counts.iter().sum();
-                Some(
-                    counts
-                        .iter()
-                        .map(|&c| (total as f64 / (classes as f64 * c.max(1) as f64)) as f32)
-                        .collect(),
-                )
+                counts
+                    .iter()
+                    .map(|&c| total as f64 / (classes as f64 * c.max(1) as f64))
+                    .collect()
             }
-        };
+        }
+    }
+
+    fn loss(&self, device: &Device) -> CrossEntropyLoss {
+        let weights = (self.config.class_weights == ClassWeights::Balanced)
+            .then(|| self.class_weights().into_iter().map(|w| w as f32).collect());
         CrossEntropyLossConfig::new()
             .with_weights(weights)
             .with_smoothing(
@@ -382,6 +423,101 @@ impl<'a> Trainer<'a> {
             "computing validation features",
             observer,
         )?;
+        if self.config.head_solver == HeadSolver::Probe {
+            self.fit_probe_head(
+                model,
+                best,
+                state,
+                (&train_features, &val_features),
+                observer,
+            )?;
+        } else if self.adamw_head(
+            model,
+            best,
+            optims,
+            state,
+            (&train_features, &val_features),
+            observer,
+        )? {
+            return Ok(true);
+        }
+        // Fine-tuning starts from the best head.
+        *model = model.clone().with_head(best.head().clone());
+        state.phase = if self.config.epochs > 0 {
+            Phase::FineTune
+        } else {
+            Phase::Done
+        };
+        state.epoch = 0;
+        state.batch = 0;
+        self.save(state, model, best, optims, observer)?;
+        Ok(false)
+    }
+
+    /// The linear probe as the head: one deterministic fit per `C`, the best on validation.
+    fn fit_probe_head(
+        &self,
+        model: &mut Network,
+        best: &mut Network,
+        state: &mut TrainState,
+        (train_features, val_features): (&FeatureMatrix, &FeatureMatrix),
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(), TrainError> {
+        let started = Instant::now();
+        let classes = self.data.class_names.len();
+        let labels = |split: &SplitSamples| -> Vec<usize> {
+            split.samples.iter().map(|s| s.label).collect()
+        };
+        let fit = probe::fit_probe(
+            &ProbeData {
+                train: &train_features.values,
+                train_labels: &labels(&self.data.train),
+                class_weights: &self.class_weights(),
+                val: &val_features.values,
+                val_labels: &labels(&self.data.val),
+                dim: train_features.dim,
+                classes,
+                positive: self.data.positive_class,
+            },
+            &self.config.probe_c,
+        )?;
+        let chosen = &fit.candidates[fit.chosen];
+        tracing::info!(
+            c = chosen.c,
+            val_roc_auc = chosen.val_roc_auc,
+            "probe chosen on validation"
+        );
+        let ad = self.device.clone().autodiff();
+        let weight = Tensor::<2>::from_data(
+            TensorData::new(fit.head.weight.clone(), [train_features.dim, classes]),
+            &ad,
+        );
+        let bias = Tensor::<1>::from_data(TensorData::new(fit.head.bias.clone(), [classes]), &ad);
+        let mut head = model.head().clone();
+        head.weight = Param::from_tensor(weight);
+        head.bias = Some(Param::from_tensor(bias));
+        *model = model.clone().with_head(head);
+        state.epoch_loss_sum = chosen.train_loss;
+        state.probe = fit.candidates.clone();
+        let logits = model
+            .valid()
+            .classify(val_features.all_tensor(&self.device));
+        let record = self.finish_epoch(state, Phase::Head, 1, chosen.c, started, logits)?;
+        self.track_best(state, &record, model, best, false);
+        observer.on_event(&TrainEvent::EpochEnd(&record));
+        Ok(())
+    }
+
+    /// `head_epochs` of AdamW on the cached features; true when stopped on request.
+    fn adamw_head(
+        &self,
+        model: &mut Network,
+        best: &mut Network,
+        optims: &mut Optimizers,
+        state: &mut TrainState,
+        (train_features, val_features): (&FeatureMatrix, &FeatureMatrix),
+        observer: &mut dyn TrainObserver,
+    ) -> Result<bool, TrainError> {
         let ad = self.device.clone().autodiff();
         let loss_fn = self.loss(&ad);
         let n = train_features.rows;
@@ -442,16 +578,6 @@ impl<'a> Trainer<'a> {
                 return Ok(true);
             }
         }
-        // Fine-tuning starts from the best head.
-        *model = model.clone().with_head(best.head().clone());
-        state.phase = if self.config.epochs > 0 {
-            Phase::FineTune
-        } else {
-            Phase::Done
-        };
-        state.epoch = 0;
-        state.batch = 0;
-        self.save(state, model, best, optims, observer)?;
         Ok(false)
     }
 
@@ -641,15 +767,55 @@ impl<'a> Trainer<'a> {
             total: cache.len(),
         });
         let loader = BatchLoader::evaluation(cache, &self.loader_config(32, false));
+        let store = match &self.feature_cache {
+            Some(dir) => Some(FeatureStore::open(dir, &self.backbone_key()?)?),
+            None => None,
+        };
         let mut values = Vec::new();
         let mut done = 0;
+        let mut reused = 0;
         for batch in loader.batches(0) {
             let batch = batch?;
-            let x =
-                Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
-            values.extend(tensor_to_vec("features", frozen.features(x))?);
-            done += batch.labels.len();
+            let n = batch.labels.len();
+            let per_image = batch.images.len() / n.max(1);
+            let keys: Vec<String> = batch
+                .images
+                .chunks(per_image.max(1))
+                .map(FeatureStore::image_key)
+                .collect();
+            let stored: Option<Vec<Vec<f32>>> = store
+                .as_ref()
+                .and_then(|store| keys.iter().map(|key| store.get(key)).collect());
+            match stored {
+                Some(rows) => {
+                    reused += n;
+                    rows.into_iter().for_each(|row| values.extend(row));
+                }
+                None => {
+                    let x = Tensor::<4>::from_data(
+                        TensorData::new(batch.images, batch.shape),
+                        &self.device,
+                    );
+                    let computed = tensor_to_vec("features", frozen.features(x))?;
+                    if let Some(store) = &store {
+                        let dim = computed.len() / n.max(1);
+                        for (key, row) in keys.iter().zip(computed.chunks(dim.max(1))) {
+                            store.put(key, row)?;
+                        }
+                    }
+                    values.extend(computed);
+                }
+            }
+            done += n;
             observer.on_event(&TrainEvent::StageProgress(done));
+        }
+        if store.is_some() {
+            tracing::info!(
+                stage,
+                images = done,
+                reused,
+                "backbone features (content-addressed cache)"
+            );
         }
         let rows = cache.len();
         let dim = values.len().checked_div(rows).unwrap_or(0);
@@ -724,6 +890,57 @@ fn scalar(loss: Tensor<1>) -> Result<f64, TrainError> {
         .copied()
         .map(f64::from)
         .unwrap_or(f64::NAN))
+}
+
+/// Version of the feature files' layout and of what the key covers.
+const FEATURE_FORMAT: &str = "covidct-features-v1";
+
+/// Pooled backbone features on disk, one little-endian `f32` file per image, named by the
+/// hash of the preprocessed pixels, in a folder per backbone.
+struct FeatureStore {
+    dir: PathBuf,
+}
+
+impl FeatureStore {
+    fn open(root: &Path, backbone: &str) -> Result<Self, TrainError> {
+        let dir = root.join(backbone);
+        std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    /// The key of one preprocessed image.
+    fn image_key(pixels: &[f32]) -> String {
+        let mut hasher = blake3::Hasher::new();
+        for v in pixels {
+            hasher.update(&v.to_le_bytes());
+        }
+        hasher.finalize().to_hex()[..32].to_owned()
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.f32"))
+    }
+
+    /// The stored features of `key`; `None` when absent or unreadable (they are recomputed).
+    fn get(&self, key: &str) -> Option<Vec<f32>> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
+        (bytes.len() % 4 == 0 && !bytes.is_empty()).then(|| {
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+    }
+
+    /// Stores `row` under `key` (temp file, then rename).
+    fn put(&self, key: &str, row: &[f32]) -> Result<(), TrainError> {
+        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+        covidct_data::write_atomically(&self.path(key), &bytes)?;
+        Ok(())
+    }
 }
 
 /// Backbone features held in memory, one row per image.

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use covidct_data::{Manifest, ManifestRow, SplitName};
 use covidct_model::{Architecture, ModelPackage, Predictor};
 use covidct_training::{
-    Pretrained, Provenance, Silent, TrainConfig, TrainEvent, TrainObserver, Trainer, TrainingData,
-    checkpoint::Phase, finalize,
+    HeadSolver, Pretrained, Provenance, Silent, TrainConfig, TrainEvent, TrainObserver, Trainer,
+    TrainingData, checkpoint::Phase, finalize,
 };
 
 /// Writes a two-class dataset: `Covid` images hold a bright disc, `Normal` images a bright bar,
@@ -64,6 +64,7 @@ fn config() -> TrainConfig {
         architecture: Architecture::Resnet18,
         pretrained: Pretrained::None,
         image_size: 32,
+        head_solver: HeadSolver::Adamw,
         head_epochs: 2,
         epochs: 3,
         batch_size: 8,
@@ -126,6 +127,7 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
             dataset_name: "generated".into(),
             dataset_fingerprint: "0".repeat(32),
             git_commit: None,
+            cross_validation: None,
         },
         &run,
         &mut |_, _, _| {},
@@ -174,6 +176,8 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
     let package = ModelPackage::load(&release.package_path).unwrap();
     assert_eq!(package.metadata, release.package.metadata);
     assert!(package.model_card.contains("Not a medical device"));
+    let sealed = format!("Weights SHA-256: `{}`", package.metadata.weights_sha256);
+    assert!(package.metadata.weights_sha256.len() == 64 && package.model_card.contains(&sealed));
     let predictor =
         Predictor::new(&package, &covidct_model::select_device("cpu").unwrap()).unwrap();
     let test_paths: Vec<_> = data.test.samples.iter().map(|s| s.path.clone()).collect();
@@ -191,6 +195,116 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
     .unwrap();
     assert!((again.roc_auc - metrics.roc_auc).abs() < 1e-9);
     assert_eq!(again.confusion, metrics.confusion);
+}
+
+#[test]
+fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_groups() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let manifest = dataset(&root, 40);
+    let data = training_data(&root, &manifest);
+    let cache = dir.path().join("features");
+    let stop = AtomicBool::new(false);
+    let config = TrainConfig {
+        head_solver: HeadSolver::Probe,
+        epochs: 0,
+        probe_c: vec![1e-4, 0.1, 10.0],
+        ..config()
+    };
+    let run = |name: &str| {
+        Trainer::new(config.clone(), &data, &dir.path().join(name), &stop)
+            .unwrap()
+            .with_feature_cache(Some(cache.clone()))
+            .run(&mut Silent)
+            .unwrap()
+    };
+    let first = run("first");
+    assert_eq!(first.state.history.len(), 1, "{:?}", first.state.history);
+    assert_eq!(first.state.probe.len(), 3);
+    let chosen = first
+        .state
+        .probe
+        .iter()
+        .map(|c| c.val_roc_auc)
+        .fold(0.0, f64::max);
+    assert_eq!(
+        first.state.best.unwrap().2,
+        chosen,
+        "the best C on validation is kept"
+    );
+    assert!(chosen > 0.9, "probe validation ROC-AUC {chosen}");
+    let stored = walk_files(&cache);
+    assert_eq!(
+        stored,
+        data.train.len() + data.val.len(),
+        "one feature file per image"
+    );
+
+    // A second run over the same images reads every feature back: same head, bit for bit.
+    let mtimes: Vec<_> = walk_paths(&cache)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    let second = run("second");
+    let again: Vec<_> = walk_paths(&cache)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    assert_eq!(mtimes, again, "no feature file was rewritten");
+    assert_eq!(first.state.history, {
+        let mut h = second.state.history.clone();
+        h.iter_mut()
+            .zip(&first.state.history)
+            .for_each(|(a, b)| a.seconds = b.seconds);
+        h
+    });
+
+    let release = finalize(
+        second.best,
+        &config,
+        &second.state,
+        &data,
+        &Provenance::default(),
+        &dir.path().join("second"),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let group = release
+        .package
+        .metadata
+        .group
+        .as_ref()
+        .expect("group calibration");
+    assert_eq!(group.fitted_on_groups, {
+        let mut g = data.val.groups.clone();
+        g.sort();
+        g.dedup();
+        g.len()
+    });
+    let evaluation = release.report.group.as_ref().expect("group metrics");
+    let mut test_groups = data.test.groups.clone();
+    test_groups.sort();
+    test_groups.dedup();
+    assert_eq!(evaluation.metrics.point.n, test_groups.len());
+}
+
+fn walk_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_paths(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk_files(dir: &Path) -> usize {
+    walk_paths(dir).len()
 }
 
 /// Stops the run after `after` fine-tuning batches.

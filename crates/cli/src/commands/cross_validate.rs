@@ -78,6 +78,7 @@ fn run_folds(
     parent_id: Option<String>,
 ) -> Result<std::result::Result<(CrossValidationSummary, PathBuf), u8>> {
     let mut reports = Vec::with_capacity(args.folds);
+    let mut group_reports = Vec::with_capacity(args.folds);
     for fold in 0..args.folds {
         let run = args.out.join(format!("fold-{fold}"));
         let report_path = run.join("evaluation").join("report.json");
@@ -109,6 +110,7 @@ fn run_folds(
                     resume: checkpoint::load(&run)?.is_some(),
                     out: run,
                     name: args.name.clone(),
+                    cross_validation: None,
                     settings: args.settings.clone(),
                     tracking: args.tracking.clone(),
                     extra_tags: tags,
@@ -123,9 +125,11 @@ fn run_folds(
                 return Ok(Err(status));
             }
         }
-        reports.push(read_report(&report_path)?.metrics.point);
+        let report = read_report(&report_path)?;
+        group_reports.extend(report.group.map(|group| group.metrics.point));
+        reports.push(report.metrics.point);
     }
-    let summary = summarize_folds(&reports)?;
+    let summary = summarize_folds(&reports, Some(&group_reports))?;
     let path = args.out.join("cross-validation.json");
     write_atomically(&path, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(Ok((summary, path)))
@@ -144,6 +148,14 @@ fn log_summary(parent: &mut RunRecorder, summary: &CrossValidationSummary, path:
             (format!("cv_max_{key}"), spread.max),
         ]);
     }
+    for spread in &summary.group_metrics {
+        let key = spread.metric.key();
+        values.extend([
+            (format!("cv_group_mean_{key}"), spread.mean),
+            (format!("cv_group_std_{key}"), spread.std_dev),
+            (format!("cv_group_min_{key}"), spread.min),
+        ]);
+    }
     values.push(("cv_pooled_accuracy".into(), summary.pooled_accuracy));
     tracking::log_values(parent, 0, &values);
     parent.log_artifact("cross-validation.json", path);
@@ -156,30 +168,18 @@ fn print_summary(summary: &CrossValidationSummary, path: &Path) {
         summary.images,
         path.display()
     );
-    println!(
-        "  {:<28} {:>15}  {:>16}  per fold",
-        "metric", "mean ± sd", "[min, max]"
-    );
-    for spread in &summary.metrics {
-        let per_fold: Vec<String> = spread
-            .values
-            .iter()
-            .map(|v| v.map_or("n/a".to_owned(), |v| format!("{v:.3}")))
-            .collect();
+    print_spreads("slices", &summary.metrics);
+    if !summary.group_metrics.is_empty() {
         println!(
-            "  {:<28} {:>7.4} ± {:.4}  [{:.4}, {:.4}]  {}",
-            spread.metric.label(),
-            spread.mean,
-            spread.std_dev,
-            spread.min,
-            spread.max,
-            per_fold.join(" ")
+            "patients (groups): {} test groups, each scored by its fold's group rule",
+            summary.groups
         );
+        print_spreads("groups", &summary.group_metrics);
     }
     let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
     let c = summary.pooled_confusion;
     println!(
-        "pooled at each fold's threshold: accuracy {:.4}, sensitivity {}, specificity {} \
+        "slices pooled at each fold's threshold: accuracy {:.4}, sensitivity {}, specificity {} \
          (TP {}, FP {}, TN {}, FN {})",
         summary.pooled_accuracy,
         show(summary.pooled_sensitivity),
@@ -189,4 +189,25 @@ fn print_summary(summary: &CrossValidationSummary, path: &Path) {
         c.tn,
         c.fn_
     );
+}
+
+/// One table row per metric: mean ± sd, range and per-fold values.
+fn print_spreads(unit: &str, spreads: &[covidct_evaluation::FoldSpread]) {
+    println!(
+        "  {:<28} {:>15}  {:>16}  per fold",
+        format!("metric ({unit})"),
+        "mean ± sd",
+        "[min, max]"
+    );
+    for spread in spreads {
+        println!(
+            "  {:<28} {:>7.4} ± {:.4}  [{:.4}, {:.4}]  {}",
+            spread.metric.label(),
+            spread.mean,
+            spread.std_dev,
+            spread.min,
+            spread.max,
+            spread.per_fold().join(" ")
+        );
+    }
 }

@@ -257,6 +257,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
             files.html.display()
         );
         print_intervals(m);
+        print_group(&report);
         if let Some(bias) = &bias {
             bias.print();
         }
@@ -265,6 +266,19 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the patient-level (group) metrics of `report`, when it has them.
+pub fn print_group(report: &EvaluationReport) {
+    if let Some(group) = &report.group {
+        let c = &group.calibration;
+        println!(
+            "patients ({} groups; rule {}, temperature {:.3}, threshold {:.4}, fitted on {} \
+             validation groups):",
+            group.metrics.point.n, c.rule, c.temperature, c.threshold, c.fitted_on_groups
+        );
+        print_intervals(&group.metrics);
+    }
 }
 
 /// Prints each metric with its interval, one per line.

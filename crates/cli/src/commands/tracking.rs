@@ -207,6 +207,10 @@ pub fn log_report(
     artifact_dir: &str,
 ) {
     log_values(recorder, step, &metric_values(prefix, &report.metrics));
+    if let Some(group) = &report.group {
+        let values = metric_values(&format!("{prefix}_group"), &group.metrics);
+        log_values(recorder, step, &values);
+    }
     recorder.log_artifact_dir(artifact_dir, report_dir);
 }
 

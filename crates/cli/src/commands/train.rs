@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 
 use crate::cli::{DatasetArgs, DecodeArgs, TrainArgs};
 use crate::commands::data::analyze;
-use crate::commands::evaluate::print_intervals;
+use crate::commands::evaluate::{print_group, print_intervals};
 use crate::commands::tracking::{self, TrackingObserver, log_release};
 use crate::config::ConfigFile;
 use crate::progress;
@@ -124,6 +124,11 @@ pub fn train_with(
         dataset_name: dataset_name(&args.data_dir),
         dataset_fingerprint: analysis.fingerprint(),
         git_commit: git_commit(),
+        cross_validation: args
+            .cross_validation
+            .as_deref()
+            .map(covidct_evaluation::read_json)
+            .transpose()?,
     };
     let split_strategy = match &args.manifest {
         Some(path) => format!("manifest {}", path.display()),
@@ -234,13 +239,14 @@ fn train_and_release(
     args: &TrainArgs,
     mut recorder: Option<&mut RunRecorder>,
 ) -> Result<Option<Release>> {
-    let trainer = Trainer::new(settings.clone(), data, &args.out, &STOP)?;
+    let trainer = Trainer::new(settings.clone(), data, &args.out, &STOP)?
+        .with_feature_cache(args.settings.feature_cache_dir());
     let mut bars = BarObserver::default();
     let outcome = match recorder.as_deref_mut() {
         Some(recorder) => trainer.run(&mut TrackingObserver {
             inner: &mut bars,
             recorder,
-            head_epochs: settings.head_epochs,
+            head_epochs: settings.head_phase_epochs(),
         })?,
         None => trainer.run(&mut bars)?,
     };
@@ -267,7 +273,8 @@ fn train_and_release(
         bar.finish_and_clear();
     }
     if let Some(recorder) = recorder {
-        let step = i64::try_from(settings.head_epochs + settings.epochs).unwrap_or(i64::MAX);
+        let step =
+            i64::try_from(settings.head_phase_epochs() + settings.epochs).unwrap_or(i64::MAX);
         log_release(recorder, &release, &args.out, step, &args.name);
     }
     Ok(Some(release))
@@ -289,6 +296,7 @@ fn print_release(release: &covidct_training::Release) {
         m.point.n, m.bootstrap.groups
     );
     print_intervals(m);
+    print_group(&release.report);
 }
 
 /// The dataset's folder name.
