@@ -19,7 +19,7 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 /// `ln(1 + e^x)` without overflow.
-fn softplus(x: f64) -> f64 {
+pub fn softplus(x: f64) -> f64 {
     if x > 0.0 {
         x + (-x).exp().ln_1p()
     } else {

@@ -64,7 +64,7 @@ impl GroupRule {
             }
             GroupRule::Max => probabilities.iter().copied().fold(0.0, f64::max),
             GroupRule::MeanLogit => {
-                sigmoid(probabilities.iter().map(|&p| logit(clamp(p))).sum::<f64>() / n)
+                sigmoid(probabilities.iter().map(|&p| clamped_logit(p)).sum::<f64>() / n)
             }
             GroupRule::NoisyOr => {
                 1.0 - probabilities
@@ -140,6 +140,11 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
+/// The log-odds of `p` kept [`PROBABILITY_FLOOR`] away from 0 and 1.
+fn clamped_logit(p: f64) -> f64 {
+    logit(p.clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR))
+}
+
 /// The slices of each group, aggregated: one row per group in name order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupScores {
@@ -186,10 +191,7 @@ impl GroupScores {
 
     /// The group log-odds of [`Self::scores`].
     pub fn logits(&self) -> Vec<f64> {
-        self.scores
-            .iter()
-            .map(|&s| logit(s.clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)))
-            .collect()
+        self.scores.iter().map(|&s| clamped_logit(s)).collect()
     }
 }
 
@@ -226,7 +228,7 @@ impl GroupCalibration {
     /// The calibrated probability of a group whose slices have `probabilities`.
     pub fn probability(&self, probabilities: &[f64]) -> f64 {
         let score = self.rule.aggregate(probabilities);
-        sigmoid(logit(score.clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)) / self.temperature)
+        sigmoid(clamped_logit(score) / self.temperature)
     }
 
     /// Calibrated probabilities of precomputed group scores.

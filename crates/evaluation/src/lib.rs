@@ -60,7 +60,7 @@ pub use bootstrap::{
 };
 pub use calibration::{
     TEMPERATURE_RANGE, apply_temperature, fit_temperature, fit_temperature_smoothed,
-    negative_log_likelihood, sigmoid,
+    negative_log_likelihood, sigmoid, softplus,
 };
 pub use cross_validation::{CrossValidationSummary, FoldSpread, summarize_folds};
 pub use error::{EvalError, write_atomically};

@@ -5,7 +5,7 @@
 //! (scikit-learn's convention; `sᵢ` are class weights, `x̃` the standardised features), minimised
 //! by L-BFGS in `f64`. Two classes are one problem; more classes are one-vs-rest.
 
-use covidct_evaluation::sigmoid;
+use covidct_evaluation::{sigmoid, softplus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -143,10 +143,6 @@ impl BinaryProblem<'_> {
         let total: f64 = self.weight.iter().sum();
         (objective - penalty) / self.c / total.max(1e-12)
     }
-}
-
-fn softplus(z: f64) -> f64 {
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
