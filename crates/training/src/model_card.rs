@@ -52,14 +52,15 @@ pub fn model_card(
     let _ = writeln!(
         card,
         "## Model\n\n- Architecture: {} ({} input channel(s)), classes {:?}, positive class \
-         `{positive}`\n- Input: grey image resized to {}×{} ({:?}), normalised with mean {} and \
-         std {}; DICOM windowed at centre {} HU, width {} HU\n- Calibration: temperature {:.3} \
+         `{positive}`\n- Input: grey image in `{}` orientation, resized to {}×{} ({:?}), \
+         normalised with mean {} and std {}; DICOM windowed at centre {} HU, width {} HU\n- Calibration: temperature {:.3} \
          (fitted on validation)\n- Operating threshold: {:.4} ({}, chosen on validation); \
-         `probability >= threshold` is positive\n- Weights SHA-256: `{}`\n- Dataset fingerprint: \
-         `{}`, split fingerprint: `{}`\n- Written by covidct {}\n",
+         `probability >= threshold` is positive\n- Initial weights: {}\n- Weights SHA-256: \
+         `{}`\n- Dataset fingerprint: `{}`, split fingerprint: `{}`\n- Written by covidct {}\n",
         meta.architecture,
         meta.in_channels,
         meta.class_names,
+        pre.orientation,
         pre.size,
         pre.size,
         pre.resize,
@@ -70,6 +71,7 @@ pub fn model_card(
         meta.temperature,
         meta.threshold,
         meta.threshold_rule,
+        initial_weights(meta.training.get("pretrained")),
         meta.weights_sha256,
         meta.dataset_fingerprint,
         meta.split_fingerprint,
@@ -165,4 +167,22 @@ fn spread_table(card: &mut String, unit: &str, spreads: &[FoldSpread]) {
         );
     }
     card.push('\n');
+}
+
+/// The initial weights as the package records them (`training.pretrained`): source, file,
+/// SHA-256 and licence; "random initialisation" when there were none.
+fn initial_weights(pretrained: Option<&serde_json::Value>) -> String {
+    let pretrained = match pretrained {
+        None => return "not recorded (package written before covidct recorded them)".to_owned(),
+        Some(serde_json::Value::Null) => return "random initialisation".to_owned(),
+        Some(value) => value,
+    };
+    let field = |name: &str| pretrained[name].as_str().unwrap_or("unknown");
+    format!(
+        "`{}` from `{}` (SHA-256 `{}`), licence: {}",
+        field("source"),
+        field("file"),
+        field("sha256"),
+        field("licence")
+    )
 }

@@ -296,6 +296,7 @@ mod tests {
                 resize: ResizeMode::Stretch,
                 mean: 0.5,
                 std: 0.5,
+                ..PreprocessConfig::default()
             },
             dicom_window: HuWindow::default(),
             threshold: 0.5,

@@ -92,6 +92,16 @@ pub struct TrainOutcome {
     pub interrupted: bool,
 }
 
+/// Raw logits of the validation and test images, computed by the head over the frozen
+/// backbone's cached features (see [`Trainer::frozen_logits`]), in sample order.
+#[derive(Debug, Clone)]
+pub struct SplitLogits {
+    /// Validation logits, one row of class logits per image.
+    pub val: Vec<Vec<f64>>,
+    /// Test logits.
+    pub test: Vec<Vec<f64>>,
+}
+
 /// Saves a checkpoint at least this often (seconds) during an epoch.
 const CHECKPOINT_INTERVAL_SECS: f64 = 120.0;
 
@@ -175,7 +185,7 @@ impl<'a> Trainer<'a> {
 
     /// The preprocessing every image of the run goes through.
     pub fn preprocess(&self) -> PreprocessConfig {
-        preprocess_for(&self.config)
+        self.config.preprocess()
     }
 
     fn loader_config(&self, batch_size: usize, augment: bool) -> LoaderConfig {
@@ -200,9 +210,11 @@ impl<'a> Trainer<'a> {
         let Some(file) = self.config.pretrained_file()? else {
             return Ok(Network::new(arch, 1, classes, device)?.materialized()?);
         };
-        let checkpoint = covidct_weights::load_checkpoint(&file)
+        let mut checkpoint = covidct_weights::load_checkpoint(&file)
             .map_err(|e| TrainError::Weights(e.to_string()))?;
-        let network = Network::from_imagenet(arch, &checkpoint, classes, device)
+        // An inflated-3D encoder becomes its 2D twin (a no-op for 2D checkpoints).
+        covidct_weights::collapse_depth(&mut checkpoint);
+        let network = Network::from_pretrained(arch, &checkpoint, classes, device)
             .or_else(|_| Network::new(arch, 1, classes, device)?.load_state(&checkpoint))
             .map_err(|e| TrainError::Weights(format!("{}: {e}", file.display())))?;
         Ok(network.materialized()?)
@@ -822,6 +834,38 @@ impl<'a> Trainer<'a> {
         Ok(FeatureMatrix { values, rows, dim })
     }
 
+    /// The validation and test logits of `best` from the feature cache, when its backbone is the
+    /// frozen pretrained one (no fine-tuning epochs) and the cache is on: a CT backbone costs one
+    /// feature pass per image for a whole cross-validation instead of one per fold and split.
+    /// `None` otherwise (the released predictor then scores the images itself).
+    pub fn frozen_logits(
+        &self,
+        best: &Network,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Option<SplitLogits>, TrainError> {
+        if self.config.epochs > 0 || self.feature_cache.is_none() {
+            return Ok(None);
+        }
+        let mut logits = |split: &SplitSamples, stage: &str| -> Result<_, TrainError> {
+            let cache = self.cache(split, "decoding images", observer)?;
+            let features = self.features(best, &cache, stage, observer)?;
+            let x = Tensor::<2>::from_data(
+                TensorData::new(features.values, [features.rows, features.dim]),
+                &self.device,
+            );
+            let values = tensor_to_vec("logits", best.head().forward(x))?;
+            let classes = self.data.class_names.len().max(1);
+            Ok(values
+                .chunks(classes)
+                .map(|row| row.iter().map(|&v| f64::from(v)).collect())
+                .collect())
+        };
+        Ok(Some(SplitLogits {
+            val: logits(&self.data.val, "validation features (cached)")?,
+            test: logits(&self.data.test, "test features")?,
+        }))
+    }
+
     /// Logits `[n, classes]` of every image of `cache` (no augmentation, batches of 32).
     fn logits(&self, network: &Network, cache: &ImageCache) -> Result<Tensor<2>, TrainError> {
         let loader = BatchLoader::evaluation(cache, &self.loader_config(32, false));
@@ -833,18 +877,6 @@ impl<'a> Trainer<'a> {
             parts.push(network.forward(x));
         }
         Ok(Tensor::cat(parts, 0))
-    }
-}
-
-/// The preprocessing of a configuration: its size and resize mode, and the normalisation the
-/// architecture's ImageNet weights expect.
-pub fn preprocess_for(config: &TrainConfig) -> PreprocessConfig {
-    let (mean, std) = config.architecture.imagenet_normalisation();
-    PreprocessConfig {
-        size: config.image_size,
-        resize: config.resize,
-        mean,
-        std,
     }
 }
 

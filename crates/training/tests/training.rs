@@ -130,6 +130,7 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
             cross_validation: None,
         },
         &run,
+        None,
         &mut |_, _, _| {},
     )
     .unwrap();
@@ -178,6 +179,18 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
     assert!(package.model_card.contains("Not a medical device"));
     let sealed = format!("Weights SHA-256: `{}`", package.metadata.weights_sha256);
     assert!(package.metadata.weights_sha256.len() == 64 && package.model_card.contains(&sealed));
+    // Trained from scratch: the package and the card say so.
+    assert!(package.metadata.training["pretrained"].is_null());
+    assert!(
+        package
+            .model_card
+            .contains("Initial weights: random initialisation")
+    );
+    assert!(
+        package
+            .model_card
+            .contains("grey image in `display` orientation")
+    );
     let predictor =
         Predictor::new(&package, &covidct_model::select_device("cpu").unwrap()).unwrap();
     let test_paths: Vec<_> = data.test.samples.iter().map(|s| s.path.clone()).collect();
@@ -212,13 +225,12 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
         probe_c: vec![1e-4, 0.1, 10.0],
         ..config()
     };
-    let run = |name: &str| {
+    let trainer = |name: &str| {
         Trainer::new(config.clone(), &data, &dir.path().join(name), &stop)
             .unwrap()
             .with_feature_cache(Some(cache.clone()))
-            .run(&mut Silent)
-            .unwrap()
     };
+    let run = |name: &str| trainer(name).run(&mut Silent).unwrap();
     let first = run("first");
     assert_eq!(first.state.history.len(), 1, "{:?}", first.state.history);
     assert_eq!(first.state.probe.len(), 3);
@@ -260,6 +272,27 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
         h
     });
 
+    // Scored from the cached features (test images added to the cache), the release evaluates
+    // exactly as when the released predictor scores every image.
+    let frozen = trainer("second")
+        .frozen_logits(&second.best, &mut Silent)
+        .unwrap()
+        .expect("a frozen backbone with a feature cache");
+    assert_eq!(
+        walk_files(&cache),
+        data.train.len() + data.val.len() + data.test.len()
+    );
+    let scored = finalize(
+        second.best.clone(),
+        &config,
+        &second.state,
+        &data,
+        &Provenance::default(),
+        &dir.path().join("scored"),
+        None,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     let release = finalize(
         second.best,
         &config,
@@ -267,9 +300,16 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
         &data,
         &Provenance::default(),
         &dir.path().join("second"),
+        Some(&frozen),
         &mut |_, _, _| {},
     )
     .unwrap();
+    let (a, b) = (&release.report.metrics.point, &scored.report.metrics.point);
+    assert!((a.roc_auc - b.roc_auc).abs() < 1e-6, "{a:?} vs {b:?}");
+    assert_eq!(a.confusion, b.confusion);
+    assert!(
+        (release.package.metadata.temperature - scored.package.metadata.temperature).abs() < 1e-6
+    );
     let group = release
         .package
         .metadata

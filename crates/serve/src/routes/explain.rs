@@ -10,7 +10,7 @@ use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use covidct_imaging::{GreyImage, ResizeMode, resize_square};
+use covidct_imaging::{GreyImage, PreprocessConfig, fit_input};
 use covidct_model::GradCam;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -133,8 +133,8 @@ pub async fn explain(
                 .predictor
                 .explain(&image)
                 .map_err(ApiError::internal)?;
-            let mode = explaining.predictor.metadata().preprocess.resize;
-            let png = overlay_png(&image, mode, &cam).map_err(ApiError::internal)?;
+            let preprocess = &explaining.predictor.metadata().preprocess;
+            let png = overlay_png(&image, preprocess, &cam).map_err(ApiError::internal)?;
             Ok::<_, ApiError>((cam, png))
         })
         .await??;
@@ -170,10 +170,18 @@ pub async fn explain(
     }
 }
 
-/// The image as the network saw it (square, same resize mode) at [`OVERLAY_SIDE`], with the map
+/// The image as the network saw it (same orientation, square, same resize mode) at [`OVERLAY_SIDE`], with the map
 /// upsampled bilinearly and blended in a blue–red colour scale (more heat, more colour).
-pub fn overlay_png(image: &GreyImage, mode: ResizeMode, cam: &GradCam) -> Result<Vec<u8>, String> {
-    let base = resize_square(image, OVERLAY_SIDE, mode);
+pub fn overlay_png(
+    image: &GreyImage,
+    preprocess: &PreprocessConfig,
+    cam: &GradCam,
+) -> Result<Vec<u8>, String> {
+    let at_overlay_side = PreprocessConfig {
+        size: OVERLAY_SIDE,
+        ..*preprocess
+    };
+    let base = fit_input(image, &at_overlay_side);
     let side = OVERLAY_SIDE as usize;
     let mut rgb = Vec::with_capacity(side * side * 3);
     for y in 0..side {
@@ -243,8 +251,12 @@ mod tests {
         assert_eq!(sample(&cam, 0.0, 0.5), 0.0);
         assert_eq!(sample(&cam, 1.0, 0.5), 1.0);
         assert!((sample(&cam, 0.5, 0.5) - 0.5).abs() < 1e-6);
-        let png =
-            overlay_png(&GreyImage::filled(50, 30, 100), ResizeMode::Pad, &cam).expect("overlay");
+        let png = overlay_png(
+            &GreyImage::filled(50, 30, 100),
+            &PreprocessConfig::default(),
+            &cam,
+        )
+        .expect("overlay");
         let decoded = image::load_from_memory(&png).expect("a PNG");
         assert_eq!(
             (decoded.width(), decoded.height()),
