@@ -119,7 +119,7 @@ fn a_checkpoint_of_another_architecture_is_refused_with_the_names_at_fault() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("is not a efficientnet-lite0 ImageNet checkpoint"),
+        stderr.contains("is not a pretrained efficientnet-lite0 checkpoint"),
         "{stderr}"
     );
     assert!(stderr.contains("_conv_stem.weight"), "{stderr}");

@@ -59,6 +59,14 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A pretrained-weights file cannot be read or does not fit its architecture.
+    #[error("pretrained weights {path}: {reason}")]
+    Weights {
+        /// The weights file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// An input image cannot be used.
     #[error("{0}")]
     Input(String),

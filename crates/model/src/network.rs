@@ -75,6 +75,14 @@ impl Architecture {
         }
     }
 
+    /// The licence of the ImageNet weights `--pretrained imagenet` takes for this architecture.
+    pub fn imagenet_licence(self) -> &'static str {
+        match self {
+            Architecture::EfficientnetLite0 => covidct_weights::efficientnet_lite0::LICENCE,
+            _ => "BSD-3-Clause (torchvision)",
+        }
+    }
+
     /// The mean and standard deviation (of one channel) the ImageNet weights expect.
     pub fn imagenet_normalisation(self) -> (f32, f32) {
         match self {

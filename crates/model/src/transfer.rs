@@ -95,16 +95,19 @@ pub fn import_pretrained(
     file: &std::path::Path,
     architecture: Architecture,
 ) -> Result<ImportedWeights, ModelError> {
-    let package = |reason: String| ModelError::Package {
+    let refused = |reason: String| ModelError::Weights {
         path: file.to_path_buf(),
         reason,
     };
     let mut checkpoint =
-        covidct_weights::load_checkpoint(file).map_err(|e| package(e.to_string()))?;
+        covidct_weights::load_checkpoint(file).map_err(|e| refused(e.to_string()))?;
     let collapsed = covidct_weights::collapse_depth(&mut checkpoint);
     let device = crate::select_device("cpu")?;
-    Network::from_pretrained(architecture, &checkpoint, 2, &device)
-        .map_err(|e| package(format!("not a pretrained {architecture} checkpoint: {e}")))?;
+    Network::from_pretrained(architecture, &checkpoint, 2, &device).map_err(|e| {
+        refused(format!(
+            "is not a pretrained {architecture} checkpoint: {e}"
+        ))
+    })?;
     Ok(ImportedWeights {
         checkpoint,
         collapsed,

@@ -259,9 +259,11 @@ impl TrainConfig {
         };
         let sha256 =
             covidct_weights::sha256_file(&file).map_err(|e| TrainError::Weights(e.to_string()))?;
+        // By source: the imported (safetensors) copy of a known file has another SHA-256.
         let licence = match self.pretrained {
             Pretrained::CtAstra => Some(covidct_weights::ct_astra::LICENCE),
-            _ => covidct_weights::known_licence(&sha256),
+            Pretrained::Imagenet => Some(self.architecture.imagenet_licence()),
+            Pretrained::File(_) | Pretrained::None => covidct_weights::known_licence(&sha256),
         };
         Ok(Some(serde_json::json!({
             "source": self.pretrained.to_string(),

