@@ -307,8 +307,14 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
     let (a, b) = (&release.report.metrics.point, &scored.report.metrics.point);
     assert!((a.roc_auc - b.roc_auc).abs() < 1e-6, "{a:?} vs {b:?}");
     assert_eq!(a.confusion, b.confusion);
+    // The logits agree to float rounding (BatchNorm folding), so the fitted temperature does too.
+    let (t_cached, t_scored) = (
+        release.package.metadata.temperature,
+        scored.package.metadata.temperature,
+    );
     assert!(
-        (release.package.metadata.temperature - scored.package.metadata.temperature).abs() < 1e-6
+        (t_cached - t_scored).abs() < 1e-3 * t_scored,
+        "temperature {t_cached} from cached features, {t_scored} from scoring"
     );
     let group = release
         .package
