@@ -125,6 +125,9 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
     assert len(parents) == 1 and "cv_mean_roc_auc" in runs[parents[0]][1]
     children = sorted(tags["covidct.cv_fold"] for tags, _ in runs.values() if tags.get("mlflow.parentRunId") == parents[0])
     assert children == ["0", "1", "2"]
+    # Only the released model is logged as an MLflow model: the folds' packages stay in their folders.
+    logged = list((tmp_path / "cwd" / "mlruns").glob("*/models/*/artifacts/model.ctpkg"))
+    assert len(logged) == 1, logged
     # Every group is a test group of exactly one fold, and fold k validates on fold k+1's test.
     def groups(k, split):
         with open(out / f"split-fold-{k}.csv", newline="") as f:

@@ -219,6 +219,10 @@ pub struct TrainArgs {
     /// Tags added to the MLflow run (set by `cross-validate` for its folds).
     #[arg(skip)]
     pub extra_tags: Vec<covidct_tracking::Tag>,
+    /// Whether the package is logged to MLflow as a model (`cross-validate` turns it off for its
+    /// folds: their metrics, reports and cards are tracked, their packages stay on disk).
+    #[arg(skip = true)]
+    pub log_package: bool,
 }
 
 /// `covidct cross-validate`

@@ -114,6 +114,7 @@ fn run_folds(
                     settings: args.settings.clone(),
                     tracking: args.tracking.clone(),
                     extra_tags: tags,
+                    log_package: false,
                 },
                 Some(analysis),
             )?;

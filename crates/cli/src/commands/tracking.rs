@@ -215,13 +215,14 @@ pub fn log_report(
 }
 
 /// Logs a finished training run's results: final metrics, the split manifest, the evaluation
-/// report, the model card and the package as a logged model.
+/// report, the model card and, with `log_package`, the package as a logged model.
 pub fn log_release(
     recorder: &mut RunRecorder,
     release: &Release,
     run_dir: &Path,
     step: i64,
     model_name: &str,
+    log_package: bool,
 ) {
     let meta = &release.package.metadata;
     log_values(
@@ -244,6 +245,9 @@ pub fn log_release(
     recorder.log_artifact("split/split.csv", &run_dir.join("split.csv"));
     let card = run_dir.join("MODEL_CARD.md");
     recorder.log_artifact("MODEL_CARD.md", &card);
+    if !log_package {
+        return;
+    }
     recorder.log_model(ModelRecord {
         name: model_name.to_owned(),
         model_type: "covidct-package".to_owned(),

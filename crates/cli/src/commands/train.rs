@@ -278,7 +278,14 @@ fn train_and_release(
     if let Some(recorder) = recorder {
         let step =
             i64::try_from(settings.head_phase_epochs() + settings.epochs).unwrap_or(i64::MAX);
-        log_release(recorder, &release, &args.out, step, &args.name);
+        log_release(
+            recorder,
+            &release,
+            &args.out,
+            step,
+            &args.name,
+            args.log_package,
+        );
     }
     Ok(Some(release))
 }
