@@ -14,7 +14,7 @@ use covidct_weights::Checkpoint;
 
 use crate::config::EfficientNetLiteConfig;
 use crate::error::ModelError;
-use crate::import::{Exporter, Loader, ParamVisitor};
+use crate::import::{ParamVisitor, StateDict};
 use crate::layers::{self, head, norm};
 
 /// BatchNorm epsilon of EfficientNet-Lite.
@@ -205,7 +205,28 @@ impl EfficientNetLite {
         self.fc.forward(self.dropout.forward(features))
     }
 
-    pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+    /// Loads an `efficientnet_pytorch`-layout state dict (e.g. `efficientnet-lite0-57934424.pth`):
+    /// every parameter and BatchNorm running statistic is taken by name, with its shape checked;
+    /// a `module.` prefix is stripped and `num_batches_tracked` ignored. The error lists every
+    /// missing, unexpected and mismatched name.
+    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_from(checkpoint, false)
+    }
+
+    /// Like [`Self::load_pretrained`], but the classifier (`_fc`) is not loaded (it may be absent,
+    /// as in a backbone-only encoder): it stays as initialised.
+    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_from(checkpoint, true)
+    }
+
+    /// The parameters and running statistics as a state dict in `efficientnet_pytorch` names.
+    pub fn export(&self) -> Result<Checkpoint, ModelError> {
+        self.to_checkpoint()
+    }
+}
+
+impl StateDict for EfficientNetLite {
+    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("_conv_stem", &mut self.conv_stem);
         v.batch_norm_slot("_bn0", &mut self.bn0);
         for (i, block) in self.blocks.iter_mut().enumerate() {
@@ -216,38 +237,15 @@ impl EfficientNetLite {
         v.linear("_fc", &mut self.fc);
     }
 
-    /// Loads an `efficientnet_pytorch`-layout state dict (e.g. `efficientnet-lite0-57934424.pth`):
-    /// every parameter and BatchNorm running statistic is taken by name, with its shape checked;
-    /// a `module.` prefix is stripped and `num_batches_tracked` ignored. The error lists every
-    /// missing, unexpected and mismatched name.
-    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_state(checkpoint, false)
+    fn checkpoint_model(&self) -> &'static str {
+        "efficientnet-lite0"
     }
 
-    /// Like [`Self::load_pretrained`], but the classifier (`_fc`) is not loaded (it may be absent,
-    /// as in a backbone-only encoder): it stays as initialised.
-    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_state(checkpoint, true)
+    fn backbone_exclusions(&self) -> &'static [&'static str] {
+        &["_fc"]
     }
 
-    fn load_state(
-        mut self,
-        checkpoint: &Checkpoint,
-        backbone_only: bool,
-    ) -> Result<Self, ModelError> {
-        let device = self.fc.weight.val().device();
-        let mut loader =
-            Loader::new(checkpoint, device).ignoring(if backbone_only { &["_fc"] } else { &[] });
-        self.visit_params(&mut loader);
-        loader.finish("efficientnet-lite0")?;
-        Ok(self)
-    }
-
-    /// The parameters and running statistics as a state dict in `efficientnet_pytorch` names.
-    pub fn export(&self) -> Result<Checkpoint, ModelError> {
-        let mut copy = self.clone();
-        let mut exporter = Exporter::new();
-        copy.visit_params(&mut exporter);
-        exporter.finish()
+    fn param_device(&self) -> Device {
+        self.fc.weight.val().device()
     }
 }

@@ -15,7 +15,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
 
 use crate::error::ModelError;
-use crate::import::ParamVisitor;
+use crate::import::{ParamVisitor, StateDict};
 use crate::network::Network;
 
 /// First pass: each BatchNorm's inference scale `s` and shift `β − s μ`, in visiting order.

@@ -35,6 +35,46 @@ pub(crate) trait ParamVisitor {
     fn linear(&mut self, name: &str, linear: &mut Linear);
 }
 
+/// A network that loads from and exports to a state dict in its PyTorch names; the loading and
+/// exporting bodies are written once here.
+pub(crate) trait StateDict: Clone {
+    /// Walks every layer under its checkpoint name.
+    fn visit_params(&mut self, v: &mut impl ParamVisitor);
+    /// The architecture's name, for errors.
+    fn checkpoint_model(&self) -> &'static str;
+    /// Layers of a checkpoint that a backbone load leaves out: the classifier (replaced in
+    /// transfer learning), and stages the network lacks.
+    fn backbone_exclusions(&self) -> &'static [&'static str];
+    /// The device its parameters live on.
+    fn param_device(&self) -> Device;
+
+    /// Fills every layer from `checkpoint` (all but [`Self::backbone_exclusions`] when
+    /// `backbone_only`); the error lists every missing, unexpected and mismatched name.
+    fn load_from(
+        mut self,
+        checkpoint: &Checkpoint,
+        backbone_only: bool,
+    ) -> Result<Self, ModelError> {
+        let ignored = if backbone_only {
+            self.backbone_exclusions()
+        } else {
+            &[]
+        };
+        let mut loader = Loader::new(checkpoint, self.param_device()).ignoring(ignored);
+        self.visit_params(&mut loader);
+        loader.finish(self.checkpoint_model())?;
+        Ok(self)
+    }
+
+    /// The parameters and running statistics as a state dict.
+    fn to_checkpoint(&self) -> Result<Checkpoint, ModelError> {
+        let mut copy = self.clone();
+        let mut exporter = Exporter::new();
+        copy.visit_params(&mut exporter);
+        exporter.finish()
+    }
+}
+
 /// Fills layers from a checkpoint, collecting every discrepancy instead of stopping at the first.
 pub(crate) struct Loader {
     tensors: BTreeMap<String, StoredTensor>,

@@ -10,7 +10,7 @@ use covidct_weights::Checkpoint;
 
 use crate::config::{ResNetConfig, ResNetDepth};
 use crate::error::ModelError;
-use crate::import::{Exporter, Loader, ParamVisitor};
+use crate::import::{ParamVisitor, StateDict};
 use crate::layers::{self, head, norm};
 use crate::network::Architecture;
 
@@ -219,7 +219,37 @@ impl ResNet {
         x
     }
 
-    pub(crate) fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+    /// Loads a torchvision state dict (e.g. `resnet18-f37072fd.pth`): every parameter and
+    /// BatchNorm running statistic is taken by name, with its shape checked; a `module.` prefix is
+    /// stripped and `num_batches_tracked` ignored. The error lists every missing, unexpected and
+    /// mismatched name.
+    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_from(checkpoint, false)
+    }
+
+    /// Like [`Self::load_pretrained`], but the classifier (`fc`) is not loaded (it may be absent,
+    /// as in a backbone-only encoder) and stays as initialised; a network truncated after
+    /// `layer3` ([`ResNetConfig::stages`] 3) also leaves the checkpoint's `layer4` unused.
+    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        self.load_from(checkpoint, true)
+    }
+
+    /// The architecture: the depth, truncated after `layer3` when `layer4` is empty.
+    pub fn architecture(&self) -> Architecture {
+        match (self.depth, self.layer4.is_empty()) {
+            (ResNetDepth::R152, true) => Architecture::Resnet152C4,
+            (depth, _) => depth.architecture(),
+        }
+    }
+
+    /// The parameters and running statistics as a state dict in torchvision's names and layout.
+    pub fn export(&self) -> Result<Checkpoint, ModelError> {
+        self.to_checkpoint()
+    }
+}
+
+impl StateDict for ResNet {
+    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("conv1", &mut self.conv1);
         v.batch_norm_slot("bn1", &mut self.bn1);
         for (i, layer) in [
@@ -238,51 +268,19 @@ impl ResNet {
         v.linear("fc", &mut self.fc);
     }
 
-    /// Loads a torchvision state dict (e.g. `resnet18-f37072fd.pth`): every parameter and
-    /// BatchNorm running statistic is taken by name, with its shape checked; a `module.` prefix is
-    /// stripped and `num_batches_tracked` ignored. The error lists every missing, unexpected and
-    /// mismatched name.
-    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_state(checkpoint, false)
+    fn checkpoint_model(&self) -> &'static str {
+        self.architecture().name()
     }
 
-    /// Like [`Self::load_pretrained`], but the classifier (`fc`) is not loaded (it may be absent,
-    /// as in a backbone-only encoder) and stays as initialised; a network truncated after
-    /// `layer3` ([`ResNetConfig::stages`] 3) also leaves the checkpoint's `layer4` unused.
-    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_state(checkpoint, true)
-    }
-
-    fn load_state(
-        mut self,
-        checkpoint: &Checkpoint,
-        backbone_only: bool,
-    ) -> Result<Self, ModelError> {
-        let device = self.fc.weight.val().device();
-        let ignored: &[&str] = match (backbone_only, self.layer4.is_empty()) {
-            (false, _) => &[],
-            (true, false) => &["fc"],
-            (true, true) => &["fc", "layer4"],
-        };
-        let mut loader = Loader::new(checkpoint, device).ignoring(ignored);
-        self.visit_params(&mut loader);
-        loader.finish(self.architecture().name())?;
-        Ok(self)
-    }
-
-    /// The architecture: the depth, truncated after `layer3` when `layer4` is empty.
-    pub fn architecture(&self) -> Architecture {
-        match (self.depth, self.layer4.is_empty()) {
-            (ResNetDepth::R152, true) => Architecture::Resnet152C4,
-            (depth, _) => depth.architecture(),
+    fn backbone_exclusions(&self) -> &'static [&'static str] {
+        if self.layer4.is_empty() {
+            &["fc", "layer4"]
+        } else {
+            &["fc"]
         }
     }
 
-    /// The parameters and running statistics as a state dict in torchvision's names and layout.
-    pub fn export(&self) -> Result<Checkpoint, ModelError> {
-        let mut copy = self.clone();
-        let mut exporter = Exporter::new();
-        copy.visit_params(&mut exporter);
-        exporter.finish()
+    fn param_device(&self) -> Device {
+        self.fc.weight.val().device()
     }
 }

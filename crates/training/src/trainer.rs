@@ -113,6 +113,8 @@ pub struct Trainer<'a> {
     device: Device,
     stop: &'a AtomicBool,
     feature_cache: Option<PathBuf>,
+    /// [`Trainer::backbone_key`], computed on first use: it reads the whole weights file.
+    backbone_key: std::sync::OnceLock<String>,
 }
 
 /// A seed for one step, mixed from the run seed and the position in the run.
@@ -146,6 +148,7 @@ impl<'a> Trainer<'a> {
             device,
             stop,
             feature_cache: None,
+            backbone_key: std::sync::OnceLock::new(),
         })
     }
 
@@ -158,8 +161,16 @@ impl<'a> Trainer<'a> {
     }
 
     /// What identifies the frozen backbone: architecture and initial weights (file content, or
-    /// the seed of a random initialisation).
+    /// the seed of a random initialisation). Hashed once per trainer.
     fn backbone_key(&self) -> Result<String, TrainError> {
+        if let Some(key) = self.backbone_key.get() {
+            return Ok(key.clone());
+        }
+        let key = self.hash_backbone()?;
+        Ok(self.backbone_key.get_or_init(|| key).clone())
+    }
+
+    fn hash_backbone(&self) -> Result<String, TrainError> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(FEATURE_FORMAT.as_bytes());
         hasher.update(self.config.architecture.name().as_bytes());
