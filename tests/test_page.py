@@ -1,12 +1,15 @@
 """The page at `/` in headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
 Selenium): choose a CT image, see label, probability, threshold and the Grad-CAM overlay, and
-the model card. A screenshot goes to pytest's temporary folder, never into the repository."""
+the model card; choose a blank image and see it refused. A screenshot goes to pytest's temporary folder, never into the repository."""
 
 import shutil
 
 import pytest
 
-from test_serve import API_KEY, Server, png
+from PIL import Image
+
+from conftest import training_image
+from test_serve import API_KEY, Server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 CHROMIUM = shutil.which("chromium")
@@ -36,8 +39,7 @@ def test_page_predicts_explains_and_shows_the_model_card(browser, covidct_bin, m
 
     server = Server(covidct_bin, model_package, tmp_path)
     try:
-        image = tmp_path / "scan.png"
-        image.write_bytes(png(64, 64))
+        image = training_image(model_package)
         browser.get(f"http://127.0.0.1:{server.port}/")
         key = browser.find_element(By.ID, "key")
         key.send_keys(API_KEY)
@@ -56,5 +58,14 @@ def test_page_predicts_explains_and_shows_the_model_card(browser, covidct_bin, m
         browser.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000
         print(f"screenshot: {screenshot}")
+
+        # An image the model cannot judge is refused plainly: no label, the failed checks.
+        blank = tmp_path / "blank.png"
+        Image.new("L", (64, 64), 0).save(blank)
+        browser.find_element(By.ID, "file").send_keys(str(blank))
+        refusal = wait.until(ready.presence_of_element_located((By.ID, "refusal")))
+        assert "not an image this model can judge" in refusal.text
+        assert "intensity_std" in refusal.text
+        assert not browser.find_elements(By.ID, "prediction")
     finally:
         server.stop()

@@ -16,12 +16,16 @@ import socket
 import sqlite3
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from conftest import shapes_dataset
 
 
 # The keys the tests send; a deployed service under test gives its own (tests/deployed/).
@@ -120,11 +124,30 @@ def server(covidct_bin, model_package, tmp_path_factory):
     s.stop()
 
 
-def png(width=48, height=40, disc=True):
-    image = Image.new("L", (width, height), 30)
-    if disc:
-        from PIL import ImageDraw
-        ImageDraw.Draw(image).ellipse([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=240)
+_TRAINING_SLICES = {}
+
+
+def training_slice(label="COVID", n=1):
+    """The n-th `label` image of the session model's training data (tests/conftest.py:
+    shapes_dataset, same seed, so byte for byte the file it was trained on): a slice the model's
+    out-of-distribution gate accepts."""
+    if not _TRAINING_SLICES:
+        root = shapes_dataset(Path(tempfile.mkdtemp()) / "data")
+        for path in root.glob("*/*.png"):
+            _TRAINING_SLICES[path.parent.name, path.name] = Image.open(path).copy()
+    return _TRAINING_SLICES[label, f"{label} ({n}).png"]
+
+
+def png(width=None, height=None, disc=True):
+    """A training slice as PNG bytes; with a size, a flat synthetic disc (or blank) image of that
+    size instead — for limits, which are checked before any model sees the image."""
+    if width is None:
+        image = training_slice()
+    else:
+        image = Image.new("L", (width, height), 30)
+        if disc:
+            from PIL import ImageDraw
+            ImageDraw.Draw(image).ellipse([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=240)
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
@@ -132,12 +155,15 @@ def png(width=48, height=40, disc=True):
 
 def jpeg():
     out = io.BytesIO()
-    Image.open(io.BytesIO(png())).save(out, "JPEG")
+    training_slice().save(out, "JPEG", quality=95)
     return out.getvalue()
 
 
-def dicom(rows=16, cols=16):
-    """A minimal explicit-VR little-endian CT Part 10 file (16-bit, intercept -1024)."""
+def dicom(image=None):
+    """A minimal explicit-VR little-endian CT Part 10 file (16-bit, intercept -2048) whose lung
+    window (W 1500 / L -600) gives back `image` (default: the training slice)."""
+    image = image or training_slice()
+    cols, rows = image.size
     def element(group, elem, vr, value):
         if len(value) % 2:
             value += b"\0" if vr in (b"UI", b"OB") else b" "
@@ -149,12 +175,12 @@ def dicom(rows=16, cols=16):
     meta = (element(2, 1, b"OB", b"\0\1") + element(2, 2, b"UI", b"1.2.840.10008.5.1.4.1.1.2")
             + element(2, 3, b"UI", b"1.2.3.4") + element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1"))
     meta = element(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
-    pixels = [(1024 - 600 + (x * 50) % 800) for y in range(rows) for x in range(cols)]
+    pixels = [round(-1350 + g * 1500 / 255) + 2048 for g in image.getdata()]
     data = (element(0x28, 2, b"US", us(1)) + element(0x28, 4, b"CS", b"MONOCHROME2")
             + element(0x28, 0x10, b"US", us(rows)) + element(0x28, 0x11, b"US", us(cols))
             + element(0x28, 0x100, b"US", us(16)) + element(0x28, 0x101, b"US", us(16))
             + element(0x28, 0x102, b"US", us(15)) + element(0x28, 0x103, b"US", us(0))
-            + element(0x28, 0x1052, b"DS", b"-1024") + element(0x28, 0x1053, b"DS", b"1")
+            + element(0x28, 0x1052, b"DS", b"-2048") + element(0x28, 0x1053, b"DS", b"1")
             + element(0x7FE0, 0x10, b"OW", struct.pack(f"<{rows * cols}H", *pixels)))
     return b"\0" * 128 + b"DICM" + meta + data
 
@@ -214,14 +240,12 @@ def test_predict_every_input_form(server, kind):
 
 
 def test_the_tiny_model_tells_discs_from_bars(server):
-    from PIL import ImageDraw
-    bar = Image.new("L", (48, 48), 30)
-    ImageDraw.Draw(bar).rectangle([8, 21, 40, 27], fill=240)
-    out = io.BytesIO()
-    bar.save(out, "PNG")
-    _, disc_answer = server.json("POST", "/v1/predict", png(48, 48), "image/png")
-    _, bar_answer = server.json("POST", "/v1/predict", out.getvalue(), "image/png")
-    assert disc_answer["probability"] > bar_answer["probability"]
+    def answer(label):
+        out = io.BytesIO()
+        training_slice(label, 5).save(out, "PNG")
+        return server.json("POST", "/v1/predict", out.getvalue(), "image/png")[1]
+
+    assert answer("COVID")["probability"] > answer("non-COVID")["probability"]
 
 
 @pytest.mark.parametrize("key,headers,status,code", [
@@ -348,7 +372,8 @@ def test_predictions_are_logged_with_features_and_feedback_joins(server):
     assert (label, truth, version) == (answer["label"], "COVID", answer["model"]["version"])
     assert abs(probability - answer["probability"]) < 1e-12
     features = json.loads(features)
-    assert features["width"] == 48 and features["height"] == 40 and 0 <= features["entropy"] <= 8
+    assert (features["width"], features["height"]) == training_slice().size
+    assert 0 <= features["entropy"] <= 8
     assert open(image_path, "rb").read() == png()
 
 

@@ -82,7 +82,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     io.add_argument("--experiment", default="covidct-monitoring", help="MLflow experiment (default covidct-monitoring)")
     t = p.add_argument_group("test conditions")
     t.add_argument("--min-rows", type=_count, default=d.min_rows,
-                   help=f"fail when the window holds fewer current rows (default {d.min_rows})")
+                   help=f"fail when the window holds fewer current rows the model judged (default {d.min_rows})")
+    t.add_argument("--max-refusal-rate", type=_unit, default=d.max_refusal_rate,
+                   help="fail when the share of current rows refused by the out-of-distribution gate is above "
+                        f"this (default {d.max_refusal_rate})")
     t.add_argument("--max-drift-share", type=_share, default=d.max_drift_share,
                    help=f"fail when the share of drifted columns is >= this (default {d.max_drift_share})")
     t.add_argument("--drift-method", default=d.drift_method,
@@ -133,6 +136,7 @@ def _options(args):
         experiment=args.experiment,
         thresholds=Thresholds(
             min_rows=args.min_rows,
+            max_refusal_rate=args.max_refusal_rate,
             max_drift_share=args.max_drift_share,
             drift_method=args.drift_method,
             drift_threshold=args.drift_threshold,
@@ -147,8 +151,8 @@ def _options(args):
 def _print_summary(summary: dict, out_dir: Path) -> None:
     cur = summary["current"]
     print(
-        f"covidct_monitor: {cur['rows']} current rows ({cur['labelled_rows']} labelled) vs "
-        f"{summary['reference']['rows']} reference rows; window "
+        f"covidct_monitor: {cur['rows']} current rows ({cur['refused_rows']} refused, {cur['labelled_rows']} "
+        f"labelled) vs {summary['reference']['rows']} reference rows; window "
         f"{(summary.get('window') or {}).get('length', 'not applied')}"
     )
     for test in summary["tests"]:
@@ -236,6 +240,7 @@ def cmd_watch(args) -> int:
                     run=run_dir.name,
                     current_rows=summary["current"]["rows"],
                     labelled_rows=summary["current"]["labelled_rows"],
+                    refusal_rate=summary["current"]["refusal_rate"],
                     drift_share=summary.get("drift", {}).get("share"),
                     failed_tests=summary["failed_tests"],
                     mlflow=(outcome or {}).get("status", "off"),

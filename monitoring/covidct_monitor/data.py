@@ -24,12 +24,17 @@ FEATURES = [
     "width", "height", "mean", "std", "p01", "p05", "p25", "p50", "p75", "p95", "p99",
     "entropy", "contrast", "sharpness",
 ]
+# The out-of-distribution gate's columns: whether the model judged the image (false/0: refused,
+# no answer) and its feature score (empty without a gate). Data written before the gate lacks both:
+# every row then counts as judged.
+GATE_COLUMNS = ["in_distribution", "ood_score"]
 # Columns of `covidct monitor export-reference`, in order.
 REFERENCE_COLUMNS = [
     "path", "split", "group", "label", "predicted_label", "probability", "threshold",
-    "positive_class", "file_bytes", *FEATURES,
+    "positive_class", "file_bytes", *GATE_COLUMNS, *FEATURES,
 ]
-NUMERIC_REFERENCE_COLUMNS = ["probability", "threshold", "file_bytes", *FEATURES]
+REFERENCE_REQUIRED = [c for c in REFERENCE_COLUMNS if c not in GATE_COLUMNS]
+NUMERIC_REFERENCE_COLUMNS = ["probability", "threshold", "file_bytes", "ood_score", *FEATURES]
 # Candidate drift columns; those missing from the current data (file_bytes for the SQLite log) are
 # left out.
 DRIFT_CANDIDATES = ["file_bytes", *FEATURES, "probability"]
@@ -53,19 +58,21 @@ class InputError(Exception):
 @dataclass
 class Reference:
     path: str
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # with a boolean `in_distribution` column and a float `ood_score` column
     positive_class: str
     classes: list  # [negative, positive] when two classes are known, else what was seen
+    gate_columns: bool = True  # False: written before the gate, every row counted as judged
 
 
 @dataclass
 class Current:
     path: str
     kind: str  # "sqlite" or "csv"
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # with a boolean `in_distribution` column and a float `ood_score` column
     window: Optional[dict]  # None when no window applied (CSV without created_unix_ms)
     invalid_rows: int = 0
     notes: list = field(default_factory=list)
+    gate_columns: bool = True  # False: written before the gate, every row counted as judged
 
 
 # ---------------------------------------------------------------- window and time
@@ -170,6 +177,32 @@ def _to_numeric(frame: pd.DataFrame, columns, path: Path, what: str) -> None:
         frame[column] = converted.astype(float)
 
 
+_TRUE, _FALSE = {"true", "1", "1.0"}, {"false", "0", "0.0"}
+
+
+def _table_gate(frame: pd.DataFrame, path: Path, what: str) -> bool:
+    """Converts a table's `in_distribution` column (true/false or 1/0, any case) to booleans; a
+    missing column: every row in distribution. Adds a NaN `ood_score` when it is missing (the
+    column is converted with the other numbers). Returns whether the table had the gate's columns."""
+    if "ood_score" not in frame.columns:
+        frame["ood_score"] = np.nan
+    if "in_distribution" not in frame.columns:
+        frame["in_distribution"] = True
+        return False
+    values = frame["in_distribution"]
+    text = values.map(lambda v: "" if pd.isna(v) else str(v).strip().lower())
+    valid = text.isin(_TRUE | _FALSE)
+    if not valid.all():
+        row = int(np.flatnonzero(~valid.to_numpy())[0])
+        shown = "(empty)" if text.iloc[row] == "" else repr(values.iloc[row])
+        raise InputError(
+            f"{what} file {path}: column 'in_distribution' has a value {shown} that is not true/false "
+            f"or 1/0 (data row {row + 1})"
+        )
+    frame["in_distribution"] = text.isin(_TRUE).astype(bool)
+    return True
+
+
 def _clean_labels(series: pd.Series) -> pd.Series:
     values = series.astype(object).where(series.notna(), None)
     values = values.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
@@ -179,14 +212,17 @@ def _clean_labels(series: pd.Series) -> pd.Series:
 def load_reference(path_text: str, splits: Optional[list] = None) -> Reference:
     path = Path(path_text)
     frame = _read_table(path, "reference")
-    _require_columns(frame, REFERENCE_COLUMNS, path, "reference")
+    _require_columns(frame, REFERENCE_REQUIRED, path, "reference")
     if splits:
         frame = frame[frame["split"].astype(str).isin(splits)].reset_index(drop=True)
         if frame.empty:
             raise InputError(f"reference file {path} has no rows of split {', '.join(splits)}")
     if frame.empty:
         raise InputError(f"reference file {path} has no rows")
+    gate_columns = _table_gate(frame, path, "reference")
     _to_numeric(frame, NUMERIC_REFERENCE_COLUMNS, path, "reference")
+    if not frame["in_distribution"].any():
+        raise InputError(f"reference file {path}: every row was refused by the out-of-distribution gate")
     for column in ("label", "predicted_label", "positive_class"):
         frame[column] = _clean_labels(frame[column])
     if frame["probability"].isna().any():
@@ -205,7 +241,9 @@ def load_reference(path_text: str, splits: Optional[list] = None) -> Reference:
         raise InputError(
             f"reference file {path}: binary classifier expected, found classes {sorted(labels)}"
         )
-    return Reference(path=str(path), frame=frame, positive_class=positive, classes=classes)
+    return Reference(
+        path=str(path), frame=frame, positive_class=positive, classes=classes, gate_columns=gate_columns
+    )
 
 
 # ---------------------------------------------------------------- current data
@@ -237,6 +275,7 @@ def load_current(path_text: str, window_text: str, now: datetime) -> Current:
 def _load_current_table(path: Path, window: dict) -> Current:
     frame = _read_table(path, "current")
     _require_columns(frame, CURRENT_CSV_REQUIRED, path, "current")
+    gate_columns = _table_gate(frame, path, "current")
     _to_numeric(frame, [c for c in [*NUMERIC_REFERENCE_COLUMNS, "created_unix_ms"] if c in frame], path, "current")
     notes = []
     applied = None
@@ -254,7 +293,9 @@ def _load_current_table(path: Path, window: dict) -> Current:
         frame[column] = _clean_labels(frame[column])
     if frame["probability"].isna().any():
         raise InputError(f"current file {path}: column 'probability' has empty values")
-    return Current(path=str(path), kind="csv", frame=frame, window=applied, notes=notes)
+    return Current(
+        path=str(path), kind="csv", frame=frame, window=applied, notes=notes, gate_columns=gate_columns
+    )
 
 
 def _load_sqlite(path: Path, window: dict) -> Current:
@@ -281,11 +322,15 @@ def _load_sqlite(path: Path, window: dict) -> Current:
                     f"current file {path}: table {table!r} lacks column"
                     f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}"
                 )
-        has_image_path = "image_path" in {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
+        have = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
+        # Optional columns: image_path, and the gate's columns (absent from logs written before it).
+        gate_columns = "in_distribution" in have
         query = f"""
             SELECT p.request_id, p.created_unix_ms, p.model_name, p.model_version,
                    p.label AS predicted_label, p.probability, p.threshold, p.features,
-                   {'p.image_path' if has_image_path else 'NULL'} AS image_path,
+                   {'p.image_path' if 'image_path' in have else 'NULL'} AS image_path,
+                   {'p.in_distribution' if gate_columns else '1'} AS in_distribution,
+                   {'p.ood_score' if 'ood_score' in have else 'NULL'} AS ood_score,
                    f.label AS label, f.received_unix_ms
             FROM predictions p LEFT JOIN feedback f ON f.request_id = p.request_id
             WHERE p.created_unix_ms > ? AND p.created_unix_ms <= ?
@@ -300,9 +345,11 @@ def _load_sqlite(path: Path, window: dict) -> Current:
 
     columns = [
         "request_id", "created_unix_ms", "model_name", "model_version", "predicted_label",
-        "probability", "threshold", "features", "image_path", "label", "received_unix_ms",
+        "probability", "threshold", "features", "image_path", "in_distribution", "ood_score", "label",
+        "received_unix_ms",
     ]
     frame = pd.DataFrame.from_records(rows, columns=columns)
+    _log_gate(frame, path)
     records = []
     invalid = 0
     keep = []
@@ -320,7 +367,8 @@ def _load_sqlite(path: Path, window: dict) -> Current:
         seen_keys.update(value.keys())
         keep.append(True)
         records.append({k: _as_float(value.get(k)) for k in FEATURES})
-    features = pd.DataFrame.from_records(records, columns=FEATURES, index=frame.index)
+    # Not from_records: it fails on an empty window.
+    features = pd.DataFrame(records, columns=FEATURES, index=frame.index)
     frame = pd.concat([frame.drop(columns=["features"]), features], axis=1)
     frame = frame[np.array(keep, dtype=bool)].reset_index(drop=True) if len(frame) else frame
     if len(frame) and seen_keys:
@@ -337,7 +385,34 @@ def _load_sqlite(path: Path, window: dict) -> Current:
     notes = []
     if invalid:
         notes.append(f"{invalid} prediction row(s) with unreadable features JSON were left out")
-    return Current(path=str(path), kind="sqlite", frame=frame, window=window, invalid_rows=invalid, notes=notes)
+    return Current(
+        path=str(path), kind="sqlite", frame=frame, window=window, invalid_rows=invalid, notes=notes,
+        gate_columns=gate_columns,
+    )
+
+
+def _log_gate(frame: pd.DataFrame, path: Path) -> None:
+    """Checks and converts the log's gate columns: `in_distribution` 0 or 1, `ood_score` a number or
+    NULL; a bad value is named with its request id."""
+    # SQLite keeps text stored in an INTEGER column as text: only the numbers 0 and 1 are valid.
+    values = frame["in_distribution"].tolist()
+    valid = np.array([isinstance(v, (int, float)) and v in (0, 1) for v in values], dtype=bool)
+    if not valid.all():
+        row = int(np.flatnonzero(~valid)[0])
+        raise InputError(
+            f"current file {path}: column 'predictions.in_distribution' has a value {values[row]!r} "
+            f"that is not 0 or 1 (request_id {frame['request_id'].iloc[row]!r})"
+        )
+    frame["in_distribution"] = np.array([v == 1 for v in values], dtype=bool)
+    scores = pd.to_numeric(frame["ood_score"], errors="coerce")
+    wrong = scores.isna() & frame["ood_score"].notna()
+    if wrong.any():
+        row = int(np.flatnonzero(wrong.to_numpy())[0])
+        raise InputError(
+            f"current file {path}: column 'predictions.ood_score' has a non-numeric value "
+            f"{frame['ood_score'].iloc[row]!r} (request_id {frame['request_id'].iloc[row]!r})"
+        )
+    frame["ood_score"] = scores.astype(float)
 
 
 def _as_float(value) -> float:

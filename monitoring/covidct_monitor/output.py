@@ -202,6 +202,14 @@ def render_index(summary: dict) -> str:
         ("reference", f"{ref.get('path')} — {ref.get('rows')} rows"),
         ("current", f"{cur.get('path')} ({cur.get('kind')}) — {cur.get('rows')} rows, {cur.get('labelled_rows')} with feedback labels"),
         ("models seen", models or "—"),
+        (
+            "refused by the out-of-distribution gate",
+            f"{cur.get('refused_rows')} of {cur.get('rows')} current rows (rate "
+            f"{format_value(cur.get('refusal_rate'))}, median OOD score {format_value(cur.get('ood_score_median'))}); "
+            f"{ref.get('refused_rows')} of {ref.get('rows')} reference rows (rate "
+            f"{format_value(ref.get('refusal_rate'))}, median OOD score {format_value(ref.get('ood_score_median'))}). "
+            "Refused rows are left out of drift and classification quality.",
+        ),
     ]
     parts.append(
         "<h2>Data</h2><table>"
@@ -210,6 +218,12 @@ def render_index(summary: dict) -> str:
     )
 
     drift = summary.get("drift", {})
+    left_out = drift.get("left_out_refused") or {}
+    refused_note = (
+        f" Refused rows left out: {left_out.get('current')} current, {left_out.get('reference')} reference."
+        if left_out.get("current") or left_out.get("reference")
+        else ""
+    )
     if drift.get("status") == "run":
         drow = []
         for column, item in drift.get("per_column", {}).items():
@@ -221,20 +235,23 @@ def render_index(summary: dict) -> str:
             )
         parts.append(
             f"<h2>Drift per column</h2><p>{_e(drift.get('count'))} of {len(drift.get('columns', []))} columns drifted "
-            f"(share {_e(format_value(drift.get('share')))}).</p><table><tr><th>column</th><th>method</th><th>score</th>"
-            "<th>threshold</th><th>result</th></tr>" + "".join(drow) + "</table>"
+            f"(share {_e(format_value(drift.get('share')))}).{_e(refused_note)}</p>"
+            "<table><tr><th>column</th><th>method</th><th>score</th><th>threshold</th><th>result</th></tr>" + "".join(drow) + "</table>"
         )
     else:
         parts.append(f"<h2>Drift</h2><p class=\"skipped\">Skipped: {_e(drift.get('reason'))}</p>")
 
     cls = summary.get("classification", {})
+    refused_labelled = (cls.get("left_out_refused") or {}).get("current")
+    refused_note = f" {refused_labelled} refused rows with feedback labels left out." if refused_labelled else ""
     if cls.get("status") == "run":
         mrow = "".join(
             f"<tr><th>{_e(k)}</th><td>{_e(format_value(v))}</td></tr>" for k, v in cls.get("metrics", {}).items()
         )
         parts.append(
             f"<h2>Classification quality on feedback</h2><p>{_e(cls.get('rows'))} labelled rows, threshold "
-            f"{_e(format_value(cls.get('probas_threshold')))}, positive class <code>{_e(cls.get('positive_class'))}</code>.</p>"
+            f"{_e(format_value(cls.get('probas_threshold')))}, positive class "
+            f"<code>{_e(cls.get('positive_class'))}</code>.{_e(refused_note)}</p>"
             f"<table>{mrow}</table>"
         )
     else:
@@ -261,16 +278,18 @@ def render_history(root: Path) -> str:
         status = summary.get("status", "?")
         cur = summary.get("current", {})
         share = summary.get("drift", {}).get("share")
+        refusal = cur.get("refusal_rate")
         rows.append(
             f"<tr><td><a href=\"{_e(name)}/index.html\">{_e(name)}</a></td>"
             f"<td class=\"{_e(status)}\">{_e(str(status).upper())}</td><td>{_e(cur.get('rows'))}</td>"
-            f"<td>{_e(cur.get('labelled_rows'))}</td><td>{_e(format_value(share))}</td>"
+            f"<td>{_e(cur.get('labelled_rows'))}</td><td>{_e(format_value(refusal))}</td>"
+            f"<td>{_e(format_value(share))}</td>"
             f"<td>{_e(', '.join(summary.get('failed_tests', [])))}</td></tr>"
         )
     body = (
         "<h1>covidct monitoring runs</h1>"
         f"<p><a href=\"{LATEST}/index.html\">Latest report</a></p>"
         "<table><tr><th>run (UTC)</th><th>status</th><th>current rows</th><th>labelled</th>"
-        "<th>drifted share</th><th>failed tests</th></tr>" + "".join(rows) + "</table>"
+        "<th>refusal rate</th><th>drifted share</th><th>failed tests</th></tr>" + "".join(rows) + "</table>"
     )
     return _page("covidct monitoring runs", body)

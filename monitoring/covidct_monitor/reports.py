@@ -21,6 +21,7 @@ class Thresholds:
     """The test conditions and their defaults (docs/MONITORING.md explains the choices)."""
 
     min_rows: int = 30
+    max_refusal_rate: float = 0.05
     max_drift_share: float = 0.3
     drift_method: Optional[str] = None
     drift_threshold: Optional[float] = None

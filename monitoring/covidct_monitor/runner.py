@@ -37,6 +37,15 @@ def _test(name, value, condition, status, description):
     return {"name": name, "value": value, "condition": condition, "status": status, "description": description}
 
 
+def _rate(part: int, whole: int) -> Optional[float]:
+    return part / whole if whole else None
+
+
+def _median(series: pd.Series) -> Optional[float]:
+    values = series.dropna()
+    return float(values.median()) if len(values) else None
+
+
 def _mode(series: pd.Series) -> Optional[float]:
     values = series.dropna()
     if values.empty:
@@ -52,9 +61,28 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
     th = opts.thresholds
     reference = load_reference(opts.reference, opts.reference_split or None)
     current = load_current(opts.current, opts.window, now)
-    cur = current.frame
-    ref = reference.frame
+    cur_all, ref_all = current.frame, reference.frame
+    # Rows refused by the out-of-distribution gate (the model gave no answer) count in the refusal
+    # rate only; drift and classification quality use the rows the model judged.
+    cur = cur_all[cur_all["in_distribution"]].reset_index(drop=True)
+    ref = ref_all[ref_all["in_distribution"]].reset_index(drop=True)
+    refused_cur, refused_ref = len(cur_all) - len(cur), len(ref_all) - len(ref)
+    refused_for_drift = {"current": refused_cur, "reference": refused_ref}
+    refused_labelled = {
+        "current": int((~cur_all["in_distribution"] & cur_all["label"].notna()).sum()),
+        "reference": int((~ref_all["in_distribution"] & ref_all["label"].notna()).sum()),
+    }
     notes = list(current.notes)
+    for what, has_gate in (("current data", current.gate_columns), ("reference", reference.gate_columns)):
+        if not has_gate:
+            notes.append(
+                f"the {what} has no in_distribution column (written before the out-of-distribution gate): "
+                "every row counted as judged"
+            )
+    if refused_labelled["current"]:
+        notes.append(
+            f"{refused_labelled['current']} refused row(s) with feedback labels were left out of classification quality"
+        )
 
     # Feedback labels must be one of the reference's classes to count (when it knows both).
     labelled = cur[cur["label"].notna()]
@@ -75,18 +103,24 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
         "window": current.window,
         "reference": {
             "path": reference.path,
-            "rows": int(len(ref)),
-            "splits": {str(k): int(v) for k, v in ref["split"].value_counts().items()},
+            "rows": int(len(ref_all)),
+            "splits": {str(k): int(v) for k, v in ref_all["split"].value_counts().items()},
             "positive_class": reference.positive_class,
             "classes": reference.classes,
+            "refused_rows": refused_ref,
+            "refusal_rate": _rate(refused_ref, len(ref_all)),
+            "ood_score_median": _median(ref_all["ood_score"]),
         },
         "current": {
             "path": current.path,
             "kind": current.kind,
-            "rows": int(len(cur)),
+            "rows": int(len(cur_all)),
+            "refused_rows": refused_cur,
+            "refusal_rate": _rate(refused_cur, len(cur_all)),
+            "ood_score_median": _median(cur_all["ood_score"]),
             "labelled_rows": int(len(labelled)),
             "invalid_rows": current.invalid_rows,
-            "models": models_seen(cur),
+            "models": models_seen(cur_all),
         },
         "thresholds": asdict(th),
         "tests": [],
@@ -101,7 +135,7 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # ---- minimum number of current rows
+    # ---- minimum number of current rows the model judged
     n = len(cur)
     enough = n >= th.min_rows
     tests.append(
@@ -110,10 +144,28 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
             n,
             f">= {th.min_rows}",
             "pass" if enough else "fail",
-            f"{n} current rows" + ("" if enough else f"; fewer than {th.min_rows}: drift on so few rows means nothing, "
-                                   "drift tests skipped"),
+            f"{n} current rows judged by the model"
+            + (f" ({refused_cur} refused rows do not count)" if refused_cur else "")
+            + ("" if enough else f"; fewer than {th.min_rows}: drift on so few rows means nothing, "
+                                 "drift tests skipped"),
         )
     )
+
+    # ---- share of the window refused by the out-of-distribution gate
+    rate = summary["current"]["refusal_rate"]
+    if rate is None:
+        tests.append(_test("refusal_rate", None, "", "skipped", "no current rows in the window"))
+    else:
+        tests.append(
+            _test(
+                "refusal_rate",
+                rate,
+                f"<= {th.max_refusal_rate}",
+                "pass" if rate <= th.max_refusal_rate else "fail",
+                f"{refused_cur} of {len(cur_all)} current rows refused by the out-of-distribution gate "
+                f"(reference: {refused_ref} of {len(ref_all)})",
+            )
+        )
 
     # ---- data drift
     columns = [c for c in DRIFT_CANDIDATES if c in cur.columns and c in ref.columns]
@@ -153,6 +205,7 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
             )
         summary["drift"] = {
             "status": "run",
+            "left_out_refused": refused_for_drift,
             "columns": columns,
             "share": share,
             "count": info["count"],
@@ -163,11 +216,17 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
         }
     else:
         reason = (
-            f"{n} current rows, fewer than --min-rows {th.min_rows}" if not enough else "no drift columns in common"
+            f"{n} current rows judged by the model, fewer than --min-rows {th.min_rows}"
+            if not enough
+            else "no drift columns in common"
         )
         for name in ("drifted_columns_share", "probability_drift"):
             tests.append(_test(name, None, "", "skipped", reason))
-        summary["drift"] = {"status": "skipped", "reason": reason}
+        summary["drift"] = {
+            "status": "skipped",
+            "reason": reason,
+            "left_out_refused": refused_for_drift,
+        }
         output.remove_if_exists(out_dir / DRIFT_HTML)
         output.remove_if_exists(out_dir / DRIFT_JSON)
 
@@ -200,6 +259,7 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
         output.write_json(out_dir / CLS_JSON, plain)
         files["classification_html"], files["classification_json"] = CLS_HTML, CLS_JSON
         metrics = info["metrics"]
+        left_out = f" ({refused_labelled['current']} refused rows left out)" if refused_labelled["current"] else ""
         for name, key, minimum in (("accuracy", "accuracy", th.min_accuracy), ("roc_auc", "roc_auc", th.min_roc_auc)):
             value = metrics.get(key)
             test = info["tests"].get(key)
@@ -208,11 +268,12 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
             else:
                 status = "pass" if value is not None and value >= minimum else "fail"
             tests.append(
-                _test(name, value, f">= {minimum}", status, f"on {len(labelled)} rows with feedback labels")
+                _test(name, value, f">= {minimum}", status, f"on {len(labelled)} rows with feedback labels{left_out}")
             )
         summary["classification"] = {
             "status": "run",
             "rows": int(len(labelled)),
+            "left_out_refused": refused_labelled,
             "class_counts": {str(k): int(v) for k, v in labelled["label"].value_counts().items()},
             "positive_class": reference.positive_class,
             "probas_threshold": probas_threshold,
@@ -222,7 +283,12 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
     else:
         for name in ("accuracy", "roc_auc"):
             tests.append(_test(name, None, "", "skipped", reason))
-        summary["classification"] = {"status": "skipped", "reason": reason, "rows": int(len(labelled))}
+        summary["classification"] = {
+            "status": "skipped",
+            "reason": reason,
+            "rows": int(len(labelled)),
+            "left_out_refused": refused_labelled,
+        }
         output.remove_if_exists(out_dir / CLS_HTML)
         output.remove_if_exists(out_dir / CLS_JSON)
 

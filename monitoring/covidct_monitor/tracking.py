@@ -122,10 +122,17 @@ def build_params(summary: dict, evidently_version: str) -> dict:
 
 def build_metrics(summary: dict) -> dict:
     current = summary.get("current", {})
+    reference = summary.get("reference", {})
     metrics = {
-        "reference_rows": summary.get("reference", {}).get("rows"),
+        "reference_rows": reference.get("rows"),
         "current_rows": current.get("rows"),
         "labelled_rows": current.get("labelled_rows"),
+        "refused_rows": current.get("refused_rows"),
+        "refusal_rate": current.get("refusal_rate"),
+        "ood_score_median": current.get("ood_score_median"),
+        "reference_refused_rows": reference.get("refused_rows"),
+        "reference_refusal_rate": reference.get("refusal_rate"),
+        "reference_ood_score_median": reference.get("ood_score_median"),
         "tests_failed": len(summary.get("failed_tests", [])),
         "passed": 1.0 if summary.get("status") == "pass" else 0.0,
     }

@@ -204,6 +204,7 @@ def test_not_a_database(tmp_path, reference_csv):
     [
         (["--window", "24x"], "24x"),
         (["--max-drift-share", "1.5"], "--max-drift-share"),
+        (["--max-refusal-rate", "1.5"], "--max-refusal-rate"),
         (["--min-rows", "0"], "--min-rows"),
         (["--min-accuracy", "abc"], "--min-accuracy"),
         (["--now", "yesterday"], "yesterday"),

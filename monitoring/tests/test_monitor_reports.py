@@ -45,6 +45,7 @@ def test_no_drift_passes(same):
     assert summary["failed_tests"] == []
     assert _statuses(summary) == {
         "min_current_rows": "pass",
+        "refusal_rate": "pass",
         "drifted_columns_share": "pass",
         "probability_drift": "pass",
         "accuracy": "pass",
@@ -81,6 +82,8 @@ def test_summary_contents(same, reference_csv):
     tests = {t["name"]: t for t in summary["tests"]}
     assert tests["min_current_rows"]["value"] == 150
     assert tests["min_current_rows"]["condition"] == ">= 30"
+    assert tests["refusal_rate"]["value"] == 0.0 and tests["refusal_rate"]["condition"] == "<= 0.05"
+    assert summary["current"]["refused_rows"] == 0 and summary["reference"]["refusal_rate"] == 0.0
     assert tests["drifted_columns_share"]["condition"] == "< 0.3"
     assert tests["accuracy"]["condition"] == ">= 0.8"
     assert tests["roc_auc"]["condition"] == ">= 0.85"
@@ -111,7 +114,7 @@ def test_files_written(same):
     assert html.lstrip().lower().startswith("<html") or "<!doctype" in html[:200].lower()
     assert "Value Drift for column probability" in html
     index = (out / "index.html").read_text()
-    for needle in ('href="drift.html"', 'href="classification.html"', "drifted_columns_share", "PASS"):
+    for needle in ('href="drift.html"', 'href="classification.html"', "drifted_columns_share", "refusal_rate", "PASS"):
         assert needle in index
 
 

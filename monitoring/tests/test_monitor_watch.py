@@ -24,6 +24,7 @@ def test_watch_runs_keeps_latest_and_stops_on_sigterm(background_watch):
     for run in runs:
         assert run["status"] == "pass" and run["current_rows"] == 60 and run["failed_tests"] == []
         assert run["labelled_rows"] == 40 and run["mlflow"] == "logged"
+        assert run["refusal_rate"] == 0.0
     # Each run got its own directory; `latest` moved from one to the next.
     assert watch.latest_seen == [r["run"] for r in runs][: len(watch.latest_seen)]
     # --keep 1: only the newest run directory is left, and latest points at it.
@@ -67,5 +68,7 @@ def test_watch_logs_each_run_to_mlflow(background_watch):
     assert run.data.metrics["accuracy"] == summary["classification"]["metrics"]["accuracy"]
     assert "roc_auc" in run.data.metrics and "drift_score.contrast" in run.data.metrics
     assert run.data.metrics["test.min_current_rows.value"] == 60
+    assert run.data.metrics["refusal_rate"] == 0.0 and run.data.metrics["test.refusal_rate.passed"] == 1.0
+    assert run.data.params["threshold.max_refusal_rate"] == "0.05"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"drift.html", "drift.json", "classification.html", "classification.json", "summary.json", "index.html"} <= artifacts

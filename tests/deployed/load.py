@@ -11,23 +11,25 @@ Only loopback or the project's own test hosts are valid targets."""
 import argparse
 import collections
 import http.client
-import io
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
-
-from PIL import Image, ImageDraw
+from pathlib import Path
 
 
 def png() -> bytes:
-    image = Image.new("L", (48, 40), 30)
-    ImageDraw.Draw(image).ellipse([12, 10, 36, 30], fill=240)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
+    """The first COVID slice of the deployed tiny model's training data (tests/conftest.py:
+    shapes_dataset, same seed): an image its out-of-distribution gate accepts."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from conftest import shapes_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = shapes_dataset(Path(tmp) / "data")
+        return (root / "COVID" / "COVID (1).png").read_bytes()
 
 
 def main() -> int:

@@ -148,6 +148,37 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
         );
         metrics_table(&mut out, "Metrics (groups)", &group.metrics);
     }
+    if let Some(refusals) = &report.refusals {
+        let checks: Vec<String> = refusals
+            .by_check
+            .iter()
+            .map(|(check, n)| format!("{} {n}", e(check)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<h2>Out-of-distribution gate</h2>\n<p class=\"note\">The model refused {} of {} \
+             images ({:.2}%) as not judgeable{}. The metrics above include them; those below \
+             leave them out.</p>",
+            refusals.refused,
+            refusals.total,
+            100.0 * refusals.rate,
+            if checks.is_empty() {
+                String::new()
+            } else {
+                format!(" (failed checks: {})", checks.join(", "))
+            }
+        );
+        if let Some(accepted) = &refusals.accepted {
+            metrics_table(&mut out, "Metrics (accepted slices)", accepted);
+        }
+        if let Some(group) = &refusals.accepted_group {
+            metrics_table(
+                &mut out,
+                "Metrics (groups, accepted slices)",
+                &group.metrics,
+            );
+        }
+    }
 
     out.push_str("<h2>Plots</h2>\n");
     embed_plots(

@@ -76,8 +76,8 @@ pub use metrics::{
 };
 pub use report::{
     Curves, DatasetInfo, EvaluationReport, ExtraSection, LinePlot, ModelInfo, PlotGuide,
-    PlotSeries, REPORT_FORMAT_VERSION, ReportFiles, ReportInput, ThresholdInfo, read_json,
-    read_report, write_report,
+    PlotSeries, REPORT_FORMAT_VERSION, RefusalSummary, Refused, ReportFiles, ReportInput,
+    ThresholdInfo, read_json, read_report, write_report,
 };
 pub use robustness::{
     DEFAULT_MAX_ACCURACY_DROP, LevelScores, PerturbationScores, RobustnessAnalysis,

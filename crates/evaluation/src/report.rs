@@ -1,6 +1,7 @@
 //! The evaluation report: what was evaluated, on what, how the threshold was chosen, metrics
 //! with intervals, curve points and the caller's extra sections; written as JSON, HTML and PNG.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -154,9 +155,41 @@ pub struct EvaluationReport {
     pub group: Option<GroupEvaluation>,
     /// Curve points.
     pub curves: Curves,
+    /// What the model's out-of-distribution gate refused, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<RefusalSummary>,
     /// Sections added by the caller, in order.
     #[serde(default)]
     pub extra: Vec<ExtraSection>,
+}
+
+/// The images a model's out-of-distribution gate refused, and the metrics without them (the
+/// report's own metrics cover every image, as if the gate did not exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusalSummary {
+    /// Images refused.
+    pub refused: usize,
+    /// Images evaluated.
+    pub total: usize,
+    /// `refused / total`.
+    pub rate: f64,
+    /// Refusals per failed check (an image can fail several).
+    pub by_check: BTreeMap<String, usize>,
+    /// Metrics of the accepted images alone; `None` when they no longer hold both classes.
+    pub accepted: Option<MetricsWithCi>,
+    /// Group-level metrics of the accepted images alone, where the model has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_group: Option<GroupEvaluation>,
+}
+
+/// Which images the gate refused: one flag per image of a [`ReportInput`], and the checks that
+/// refused them (see [`EvaluationReport::compute_with_refusals`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// Whether each image was refused.
+    pub flags: &'a [bool],
+    /// The failed checks of each image (empty for accepted ones).
+    pub checks: &'a [Vec<String>],
 }
 
 /// What [`EvaluationReport::compute`] needs.
@@ -247,8 +280,57 @@ impl EvaluationReport {
             metrics,
             group,
             curves,
+            refusals: None,
             extra: Vec::new(),
         })
+    }
+
+    /// [`EvaluationReport::compute`] of every image, plus the [`RefusalSummary`] of a gate's
+    /// verdicts: the same metrics on the images it accepted.
+    pub fn compute_with_refusals(
+        input: ReportInput<'_>,
+        refused: Refused<'_>,
+    ) -> Result<Self, EvalError> {
+        check_lengths(
+            "refused",
+            refused.flags.len(),
+            "probabilities",
+            input.probabilities.len(),
+        )?;
+        let keep = |i: &usize| !refused.flags[*i];
+        let kept: Vec<usize> = (0..refused.flags.len()).filter(keep).collect();
+        let probabilities: Vec<f64> = kept.iter().map(|&i| input.probabilities[i]).collect();
+        let labels: Vec<bool> = kept
+            .iter()
+            .filter_map(|&i| input.labels.get(i).copied())
+            .collect();
+        let groups: Vec<String> = kept
+            .iter()
+            .filter_map(|&i| input.groups.get(i).cloned())
+            .collect();
+        let accepted = EvaluationReport::compute(ReportInput {
+            probabilities: &probabilities,
+            labels: &labels,
+            groups: &groups,
+            ..input.clone()
+        })
+        .ok();
+        let mut by_check = BTreeMap::new();
+        for check in refused.checks.iter().flatten() {
+            *by_check.entry(check.clone()).or_insert(0) += 1;
+        }
+        let total = refused.flags.len();
+        let count = total - kept.len();
+        let mut report = Self::compute(input)?;
+        report.refusals = Some(RefusalSummary {
+            refused: count,
+            total,
+            rate: count as f64 / total.max(1) as f64,
+            by_check,
+            accepted_group: accepted.as_ref().and_then(|r| r.group.clone()),
+            accepted: accepted.map(|r| r.metrics),
+        });
+        Ok(report)
     }
 
     /// Appends a section shown after the standard ones.

@@ -735,17 +735,48 @@ fn decode_image<R: BufRead + Seek>(
     decoder.set_limits(limits).map_err(fail)?;
     let decoded = DynamicImage::from_decoder(decoder).map_err(fail)?;
     let (width, height) = (decoded.width(), decoded.height());
+    let coloured_pixels = coloured_pixels(&decoded);
     let image = GreyImage::new(width, height, to_grey(decoded)).ok_or_else(|| {
         Failure::new(
             FailureKind::Corrupt,
             format!("internal error: {format} decoder returned a buffer of the wrong size"),
         )
     })?;
-    Ok(DecodedImage { image, source })
+    Ok(DecodedImage {
+        image,
+        source,
+        coloured_pixels,
+    })
+}
+
+/// Pixels of a colour image whose channels differ by more than [`COLOUR_TOLERANCE`] (8-bit
+/// scale): grey content stored as RGB has none; grey layouts have none by definition.
+fn coloured_pixels(image: &DynamicImage) -> u64 {
+    let spread = |r: u8, g: u8, b: u8| r.max(g).max(b) - r.min(g).min(b);
+    let count = |pixels: &mut dyn Iterator<Item = (u8, u8, u8)>| {
+        pixels
+            .filter(|&(r, g, b)| spread(r, g, b) > COLOUR_TOLERANCE)
+            .count() as u64
+    };
+    match image {
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_) => 0,
+        DynamicImage::ImageRgb8(buf) => count(&mut buf.chunks_exact(3).map(|p| (p[0], p[1], p[2]))),
+        DynamicImage::ImageRgba8(buf) => {
+            count(&mut buf.chunks_exact(4).map(|p| (p[0], p[1], p[2])))
+        }
+        other => count(&mut other.to_rgb8().pixels().map(|p| (p[0], p[1], p[2]))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Canonicalisation
+
+/// Largest difference between the RGB channels of a pixel (8-bit scale) that still counts as
+/// grey: lossy compression of grey content leaves a few levels.
+pub const COLOUR_TOLERANCE: u8 = 24;
 
 /// BT.601 luma weights in 16.16 fixed point; they sum to exactly 65536.
 const LUMA_R: u64 = 19595;

@@ -835,16 +835,20 @@ pub(crate) fn decode(
             && outcome.syntax.big_endian
             && vr.is_none_or(|vr| &vr == b"OW"),
     };
-    let out = if module.samples_per_pixel == 3 {
+    let (out, coloured_pixels) = if module.samples_per_pixel == 3 {
         rgb_to_grey(&samples, &module, npix)
     } else {
-        window_grey(&samples, &module, npix, &options.dicom_window)
+        (
+            window_grey(&samples, &module, npix, &options.dicom_window),
+            0,
+        )
     };
     let image = GreyImage::new(module.columns, module.rows, out)
         .ok_or_else(|| corrupt("internal error: DICOM pixel count mismatch".into()))?;
     Ok(DecodedImage {
         image,
         source: module.source_info(),
+        coloured_pixels,
     })
 }
 
@@ -943,7 +947,7 @@ fn window_grey(samples: &Samples, module: &PixelModule, npix: usize, window: &Hu
 }
 
 /// RGB DICOM (no Hounsfield units): each channel scaled to 8 bits, then BT.601 luminance.
-fn rgb_to_grey(samples: &Samples, module: &PixelModule, npix: usize) -> Vec<u8> {
+fn rgb_to_grey(samples: &Samples, module: &PixelModule, npix: usize) -> (Vec<u8>, u64) {
     let max = (1u64 << module.bits_stored) - 1;
     let channel = |i: usize| -> u32 {
         let v = stored_value(
@@ -955,14 +959,19 @@ fn rgb_to_grey(samples: &Samples, module: &PixelModule, npix: usize) -> Vec<u8> 
         ) as u64;
         ((v * 255 * 2 + max) / (2 * max)) as u32
     };
-    (0..npix)
+    let mut coloured = 0;
+    let grey = (0..npix)
         .map(|p| {
             let (r, g, b) = if module.planar {
                 (channel(p), channel(npix + p), channel(2 * npix + p))
             } else {
                 (channel(3 * p), channel(3 * p + 1), channel(3 * p + 2))
             };
+            if r.max(g).max(b) - r.min(g).min(b) > u32::from(crate::COLOUR_TOLERANCE) {
+                coloured += 1;
+            }
             crate::decode::luma8(r, g, b)
         })
-        .collect()
+        .collect();
+    (grey, coloured)
 }

@@ -13,12 +13,13 @@ mod hash;
 mod mask;
 mod perturb;
 mod preprocess;
+mod quality;
 mod types;
 
 pub use augment::{AugmentConfig, augment, sample_rng};
 pub use decode::{
-    DecodeError, DecodeErrorKind, DecodeOptions, HuWindow, MEMORY_PATH, decode_bytes,
-    decode_bytes_named, decode_file, format_hint_from_path, probe_bytes, probe_file,
+    COLOUR_TOLERANCE, DecodeError, DecodeErrorKind, DecodeOptions, HuWindow, MEMORY_PATH,
+    decode_bytes, decode_bytes_named, decode_file, format_hint_from_path, probe_bytes, probe_file,
 };
 pub use features::{FEATURE_NAMES, ImageFeatures, image_features};
 pub use hash::{
@@ -30,4 +31,5 @@ pub use perturb::{PerturbError, Perturbation};
 pub use preprocess::{
     Orientation, PreprocessConfig, ResizeMode, fit_input, normalize_into, orient, resize_square,
 };
+pub use quality::{ImageChecks, Range, Refusal, SliceStats};
 pub use types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};

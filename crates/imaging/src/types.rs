@@ -116,4 +116,7 @@ pub struct DecodedImage {
     pub image: GreyImage,
     /// The original layout.
     pub source: SourceInfo,
+    /// Pixels whose colour channels differ by more than [`crate::COLOUR_TOLERANCE`]: 0 for grey
+    /// sources and for grey content stored as colour (CT is grey; colour means something else).
+    pub coloured_pixels: u64,
 }

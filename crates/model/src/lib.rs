@@ -35,6 +35,7 @@ mod gradcam;
 mod import;
 mod layers;
 mod network;
+mod ood;
 mod package;
 mod predictor;
 mod resnet;
@@ -46,9 +47,15 @@ pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
 pub use crate::error::ModelError;
 pub use crate::gradcam::{GradCam, grad_cam};
 pub use crate::network::{Architecture, Network};
+pub use crate::ood::{
+    EXPLAINED_VARIANCE, FeatureDensity, GateValidation, MAX_COMPONENTS, MAX_VALIDATION_REFUSED,
+    OodAssessment, OodGate,
+};
 pub use crate::package::{
     ModelPackage, PACKAGE_EXTENSION, PACKAGE_FORMAT_VERSION, PackageMetadata,
 };
-pub use crate::predictor::{Prediction, Predictor, calibrated_probabilities, prepare_input};
+pub use crate::predictor::{
+    Prediction, Predictor, Scored, calibrated_probabilities, prepare_input,
+};
 pub use crate::resnet::{Downsample, ResNet, ResidualBlock};
 pub use crate::transfer::{ImportedWeights, import_pretrained, sum_stem_to_grey, tensor_to_vec};

@@ -78,6 +78,10 @@ pub struct PackageMetadata {
     /// absent in packages trained without validation groups of both classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<covidct_evaluation::GroupCalibration>,
+    /// The out-of-distribution gate (image checks, feature density, threshold); absent in
+    /// packages written before it existed, which then judge every input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<crate::ood::OodGate>,
 }
 
 impl PackageMetadata {
@@ -120,6 +124,9 @@ impl PackageMetadata {
                 self.in_channels.to_string(),
                 "must be 1 or 3",
             );
+        }
+        if let Some(gate) = &self.ood {
+            gate.validate()?;
         }
         if self.preprocess.size == 0 || self.preprocess.std.is_nan() || self.preprocess.std <= 0.0 {
             return invalid(

@@ -6,13 +6,14 @@ use burn::tensor::{Device, Tensor, TensorData};
 use std::path::PathBuf;
 
 use covidct_imaging::{
-    DecodeOptions, DecodedImage, GreyImage, decode_file, fit_input, normalize_into,
+    DecodeOptions, DecodedImage, GreyImage, SliceStats, decode_file, fit_input, normalize_into,
 };
 use rayon::prelude::*;
 
 use crate::error::ModelError;
 use crate::gradcam::{GradCam, grad_cam};
 use crate::network::Network;
+use crate::ood::OodAssessment;
 use crate::package::{ModelPackage, PackageMetadata};
 use crate::transfer::tensor_to_vec;
 
@@ -29,6 +30,26 @@ pub struct Prediction {
     pub class_probabilities: Vec<f64>,
     /// Raw logits (before temperature), in class order.
     pub logits: Vec<f64>,
+    /// The out-of-distribution gate's verdict; `None` when the package has no gate or the
+    /// caller did not ask (see [`Predictor::judge`]).
+    pub ood: Option<OodAssessment>,
+}
+
+impl Prediction {
+    /// Whether the model may judge the input: false only when the gate refused it.
+    pub fn in_distribution(&self) -> bool {
+        self.ood.as_ref().is_none_or(|o| o.in_distribution)
+    }
+}
+
+/// One input through the network: its logits and, when the package has an out-of-distribution
+/// gate, the feature score of the same forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Raw logits in class order.
+    pub logits: Vec<f64>,
+    /// [`crate::FeatureDensity::score`] of the pooled features; `None` without a gate.
+    pub ood_score: Option<f64>,
 }
 
 /// A loaded, inference-mode model with its preprocessing and calibration; its BatchNorms are
@@ -107,7 +128,7 @@ impl Predictor {
         Ok(self
             .score_files_inspecting(paths, batch_size, progress, &|_| ())?
             .into_iter()
-            .map(|(logits, ())| logits)
+            .map(|(scored, ())| scored.logits)
             .collect())
     }
 
@@ -120,7 +141,7 @@ impl Predictor {
         batch_size: usize,
         progress: &mut dyn FnMut(usize),
         inspect: &(dyn Fn(&DecodedImage) -> T + Sync),
-    ) -> Result<Vec<(Vec<f64>, T)>, ModelError> {
+    ) -> Result<Vec<(Scored, T)>, ModelError> {
         let options = self.decode_options();
         self.score_images(paths.len(), batch_size, progress, &|i| {
             let decoded =
@@ -130,17 +151,48 @@ impl Predictor {
         })
     }
 
-    /// Raw logits of `count` images made by `load(i)` for `i` in `0..count` (with a value of
-    /// the caller's), run in batches of `batch_size`; the images of a batch are loaded and
-    /// prepared in parallel. `progress` receives the number of images done; the first error of
-    /// `load` fails the call.
+    /// The `count` images made by `load(i)` for `i` in `0..count` (with a value of the
+    /// caller's) through the network, in batches of `batch_size`; the images of a batch are
+    /// loaded and prepared in parallel. `progress` receives the number of images done; the
+    /// first error of `load` fails the call.
     pub fn score_images<T: Send>(
         &self,
         count: usize,
         batch_size: usize,
         progress: &mut dyn FnMut(usize),
         load: &(dyn Fn(usize) -> Result<(GreyImage, T), ModelError> + Sync),
-    ) -> Result<Vec<(Vec<f64>, T)>, ModelError> {
+    ) -> Result<Vec<(Scored, T)>, ModelError> {
+        self.batched(count, batch_size, progress, load, &|inputs, n| {
+            self.score(inputs, n)
+        })
+    }
+
+    /// Pooled features (`dim` values per image) of the images `load(i)` makes, as
+    /// [`Predictor::score_images`] runs them: what the out-of-distribution gate is fitted on.
+    pub fn feature_rows<T: Send>(
+        &self,
+        count: usize,
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+        load: &(dyn Fn(usize) -> Result<(GreyImage, T), ModelError> + Sync),
+    ) -> Result<Vec<(Vec<f32>, T)>, ModelError> {
+        self.batched(count, batch_size, progress, load, &|inputs, n| {
+            let x = self.input_tensor(inputs, n)?;
+            let values = tensor_to_vec("features", self.network.features(x))?;
+            let dim = values.len() / n.max(1);
+            Ok(values.chunks(dim.max(1)).map(<[f32]>::to_vec).collect())
+        })
+    }
+
+    /// Runs `forward` over the images `load` makes, in batches prepared in parallel.
+    fn batched<R, T: Send>(
+        &self,
+        count: usize,
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+        load: &(dyn Fn(usize) -> Result<(GreyImage, T), ModelError> + Sync),
+        forward: &dyn Fn(Vec<f32>, usize) -> Result<Vec<R>, ModelError>,
+    ) -> Result<Vec<(R, T)>, ModelError> {
         let side = self.metadata.preprocess.size as usize;
         let plane = side * side;
         let batch_size = batch_size.max(1);
@@ -157,8 +209,8 @@ impl Predictor {
                     Ok::<_, ModelError>(value)
                 })
                 .collect::<Result<Vec<T>, ModelError>>()?;
-            let logits = self.logits(inputs, end - start)?;
-            scored.extend(logits.into_iter().zip(loaded));
+            let batch = forward(inputs, end - start)?;
+            scored.extend(batch.into_iter().zip(loaded));
             progress(scored.len());
         }
         Ok(scored)
@@ -186,11 +238,47 @@ impl Predictor {
 
     /// Raw logits `[n, classes]` for already-prepared inputs (`n × size²` values).
     pub fn logits(&self, inputs: Vec<f32>, n: usize) -> Result<Vec<Vec<f64>>, ModelError> {
-        let side = self.metadata.preprocess.size as usize;
-        let classes = self.metadata.class_names.len();
+        Ok(self
+            .score(inputs, n)?
+            .into_iter()
+            .map(|scored| scored.logits)
+            .collect())
+    }
+
+    /// Logits and out-of-distribution feature scores for already-prepared inputs
+    /// (`n × size²` values), from one forward pass.
+    pub fn score(&self, inputs: Vec<f32>, n: usize) -> Result<Vec<Scored>, ModelError> {
         if n == 0 {
             return Ok(Vec::new());
         }
+        let classes = self.metadata.class_names.len();
+        let x = self.input_tensor(inputs, n)?;
+        let features = self.network.features(x);
+        let scores: Vec<Option<f64>> = match &self.metadata.ood {
+            Some(gate) => {
+                let values = tensor_to_vec("features", features.clone())?;
+                let dim = values.len() / n;
+                values
+                    .chunks(dim.max(1))
+                    .map(|row| Some(gate.features.score(row)))
+                    .collect()
+            }
+            None => vec![None; n],
+        };
+        let values = tensor_to_vec("logits", self.network.classify(features))?;
+        Ok(values
+            .chunks(classes)
+            .zip(scores)
+            .map(|(row, ood_score)| Scored {
+                logits: row.iter().map(|&v| f64::from(v)).collect(),
+                ood_score,
+            })
+            .collect())
+    }
+
+    /// The input tensor of `n` prepared images, after checking their length.
+    fn input_tensor(&self, inputs: Vec<f32>, n: usize) -> Result<Tensor<4>, ModelError> {
+        let side = self.metadata.preprocess.size as usize;
         let expected = n * side * side * self.metadata.in_channels;
         if inputs.len() != expected {
             return Err(ModelError::Config {
@@ -200,24 +288,41 @@ impl Predictor {
             });
         }
         let data = TensorData::new(inputs, [n, self.metadata.in_channels, side, side]);
-        let x = Tensor::<4>::from_data(data, &self.device);
-        let values = tensor_to_vec("logits", self.network.forward(x))?;
-        Ok(values
-            .chunks(classes)
-            .map(|row| row.iter().map(|&v| f64::from(v)).collect())
-            .collect())
+        Ok(Tensor::<4>::from_data(data, &self.device))
     }
 
-    /// Predictions for decoded images (any size; resized here).
-    pub fn predict(&self, images: &[GreyImage]) -> Result<Vec<Prediction>, ModelError> {
+    /// The prediction for one scored input with the gate's verdict: `stats` are the image's
+    /// [`SliceStats`]. Without a gate in the package the verdict is `None` (judged as before).
+    pub fn judge(&self, scored: Scored, stats: &SliceStats) -> Prediction {
+        let ood = match (&self.metadata.ood, scored.ood_score) {
+            (Some(gate), Some(score)) => Some(gate.assess(stats, score)),
+            _ => None,
+        };
+        Prediction {
+            ood,
+            ..self.interpret(scored.logits)
+        }
+    }
+
+    /// Whether this model refuses inputs it cannot judge (its package has a gate).
+    pub fn has_gate(&self) -> bool {
+        self.metadata.ood.is_some()
+    }
+
+    /// Predictions for decoded images (any size; resized here), with the gate's verdict.
+    pub fn predict(&self, images: &[DecodedImage]) -> Result<Vec<Prediction>, ModelError> {
         let side = self.metadata.preprocess.size as usize;
         let plane = side * side;
         let mut inputs = vec![0f32; images.len() * plane];
-        for (image, out) in images.iter().zip(inputs.chunks_mut(plane)) {
-            prepare_input(image, &self.metadata, out);
+        for (decoded, out) in images.iter().zip(inputs.chunks_mut(plane)) {
+            prepare_input(&decoded.image, &self.metadata, out);
         }
-        let logits = self.logits(inputs, images.len())?;
-        Ok(logits.into_iter().map(|l| self.interpret(l)).collect())
+        let scored = self.score(inputs, images.len())?;
+        Ok(scored
+            .into_iter()
+            .zip(images)
+            .map(|(scored, decoded)| self.judge(scored, &SliceStats::of(decoded)))
+            .collect())
     }
 
     /// Applies temperature, softmax and threshold to one row of raw logits.
@@ -250,6 +355,7 @@ impl Predictor {
             threshold: meta.threshold,
             class_probabilities,
             logits,
+            ood: None,
         }
     }
 }

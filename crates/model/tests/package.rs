@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use covidct_imaging::{GreyImage, HuWindow, PreprocessConfig, ResizeMode};
+use covidct_imaging::{
+    DecodedImage, FileFormat, GreyImage, HuWindow, PixelLayout, PreprocessConfig, ResizeMode,
+    SourceInfo,
+};
 use covidct_model::{Architecture, ModelError, ModelPackage, Network, PackageMetadata, Predictor};
 
 fn device() -> Device {
@@ -37,6 +40,7 @@ fn metadata(architecture: Architecture) -> PackageMetadata {
         evaluation: serde_json::Value::Null,
         weights_sha256: String::new(),
         group: None,
+        ood: None,
     }
 }
 
@@ -74,8 +78,19 @@ fn a_saved_package_loads_and_predicts_like_the_network_it_came_from() {
 
     let from_file = Predictor::new(&loaded, &device()).unwrap();
     let in_memory = Predictor::from_parts(network, package.metadata.clone(), &device()).unwrap();
-    let a = from_file.predict(&[image()]).unwrap();
-    let b = in_memory.predict(&[image()]).unwrap();
+    let decoded = DecodedImage {
+        source: SourceInfo {
+            format: FileFormat::Png,
+            layout: PixelLayout::Grey,
+            bit_depth: 8,
+            width: 40,
+            height: 30,
+        },
+        image: image(),
+        coloured_pixels: 0,
+    };
+    let a = from_file.predict(std::slice::from_ref(&decoded)).unwrap();
+    let b = in_memory.predict(&[decoded]).unwrap();
     assert_eq!(a, b);
     let p = &a[0];
     assert_eq!(p.threshold, 0.4);

@@ -10,17 +10,17 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use covidct_model::Predictor;
+use covidct_model::{Predictor, Scored};
 use tokio::sync::oneshot;
 
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 
-/// The logits of one image and where its time went.
+/// The forward pass of one image and where its time went.
 #[derive(Debug, Clone)]
 pub struct BatchOutput {
-    /// Raw logits in class order.
-    pub logits: Vec<f64>,
+    /// Raw logits and the out-of-distribution feature score.
+    pub scored: Scored,
     /// Milliseconds spent waiting for the forward pass to start.
     pub queue_ms: f64,
     /// Milliseconds of the forward pass (shared by the whole batch).
@@ -162,15 +162,15 @@ impl Worker {
         for job in &jobs {
             inputs.extend_from_slice(&job.input);
         }
-        let result = self.predictor.logits(inputs, n);
+        let result = self.predictor.score(inputs, n);
         let inference_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok(rows) => {
-                for (job, logits) in jobs.into_iter().zip(rows) {
+                for (job, scored) in jobs.into_iter().zip(rows) {
                     let queue_ms = started.duration_since(job.enqueued).as_secs_f64() * 1e3;
                     // A client that went away no longer waits for its answer.
                     let _ = job.reply.send(Ok(BatchOutput {
-                        logits,
+                        scored,
                         queue_ms,
                         inference_ms,
                         batch_size: n,

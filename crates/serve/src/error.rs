@@ -54,10 +54,55 @@ pub struct ErrorBody {
 /// A machine-readable code and a human-readable message.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code, e.g. `unauthorized`, `invalid_image`, `image_too_large`, `overloaded`.
+    /// Stable code, e.g. `unauthorized`, `invalid_image`, `image_too_large`, `overloaded`,
+    /// `out_of_distribution`.
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// With `out_of_distribution`: the gate's score and the checks that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodDetail>,
+}
+
+/// The out-of-distribution gate's verdict on one image.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OodDetail {
+    /// Whether the model may judge the image.
+    pub in_distribution: bool,
+    /// Feature score of the image (about 1 for a typical training slice).
+    pub score: f64,
+    /// Score above which an image is refused.
+    pub threshold: f64,
+    /// The checks the image failed.
+    pub refusals: Vec<OodCheck>,
+}
+
+/// One failed check of the out-of-distribution gate.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OodCheck {
+    /// `too_small`, `aspect`, `colour`, `intensity_mean`, `intensity_std`, `entropy`,
+    /// `body_area` or `features`.
+    pub check: String,
+    /// What was measured against what is accepted.
+    pub message: String,
+}
+
+impl From<&covidct_model::OodAssessment> for OodDetail {
+    fn from(assessment: &covidct_model::OodAssessment) -> Self {
+        Self {
+            in_distribution: assessment.in_distribution,
+            score: assessment.score,
+            threshold: assessment.threshold,
+            refusals: assessment
+                .refusals
+                .iter()
+                .map(|r| OodCheck {
+                    check: r.check.clone(),
+                    message: r.message.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// An error answer: status, code, message, and `Retry-After` when retrying later helps.
@@ -79,6 +124,7 @@ impl ApiError {
             detail: ErrorDetail {
                 code,
                 message: message.into(),
+                ood: None,
             },
             retry_after: None,
         }
@@ -105,6 +151,20 @@ impl ApiError {
             "internal",
             "internal error; the server log has the details",
         )
+    }
+
+    /// 422 `out_of_distribution`: the model cannot judge this image (the gate's verdict).
+    pub fn out_of_distribution(assessment: &covidct_model::OodAssessment) -> Self {
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out_of_distribution",
+            format!(
+                "not an image this model can judge: {}",
+                assessment.summary()
+            ),
+        );
+        error.detail.ood = Some(assessment.into());
+        error
     }
 
     /// The 503 answered while no model is loaded.

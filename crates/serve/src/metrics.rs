@@ -21,6 +21,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     predictions: IntCounterVec,
+    refusals: IntCounterVec,
     probability: Histogram,
     model_info: IntGaugeVec,
     /// Images waiting for a forward pass.
@@ -61,6 +62,14 @@ impl Metrics {
             &["label"],
         )
         .map_err(fail)?;
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "covidct_ood_refusals_total",
+                "Images the out-of-distribution gate refused, by the first check they failed",
+            ),
+            &["check"],
+        )
+        .map_err(fail)?;
         let probability = Histogram::with_opts(
             HistogramOpts::new(
                 "covidct_prediction_probability",
@@ -87,10 +96,11 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .map_err(fail)?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(predictions.clone()),
+            Box::new(refusals.clone()),
             Box::new(probability.clone()),
             Box::new(model_info.clone()),
             Box::new(queue_depth.clone()),
@@ -104,6 +114,7 @@ impl Metrics {
             requests,
             latency,
             predictions,
+            refusals,
             probability,
             model_info,
             queue_depth,
@@ -118,6 +129,15 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .map_err(|e| ServeError::Worker(format!("metrics: {e}")))?;
         String::from_utf8(out).map_err(|e| ServeError::Worker(format!("metrics: {e}")))
+    }
+
+    /// Counts one image the out-of-distribution gate refused, by its first failed check.
+    pub fn observe_refusal(&self, assessment: &covidct_model::OodAssessment) {
+        let check = assessment
+            .refusals
+            .first()
+            .map_or("features", |r| r.check.as_str());
+        self.refusals.with_label_values(&[check]).inc();
     }
 
     /// Counts one prediction.

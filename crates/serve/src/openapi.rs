@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorDetail, OodCheck, OodDetail};
 use crate::routes::{admin, explain, feedback, health, model, predict};
 
 /// The service's API.
@@ -27,7 +27,7 @@ use crate::routes::{admin, explain, feedback, health, model, predict};
         health::readyz,
         health::metrics,
     ),
-    components(schemas(ErrorBody, ErrorDetail, explain::ExplainFormat)),
+    components(schemas(ErrorBody, ErrorDetail, OodDetail, OodCheck, predict::OodPolicy, explain::ExplainFormat)),
     modifiers(&Security),
     tags(
         (name = "prediction", description = "Classify and explain images"),

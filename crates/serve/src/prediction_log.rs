@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     probability REAL NOT NULL,
     threshold REAL NOT NULL,
     features TEXT NOT NULL,
-    image_path TEXT
+    image_path TEXT,
+    in_distribution INTEGER NOT NULL DEFAULT 1,
+    ood_score REAL
 );
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT PRIMARY KEY REFERENCES predictions(request_id),
@@ -56,6 +58,11 @@ pub struct PredictionRecord {
     pub threshold: f64,
     /// Monitoring features of the decoded image.
     pub features: ImageFeatures,
+    /// Whether the out-of-distribution gate let the image through (refused images are logged
+    /// with an empty label: the model gave no answer).
+    pub in_distribution: bool,
+    /// The gate's feature score, when the model has a gate.
+    pub ood_score: Option<f64>,
     /// The uploaded bytes and a file extension, when images are stored.
     pub image: Option<(axum::body::Bytes, &'static str)>,
 }
@@ -98,6 +105,7 @@ impl PredictionLog {
             .and_then(|_| connection.pragma_update(None, "foreign_keys", "ON"))
             .and_then(|_| connection.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| connection.execute_batch(SCHEMA))
+            .and_then(|_| add_gate_columns(&connection))
             .map_err(|e| fail(e.to_string()))?;
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
@@ -150,6 +158,21 @@ impl PredictionLog {
             .send(command)
             .map_err(|_| ApiError::internal("the prediction log writer has stopped"))
     }
+}
+
+/// Adds the gate's columns to a log written before they existed.
+fn add_gate_columns(connection: &Connection) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare("SELECT name FROM pragma_table_info('predictions')")?;
+    let columns: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !columns.iter().any(|c| c == "in_distribution") {
+        connection.execute_batch(
+            "ALTER TABLE predictions ADD COLUMN in_distribution INTEGER NOT NULL DEFAULT 1;
+             ALTER TABLE predictions ADD COLUMN ood_score REAL;",
+        )?;
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -251,8 +274,8 @@ fn insert(
     connection
         .execute(
             "INSERT INTO predictions (request_id, created_unix_ms, model_name, model_version,
-                 label, probability, threshold, features, image_path)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 label, probability, threshold, features, image_path, in_distribution, ood_score)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 record.request_id,
                 record.created_unix_ms,
@@ -263,6 +286,8 @@ fn insert(
                 record.threshold,
                 features,
                 image_path,
+                record.in_distribution,
+                record.ood_score,
             ],
         )
         .map(|_| ())
@@ -297,6 +322,8 @@ mod tests {
             probability: 0.9,
             threshold: 0.5,
             features: image_features(&GreyImage::filled(4, 4, 9)),
+            in_distribution: true,
+            ood_score: Some(0.8),
             image: Some((axum::body::Bytes::from_static(b"png"), "png")),
         }
     }

@@ -48,6 +48,7 @@ fn write_package(dir: &std::path::Path) -> std::path::PathBuf {
         evaluation: json!({"accuracy": 0.5}),
         weights_sha256: String::new(),
         group: None,
+        ood: None,
     };
     let package = ModelPackage::new(&network, metadata, "# Model card\ntest".into()).expect("pkg");
     let path = dir.join("model.ctpkg");

@@ -5,17 +5,21 @@
 use std::path::{Path, PathBuf};
 
 use covidct_evaluation::{
-    BootstrapConfig, CrossValidationSummary, EvaluationReport, ModelInfo, ReportInput,
+    BootstrapConfig, CrossValidationSummary, EvaluationReport, ModelInfo, Refused, ReportInput,
     ThresholdInfo, ThresholdRule, choose_threshold, fit_group_calibration,
     fit_temperature_smoothed, write_report,
 };
-use covidct_imaging::{DecodedImage, HuWindow};
-use covidct_model::{ModelPackage, Network, PackageMetadata, Predictor, calibrated_probabilities};
+use covidct_imaging::{DecodedImage, HuWindow, SliceStats};
+use covidct_model::{
+    ModelPackage, Network, OodAssessment, PackageMetadata, Predictor, Scored,
+    calibrated_probabilities,
+};
 
 use crate::checkpoint::TrainState;
 use crate::config::TrainConfig;
 use crate::data::{SplitSamples, TrainingData};
 use crate::error::TrainError;
+use crate::gate::{fit_gate, release_features, split_stats};
 use crate::model_card::model_card;
 use crate::trainer::SplitLogits;
 
@@ -108,56 +112,71 @@ pub struct EvaluationTarget<'a> {
 }
 
 /// Scores `target` with `predictor` (its temperature and threshold unchanged) and computes the
-/// evaluation report: metrics at the package's threshold with group-bootstrap intervals, and
-/// the curves.
+/// evaluation report: metrics at the package's threshold with group-bootstrap intervals, the
+/// curves, and what the out-of-distribution gate refused.
 pub fn evaluate_predictor(
     predictor: &Predictor,
     target: &EvaluationTarget<'_>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvaluationReport, TrainError> {
-    let probabilities = predictor_probabilities(predictor, target.samples, progress)?;
-    report_of_probabilities(predictor, target, &probabilities)
+    let scored = score_split(predictor, target.samples, progress, &|_| ())?;
+    report_of_probabilities(predictor, target, &scored.probabilities, &scored.verdicts)
 }
 
-/// Calibrated positive-class probabilities (the package's temperature applied) of every image
-/// of `samples`, in order; `progress` receives (done, total).
-pub fn predictor_probabilities(
-    predictor: &Predictor,
-    samples: &SplitSamples,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<f64>, TrainError> {
-    Ok(predictor_probabilities_inspecting(predictor, samples, progress, &|_| ())?.0)
+/// A split scored by a predictor, in sample order.
+#[derive(Debug, Clone)]
+pub struct ScoredSplit<T> {
+    /// Calibrated positive-class probabilities (the package's temperature applied).
+    pub probabilities: Vec<f64>,
+    /// The out-of-distribution gate's verdict on each image (`None` without a gate).
+    pub verdicts: Vec<Option<OodAssessment>>,
+    /// What the caller's `inspect` computed from each decoded image.
+    pub inspected: Vec<T>,
 }
 
-/// [`predictor_probabilities`] that also returns what `inspect` computes from each decoded image
-/// (in sample order), from the same single decode.
-pub fn predictor_probabilities_inspecting<T: Send>(
+/// Scores every image of `samples` (one decode each): probabilities, the gate's verdicts, and
+/// what `inspect` computes from each decoded image; `progress` receives (done, total).
+pub fn score_split<T: Send>(
     predictor: &Predictor,
     samples: &SplitSamples,
     progress: &mut dyn FnMut(usize, usize),
     inspect: &(dyn Fn(&DecodedImage) -> T + Sync),
-) -> Result<(Vec<f64>, Vec<T>), TrainError> {
+) -> Result<ScoredSplit<T>, TrainError> {
     let meta = predictor.metadata();
     let total = samples.len();
+    let gated = predictor.has_gate();
     let paths: Vec<PathBuf> = samples.samples.iter().map(|s| s.path.clone()).collect();
-    let (logits, inspected): (Vec<Vec<f64>>, Vec<T>) = predictor
-        .score_files_inspecting(
-            &paths,
-            SCORING_BATCH,
-            &mut |done| progress(done, total),
-            inspect,
-        )?
-        .into_iter()
-        .unzip();
-    let probabilities = positive_probabilities(&logits, meta.positive_class, meta.temperature);
-    Ok((probabilities, inspected))
+    let scored = predictor.score_files_inspecting(
+        &paths,
+        SCORING_BATCH,
+        &mut |done| progress(done, total),
+        &|decoded| (gated.then(|| SliceStats::of(decoded)), inspect(decoded)),
+    )?;
+    let mut split = ScoredSplit {
+        probabilities: Vec::with_capacity(total),
+        verdicts: Vec::with_capacity(total),
+        inspected: Vec::with_capacity(total),
+    };
+    for (scored, (stats, inspected)) in scored {
+        let verdict = stats.and_then(|stats| predictor.judge(scored.clone(), &stats).ood);
+        split.probabilities.extend(positive_probabilities(
+            std::slice::from_ref(&scored.logits),
+            meta.positive_class,
+            meta.temperature,
+        ));
+        split.verdicts.push(verdict);
+        split.inspected.push(inspected);
+    }
+    Ok(split)
 }
 
-/// The evaluation report of `target` from probabilities [`predictor_probabilities`] gave.
+/// The evaluation report of `target` from the probabilities and gate verdicts
+/// [`score_split`] gave (verdicts may be empty: no gate).
 pub fn report_of_probabilities(
     predictor: &Predictor,
     target: &EvaluationTarget<'_>,
     probabilities: &[f64],
+    verdicts: &[Option<OodAssessment>],
 ) -> Result<EvaluationReport, TrainError> {
     let meta = predictor.metadata();
     let truth = target.samples.positives(meta.positive_class);
@@ -165,7 +184,7 @@ pub fn report_of_probabilities(
         .threshold_rule
         .parse::<ThresholdRule>()
         .unwrap_or(ThresholdRule::Fixed(meta.threshold));
-    Ok(EvaluationReport::compute(ReportInput {
+    let input = ReportInput {
         model: ModelInfo {
             name: meta.name.clone(),
             version: None,
@@ -193,7 +212,29 @@ pub fn report_of_probabilities(
         temperature: Some(meta.temperature),
         bootstrap: target.bootstrap.clone(),
         group: meta.group.as_ref(),
-    })?)
+    };
+    if verdicts.is_empty() || verdicts.iter().all(Option::is_none) {
+        return Ok(EvaluationReport::compute(input)?);
+    }
+    let flags: Vec<bool> = verdicts
+        .iter()
+        .map(|v| v.as_ref().is_some_and(|v| !v.in_distribution))
+        .collect();
+    let checks: Vec<Vec<String>> = verdicts
+        .iter()
+        .map(|v| {
+            v.iter()
+                .flat_map(|v| v.refusals.iter().map(|r| r.check.clone()))
+                .collect()
+        })
+        .collect();
+    Ok(EvaluationReport::compute_with_refusals(
+        input,
+        Refused {
+            flags: &flags,
+            checks: &checks,
+        },
+    )?)
 }
 
 /// Images of validation the released predictor scores itself to check logits computed from
@@ -277,6 +318,7 @@ pub fn finalize(
         evaluation: serde_json::Value::Null,
         weights_sha256: String::new(),
         group: None,
+        ood: None,
     };
     let predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
     let positive = data.positive_class;
@@ -328,6 +370,22 @@ pub fn finalize(
     };
     metadata.temperature = temperature;
     metadata.threshold = threshold;
+    let features = release_features(&predictor, data, frozen.map(|f| &f.features), progress)?;
+    metadata.ood = match fit_gate(&predictor, data, &features) {
+        Ok(gate) => {
+            tracing::info!(
+                threshold = gate.threshold,
+                components = gate.features.variances.len(),
+                validation_refused = gate.validation_refused,
+                "out-of-distribution gate fitted"
+            );
+            Some(gate)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no out-of-distribution gate: the data cannot fit one");
+            None
+        }
+    };
     let predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
 
     let target = EvaluationTarget {
@@ -340,13 +398,16 @@ pub fn finalize(
             ..BootstrapConfig::default()
         },
     };
-    let test_probabilities = match frozen {
-        Some(frozen) => positive_probabilities(&frozen.test, positive, temperature),
-        None => predictor_probabilities(&predictor, &data.test, &mut |done, total| {
-            progress("scoring test", done, total)
-        })?,
+    let test = match frozen {
+        Some(frozen) => frozen_test(&predictor, data, frozen)?,
+        None => score_split(
+            &predictor,
+            &data.test,
+            &mut |done, total| progress("scoring test", done, total),
+            &|_| (),
+        )?,
     };
-    let report = report_of_probabilities(&predictor, &target, &test_probabilities)?;
+    let report = report_of_probabilities(&predictor, &target, &test.probabilities, &test.verdicts)?;
     let report_dir = run_dir.join("evaluation");
     write_report(&report_dir, &report)?;
     metadata.evaluation = serde_json::to_value(&report.metrics).unwrap_or_default();
@@ -369,5 +430,42 @@ pub fn finalize(
         report,
         report_dir,
         validation_roc_auc,
+    })
+}
+
+/// The test split scored from cached features: probabilities from the frozen logits, the gate's
+/// verdicts from the cached features and the images' statistics.
+fn frozen_test(
+    predictor: &Predictor,
+    data: &TrainingData,
+    frozen: &SplitLogits,
+) -> Result<ScoredSplit<()>, TrainError> {
+    let meta = predictor.metadata();
+    let probabilities = positive_probabilities(&frozen.test, meta.positive_class, meta.temperature);
+    let verdicts = match &meta.ood {
+        Some(gate) => {
+            let stats = split_stats(predictor, &data.test)?;
+            let dim = frozen.features.dim.max(1);
+            frozen
+                .features
+                .test
+                .chunks(dim)
+                .zip(&frozen.test)
+                .zip(&stats)
+                .map(|((row, logits), stats)| {
+                    let scored = Scored {
+                        logits: logits.clone(),
+                        ood_score: Some(gate.features.score(row)),
+                    };
+                    predictor.judge(scored, stats).ood
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(ScoredSplit {
+        inspected: vec![(); probabilities.len()],
+        probabilities,
+        verdicts,
     })
 }

@@ -12,8 +12,9 @@
 //! Checkpoints ([`checkpoint`]) are written after each epoch, every two minutes and when the
 //! stop flag is raised; a run started again in the same folder continues exactly where it
 //! stopped — every random choice derives from the seed and the position in the run.
-//! [`finalize`] then fits the temperature and the threshold on validation, evaluates the test
-//! split and writes the model package with its card.
+//! [`finalize`] then fits the temperature and the threshold on validation, the
+//! out-of-distribution gate ([`fit_gate`]) on training and validation, evaluates the test split
+//! and writes the model package with its card.
 
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ mod config;
 mod data;
 mod error;
 mod finalize;
+mod gate;
 mod model_card;
 pub mod probe;
 mod robustness;
@@ -35,11 +37,13 @@ pub use crate::config::{
 pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::finalize::{
-    EvaluationTarget, Provenance, Release, evaluate_predictor, finalize, positive_logits,
-    positive_probabilities, predictor_probabilities, predictor_probabilities_inspecting,
-    report_of_probabilities, split_logits,
+    EvaluationTarget, Provenance, Release, ScoredSplit, evaluate_predictor, finalize,
+    positive_logits, positive_probabilities, report_of_probabilities, score_split, split_logits,
 };
+pub use crate::gate::{fit_gate, release_features, split_features, split_stats};
 pub use crate::model_card::model_card;
 pub use crate::robustness::{RobustnessPlan, robustness_of, stratified_subset};
 pub use crate::schedule::WarmupCosine;
-pub use crate::trainer::{Silent, SplitLogits, TrainEvent, TrainObserver, TrainOutcome, Trainer};
+pub use crate::trainer::{
+    Silent, SplitFeatures, SplitLogits, TrainEvent, TrainObserver, TrainOutcome, Trainer,
+};

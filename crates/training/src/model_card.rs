@@ -132,6 +132,7 @@ pub fn model_card(
             m.specificity,
         );
     }
+    out_of_distribution(&mut card, meta, report);
     let _ = writeln!(
         card,
         "## Data and limitations\n\n- Trained on the public SARS-CoV-2 CT-scan dataset (Soares \
@@ -149,6 +150,58 @@ pub fn model_card(
 }
 
 /// A Markdown table of metrics over folds: mean ± sd, worst and best fold, per fold.
+/// The gate's section: what it checks, how its threshold was chosen, what it refused on test.
+fn out_of_distribution(card: &mut String, metadata: &PackageMetadata, report: &EvaluationReport) {
+    let Some(gate) = &metadata.ood else {
+        let _ = writeln!(
+            card,
+            "## Inputs it refuses\n\nNo out-of-distribution gate: every input gets an answer.\n"
+        );
+        return;
+    };
+    let i = &gate.image;
+    let _ = writeln!(
+        card,
+        "## Inputs it refuses\n\nAn image is refused (\"not an image this model can judge\", no \
+         label) when any check fails. Image checks, fitted on {} training slices: shorter side \
+         at least {} px, side ratio at most {:.2}, at most {:.1}% coloured pixels, mean grey \
+         {:.1}–{:.1}, grey spread {:.1}–{:.1}, histogram entropy {:.2}–{:.2} bits, body area \
+         {:.0}–{:.0}% of the image. Feature check: the squared Mahalanobis distance of the pooled \
+         features to the nearest class mean (shared covariance, {} principal directions keeping \
+         {:.0}% of the within-class variance), per dimension, at most {:.3}: the {}; {:.2}% of \
+         the {} validation slices are refused.",
+        i.fitted_on,
+        i.min_side,
+        i.max_aspect,
+        100.0 * i.max_colour_share,
+        i.mean.min,
+        i.mean.max,
+        i.std.min,
+        i.std.max,
+        i.entropy.min,
+        i.entropy.max,
+        100.0 * i.body_share.min.max(0.0),
+        100.0 * i.body_share.max.min(1.0),
+        gate.features.variances.len(),
+        100.0 * covidct_model::EXPLAINED_VARIANCE,
+        gate.threshold,
+        gate.threshold_rule,
+        100.0 * gate.validation_refused,
+        gate.validation_slices,
+    );
+    if let Some(r) = &report.refusals {
+        let _ = writeln!(
+            card,
+            "On split `{}` it refuses {} of {} slices ({:.2}%).",
+            report.dataset.split,
+            r.refused,
+            r.total,
+            100.0 * r.rate
+        );
+    }
+    card.push('\n');
+}
+
 fn spread_table(card: &mut String, unit: &str, spreads: &[FoldSpread]) {
     let _ = writeln!(
         card,

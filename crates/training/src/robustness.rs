@@ -172,7 +172,10 @@ pub fn robustness_of(
             &|i| Ok((perturb(i)?, ())),
         )?;
         done += images.len();
-        let logits: Vec<Vec<f64>> = logits.into_iter().map(|(l, ())| l).collect();
+        let logits: Vec<Vec<f64>> = logits
+            .into_iter()
+            .map(|(scored, ())| scored.logits)
+            .collect();
         Ok::<_, TrainError>(positive_probabilities(
             &logits,
             meta.positive_class,
@@ -308,6 +311,7 @@ mod tests {
             evaluation: serde_json::Value::Null,
             weights_sha256: String::new(),
             group: None,
+            ood: None,
         };
         let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
         Predictor::from_parts(network, metadata, &device).expect("predictor")

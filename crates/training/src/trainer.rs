@@ -93,13 +93,29 @@ pub struct TrainOutcome {
 }
 
 /// Raw logits of the validation and test images, computed by the head over the frozen
-/// backbone's cached features (see [`Trainer::frozen_logits`]), in sample order.
+/// backbone's cached features (see [`Trainer::frozen_logits`]), in sample order, with the
+/// features themselves (what the out-of-distribution gate is fitted on).
 #[derive(Debug, Clone)]
 pub struct SplitLogits {
     /// Validation logits, one row of class logits per image.
     pub val: Vec<Vec<f64>>,
     /// Test logits.
     pub test: Vec<Vec<f64>>,
+    /// Pooled features of every split.
+    pub features: SplitFeatures,
+}
+
+/// Pooled backbone features of the three splits, `rows × dim` each, in sample order.
+#[derive(Debug, Clone, Default)]
+pub struct SplitFeatures {
+    /// Feature dimension.
+    pub dim: usize,
+    /// Training features.
+    pub train: Vec<f32>,
+    /// Validation features.
+    pub val: Vec<f32>,
+    /// Test features.
+    pub test: Vec<f32>,
 }
 
 /// Saves a checkpoint at least this often (seconds) during an epoch.
@@ -857,14 +873,18 @@ impl<'a> Trainer<'a> {
         if self.config.epochs > 0 || self.feature_cache.is_none() {
             return Ok(None);
         }
-        let mut logits = |split: &SplitSamples, stage: &str| -> Result<_, TrainError> {
+        let mut features = |split: &SplitSamples, stage: &str| -> Result<_, TrainError> {
             let cache = self.cache(split, "decoding images", observer)?;
-            let features = self.features(best, &cache, stage, observer)?;
-            let x = Tensor::<2>::from_data(
-                TensorData::new(features.values, [features.rows, features.dim]),
-                &self.device,
-            );
-            let values = tensor_to_vec("logits", best.head().forward(x))?;
+            self.features(best, &cache, stage, observer)
+        };
+        let train = features(&self.data.train, "training features (cached)")?;
+        let val = features(&self.data.val, "validation features (cached)")?;
+        let test = features(&self.data.test, "test features")?;
+        let logits = |features: &FeatureMatrix| -> Result<Vec<Vec<f64>>, TrainError> {
+            let values = tensor_to_vec(
+                "logits",
+                best.head().forward(features.all_tensor(&self.device)),
+            )?;
             let classes = self.data.class_names.len().max(1);
             Ok(values
                 .chunks(classes)
@@ -872,8 +892,14 @@ impl<'a> Trainer<'a> {
                 .collect())
         };
         Ok(Some(SplitLogits {
-            val: logits(&self.data.val, "validation features (cached)")?,
-            test: logits(&self.data.test, "test features")?,
+            val: logits(&val)?,
+            test: logits(&test)?,
+            features: SplitFeatures {
+                dim: train.dim,
+                train: train.values,
+                val: val.values,
+                test: test.values,
+            },
         }))
     }
 

@@ -6,11 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use covidct_data::{Manifest, Sample, SplitName, scan_dataset};
 use covidct_evaluation::{BootstrapConfig, EvaluationReport, MetricsWithCi, write_report};
+use covidct_imaging::SliceStats;
 use covidct_model::{ModelPackage, Predictor, select_device};
 use covidct_tracking::{RunStatus, Tag};
-use covidct_training::{
-    EvaluationTarget, SplitSamples, predictor_probabilities_inspecting, report_of_probabilities,
-};
+use covidct_training::{EvaluationTarget, SplitSamples, report_of_probabilities, score_split};
 
 use crate::cli::{
     BiasArgs, EvalDataArgs, EvaluateArgs, ModelArgs, PredictArgs, SampleArgs, StoreArgs,
@@ -125,14 +124,15 @@ fn evaluate_with(
         },
     };
     // `--bias` reads each image's original layout and intensity from the same decode.
-    let (probabilities, properties) = predictor_probabilities_inspecting(
+    let scored = score_split(
         predictor,
         &samples,
         &mut |done, _| bar.set_position(done as u64),
         &|decoded| bias.map(|_| bias::ImageProperties::of(decoded)),
     )?;
     bar.finish_and_clear();
-    let mut report = report_of_probabilities(predictor, &target, &probabilities)?;
+    let (probabilities, properties) = (scored.probabilities, scored.inspected);
+    let mut report = report_of_probabilities(predictor, &target, &probabilities, &scored.verdicts)?;
     let outcome = match bias {
         Some(args) => Some(bias::analyse(
             &mut report,
@@ -258,6 +258,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         );
         print_intervals(m);
         print_group(&report);
+        print_refusals(&report);
         if let Some(bias) = &bias {
             bias.print();
         }
@@ -281,6 +282,28 @@ pub fn print_group(report: &EvaluationReport) {
     }
 }
 
+/// Prints what the out-of-distribution gate refused and the metrics without those images.
+pub fn print_refusals(report: &EvaluationReport) {
+    if let Some(r) = &report.refusals {
+        let checks: Vec<String> = r.by_check.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!(
+            "out-of-distribution gate: {} of {} images refused ({:.2}%){}",
+            r.refused,
+            r.total,
+            100.0 * r.rate,
+            if checks.is_empty() {
+                String::new()
+            } else {
+                format!("; failed checks: {}", checks.join(", "))
+            }
+        );
+        if let Some(accepted) = &r.accepted {
+            println!("accepted images only:");
+            print_intervals(accepted);
+        }
+    }
+}
+
 /// Prints each metric with its interval, one per line.
 pub fn print_intervals(metrics: &MetricsWithCi) {
     for (metric, interval) in &metrics.intervals {
@@ -295,27 +318,44 @@ pub fn print_intervals(metrics: &MetricsWithCi) {
     }
 }
 
-/// `covidct predict`: returns the exit status (1 when any file failed).
+/// Exit status of `covidct predict` when some file was refused by the out-of-distribution gate
+/// (and none failed to decode, which is status 1).
+pub const OUT_OF_DISTRIBUTION: u8 = 4;
+
+/// `covidct predict`: returns the exit status (1 when any file failed, else
+/// [`OUT_OF_DISTRIBUTION`] when any was refused, else 0).
 pub fn predict(args: &PredictArgs) -> Result<u8> {
     let predictor = load_model(&args.model, &args.store)?.predictor;
-    let mut failed = false;
+    let (mut failed, mut refused) = (false, false);
     for path in &args.files {
         let result = predictor
-            .score_files(std::slice::from_ref(path), 1, &mut |_| {})
-            .map(|mut logits| predictor.interpret(logits.pop().unwrap_or_default()));
+            .score_files_inspecting(std::slice::from_ref(path), 1, &mut |_| {}, &SliceStats::of)
+            .map(|mut scored| {
+                scored
+                    .pop()
+                    .map(|(scored, stats)| predictor.judge(scored, &stats))
+            });
         match result {
-            Ok(prediction) => {
+            Ok(Some(prediction)) => {
+                let judged = prediction.in_distribution();
+                refused |= !judged;
+                let ood = prediction.ood.as_ref();
                 if args.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "file": path,
-                            "label": prediction.label,
-                            "probability": prediction.probability,
-                            "threshold": prediction.threshold,
-                        })
-                    );
-                } else {
+                    let mut line = serde_json::json!({
+                        "file": path,
+                        "in_distribution": judged,
+                        "ood_score": ood.map(|o| o.score),
+                        "ood_threshold": ood.map(|o| o.threshold),
+                    });
+                    if judged {
+                        line["label"] = prediction.label.clone().into();
+                        line["probability"] = prediction.probability.into();
+                        line["threshold"] = prediction.threshold.into();
+                    } else if let Some(ood) = ood {
+                        line["refusals"] = serde_json::to_value(&ood.refusals)?;
+                    }
+                    println!("{line}");
+                } else if judged {
                     println!(
                         "{}\t{}\tp={:.4}\tthreshold={:.4}",
                         path.display(),
@@ -323,8 +363,15 @@ pub fn predict(args: &PredictArgs) -> Result<u8> {
                         prediction.probability,
                         prediction.threshold
                     );
+                } else {
+                    println!(
+                        "{}\trefused\tnot an image this model can judge: {}",
+                        path.display(),
+                        ood.map(|o| o.summary()).unwrap_or_default()
+                    );
                 }
             }
+            Ok(None) => {}
             Err(error) => {
                 failed = true;
                 if args.json {
@@ -338,5 +385,11 @@ pub fn predict(args: &PredictArgs) -> Result<u8> {
             }
         }
     }
-    Ok(u8::from(failed))
+    Ok(if failed {
+        1
+    } else if refused {
+        OUT_OF_DISTRIBUTION
+    } else {
+        0
+    })
 }

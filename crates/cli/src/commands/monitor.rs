@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use covidct_imaging::{FEATURE_NAMES, ImageFeatures, image_features};
+use covidct_imaging::{FEATURE_NAMES, ImageFeatures, SliceStats, image_features};
 use covidct_model::Prediction;
 
 use crate::cli::ExportReferenceArgs;
@@ -14,7 +14,7 @@ use crate::commands::evaluate::{load_model, target_samples};
 use crate::progress;
 
 /// Columns before the image features, in order.
-const LEADING_COLUMNS: [&str; 9] = [
+const LEADING_COLUMNS: [&str; 11] = [
     "path",
     "split",
     "group",
@@ -24,6 +24,8 @@ const LEADING_COLUMNS: [&str; 9] = [
     "threshold",
     "positive_class",
     "file_bytes",
+    "in_distribution",
+    "ood_score",
 ];
 
 /// One image of the reference data.
@@ -52,11 +54,11 @@ pub fn export_reference(args: &ExportReferenceArgs) -> Result<()> {
         &paths,
         usize::from(args.batch_size),
         &mut |done| bar.set_position(done as u64),
-        &|decoded| image_features(&decoded.image),
+        &|decoded| (image_features(&decoded.image), SliceStats::of(decoded)),
     )?;
     bar.finish_and_clear();
     let mut rows = Vec::with_capacity(scored.len());
-    for ((logits, features), (sample, group)) in scored
+    for ((scored, (features, stats)), (sample, group)) in scored
         .into_iter()
         .zip(samples.samples.iter().zip(&samples.groups))
     {
@@ -68,7 +70,7 @@ pub fn export_reference(args: &ExportReferenceArgs) -> Result<()> {
             group: group.clone(),
             label: meta.class_names[sample.label].clone(),
             file_bytes,
-            prediction: predictor.interpret(logits),
+            prediction: predictor.judge(scored, &stats),
             features,
         });
     }
@@ -112,6 +114,12 @@ fn reference_csv(rows: &[ReferenceRow], split: &str, positive_class: &str) -> Re
             row.prediction.threshold.to_string(),
             positive_class.to_owned(),
             row.file_bytes.to_string(),
+            row.prediction.in_distribution().to_string(),
+            row.prediction
+                .ood
+                .as_ref()
+                .map(|o| o.score.to_string())
+                .unwrap_or_default(),
         ];
         record.extend(
             row.features

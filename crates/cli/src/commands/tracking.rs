@@ -211,6 +211,17 @@ pub fn log_report(
         let values = metric_values(&format!("{prefix}_group"), &group.metrics);
         log_values(recorder, step, &values);
     }
+    if let Some(refusals) = &report.refusals {
+        log_values(
+            recorder,
+            step,
+            &[(format!("{prefix}_ood_refused_rate"), refusals.rate)],
+        );
+        if let Some(accepted) = &refusals.accepted {
+            let values = metric_values(&format!("{prefix}_accepted"), accepted);
+            log_values(recorder, step, &values);
+        }
+    }
     recorder.log_artifact_dir(artifact_dir, report_dir);
 }
 

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 
 use crate::cli::{DatasetArgs, DecodeArgs, TrainArgs};
 use crate::commands::data::analyze;
-use crate::commands::evaluate::{print_group, print_intervals};
+use crate::commands::evaluate::{print_group, print_intervals, print_refusals};
 use crate::commands::tracking::{self, TrackingObserver, log_release};
 use crate::config::ConfigFile;
 use crate::progress;
@@ -307,6 +307,7 @@ fn print_release(release: &covidct_training::Release) {
     );
     print_intervals(m);
     print_group(&release.report);
+    print_refusals(&release.report);
 }
 
 /// The dataset's folder name.

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ErrorBody};
 use crate::input::{ImageForm, ImageJson, read_uploads};
 use crate::limits::RequestId;
-use crate::routes::predict::prepare;
+use crate::routes::predict::{judge, prepare};
 use crate::state::{AppState, ModelRef};
 
 /// Side of the overlay image in pixels.
@@ -104,7 +104,7 @@ pub struct ExplainResponse {
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 413, description = "Body or image over the limits", body = ErrorBody),
         (status = 415, description = "Content type or image format not accepted", body = ErrorBody),
-        (status = 422, description = "Not a readable image", body = ErrorBody),
+        (status = 422, description = "Not a readable image (`invalid_image`), or not one the model can judge (`out_of_distribution`)", body = ErrorBody),
         (status = 503, description = "Overloaded, timed out or not ready", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
@@ -122,9 +122,12 @@ pub async fn explain(
     let upload = uploads
         .pop()
         .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
-    let prepared = prepare(&state, &model, &upload).await?;
-    let output = model.batcher.infer(prepared.input).await?;
-    let prediction = model.predictor.interpret(output.logits);
+    let mut prepared = prepare(&state, &model, &upload).await?;
+    let (prediction, _) = judge(&model, &mut prepared).await?;
+    if let Some(ood) = prediction.ood.as_ref().filter(|o| !o.in_distribution) {
+        state.metrics().observe_refusal(ood);
+        return Err(ApiError::out_of_distribution(ood));
+    }
     let explaining = model.clone();
     let image = prepared.decoded.image;
     let (cam, png) = state

@@ -4,16 +4,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Extension, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, Request, State};
 use covidct_imaging::{
-    DecodeOptions, DecodedImage, FileFormat, ImageFeatures, decode_bytes, image_features,
+    DecodeOptions, DecodedImage, FileFormat, ImageFeatures, SliceStats, decode_bytes,
+    image_features,
 };
-use covidct_model::prepare_input;
-use serde::Serialize;
+use covidct_model::{Prediction, prepare_input};
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
 use crate::input::{BatchForm, BatchJson, ImageForm, ImageJson, Upload, read_uploads};
 use crate::limits::RequestId;
 use crate::prediction_log::{PredictionRecord, now_unix_ms};
@@ -47,10 +49,45 @@ pub struct PredictionResponse {
     pub threshold: f64,
     /// The positive class's name.
     pub positive_class: String,
+    /// Whether the model could judge the image: always true unless `ood=warn` was asked
+    /// (refused images are otherwise answered 422 `out_of_distribution`).
+    pub in_distribution: bool,
+    /// The out-of-distribution gate's verdict (absent for models without a gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodDetail>,
     /// The model that answered.
     pub model: ModelRef,
     /// Timing.
     pub timing: Timing,
+}
+
+/// What to do with an image the out-of-distribution gate refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OodPolicy {
+    /// Answer 422 `out_of_distribution` (per entry in a batch): no label is given.
+    #[default]
+    Refuse,
+    /// Answer the prediction anyway with `in_distribution: false` and the gate's verdict.
+    Warn,
+}
+
+/// Query of the prediction endpoints.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct PredictQuery {
+    /// `refuse` (default) or `warn`: see [`OodPolicy`].
+    pub ood: Option<OodPolicy>,
+}
+
+impl PredictQuery {
+    /// The query, or a 400 `invalid_query` naming the fault.
+    pub(crate) fn parse(
+        query: Result<Query<PredictQuery>, QueryRejection>,
+    ) -> Result<OodPolicy, ApiError> {
+        let Query(query) =
+            query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        Ok(query.ood.unwrap_or_default())
+    }
 }
 
 /// One entry of a batch answer: a prediction, or the error of that image alone.
@@ -84,6 +121,7 @@ pub struct BatchResponse {
 pub(crate) struct Prepared {
     pub decoded: DecodedImage,
     pub features: ImageFeatures,
+    pub stats: SliceStats,
     pub input: Vec<f32>,
     pub decode_ms: f64,
 }
@@ -109,12 +147,14 @@ pub(crate) async fn prepare(
             };
             let decoded = decode_bytes(&bytes, hint, &options)?;
             let features = image_features(&decoded.image);
+            let stats = SliceStats::of(&decoded);
             let side = metadata.preprocess.size as usize;
             let mut input = vec![0f32; side * side * metadata.in_channels];
             prepare_input(&decoded.image, metadata, &mut input);
             Ok(Prepared {
                 decoded,
                 features,
+                stats,
                 input,
                 decode_ms: started.elapsed().as_secs_f64() * 1e3,
             })
@@ -132,20 +172,41 @@ fn extension(format: FileFormat) -> &'static str {
     }
 }
 
-/// Decode → micro-batched forward pass → calibration → metrics → durable log entry.
+/// A prepared image through the micro-batched forward pass: the prediction with the gate's
+/// verdict, and the forward pass's timing.
+pub(crate) async fn judge(
+    model: &LoadedModel,
+    prepared: &mut Prepared,
+) -> Result<(Prediction, crate::batching::BatchOutput), ApiError> {
+    let output = model
+        .batcher
+        .infer(std::mem::take(&mut prepared.input))
+        .await?;
+    let prediction = model
+        .predictor
+        .judge(output.scored.clone(), &prepared.stats);
+    Ok((prediction, output))
+}
+
+/// Decode → micro-batched forward pass → calibration and gate → metrics → durable log entry.
+/// A refused image is logged (without a label) and answered 422 unless `policy` is `warn`.
 async fn score(
     state: AppState,
     model: Arc<LoadedModel>,
     upload: Upload,
     request_id: String,
     arrived: Instant,
+    policy: OodPolicy,
 ) -> Result<PredictionResponse, ApiError> {
-    let prepared = prepare(&state, &model, &upload).await?;
-    let output = model.batcher.infer(prepared.input).await?;
-    let prediction = model.predictor.interpret(output.logits);
-    state
-        .metrics()
-        .observe_prediction(&prediction.label, prediction.probability);
+    let mut prepared = prepare(&state, &model, &upload).await?;
+    let (prediction, output) = judge(&model, &mut prepared).await?;
+    let judged = prediction.in_distribution();
+    match prediction.ood.as_ref().filter(|_| !judged) {
+        Some(ood) => state.metrics().observe_refusal(ood),
+        None => state
+            .metrics()
+            .observe_prediction(&prediction.label, prediction.probability),
+    }
     let image = state.log().stores_images().then(|| {
         (
             upload.bytes.clone(),
@@ -159,19 +220,34 @@ async fn score(
             created_unix_ms: now_unix_ms(),
             model_name: model.reference.name.clone(),
             model_version: model.reference.version.clone(),
-            label: prediction.label.clone(),
+            label: if judged {
+                prediction.label.clone()
+            } else {
+                String::new()
+            },
             probability: prediction.probability,
             threshold: prediction.threshold,
             features: prepared.features,
+            in_distribution: judged,
+            ood_score: prediction.ood.as_ref().map(|o| o.score),
             image,
         })
         .await?;
+    if let Some(ood) = prediction
+        .ood
+        .as_ref()
+        .filter(|_| !judged && policy == OodPolicy::Refuse)
+    {
+        return Err(ApiError::out_of_distribution(ood));
+    }
     Ok(PredictionResponse {
         request_id,
         label: prediction.label,
         probability: prediction.probability,
         threshold: prediction.threshold,
         positive_class: model.predictor.metadata().positive_class_name().to_owned(),
+        in_distribution: judged,
+        ood: prediction.ood.as_ref().map(OodDetail::from),
         model: model.reference.clone(),
         timing: Timing {
             decode_ms: prepared.decode_ms,
@@ -192,6 +268,7 @@ async fn score(
     post,
     path = "/v1/predict",
     tag = "prediction",
+    params(PredictQuery),
     request_body(content(
         (ImageForm = "multipart/form-data"),
         (ImageJson = "application/json"),
@@ -206,7 +283,7 @@ async fn score(
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 413, description = "Body or image over the limits", body = ErrorBody),
         (status = 415, description = "Content type or image format not accepted", body = ErrorBody),
-        (status = 422, description = "Not a readable image", body = ErrorBody),
+        (status = 422, description = "Not a readable image (`invalid_image`), or not one the model can judge (`out_of_distribution`, with the gate's verdict in `error.ood`)", body = ErrorBody),
         (status = 503, description = "Overloaded, timed out or not ready (see Retry-After)", body = ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
@@ -214,16 +291,18 @@ async fn score(
 pub async fn predict(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Json<PredictionResponse>, ApiError> {
     let arrived = Instant::now();
+    let policy = PredictQuery::parse(query)?;
     let model = state.model()?;
     let limit = state.config().max_body_bytes;
     let mut uploads = read_uploads(request, limit, 1, false).await?;
     let upload = uploads
         .pop()
         .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
-    score(state, model, upload, request_id, arrived)
+    score(state, model, upload, request_id, arrived, policy)
         .await
         .map(Json)
 }
@@ -231,11 +310,13 @@ pub async fn predict(
 /// Classify several CT images in one request.
 ///
 /// Up to the configured number of images, as a multipart form (one file per field) or as
-/// JSON. Each image is answered on its own: a bad image fails only its own entry.
+/// JSON. Each image is answered on its own: a bad image, or one the out-of-distribution gate
+/// refuses (`out_of_distribution`, unless `ood=warn`), fails only its own entry.
 #[utoipa::path(
     post,
     path = "/v1/predict/batch",
     tag = "prediction",
+    params(PredictQuery),
     request_body(content(
         (BatchForm = "multipart/form-data"),
         (BatchJson = "application/json"),
@@ -253,9 +334,11 @@ pub async fn predict(
 pub async fn predict_batch(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    query: Result<Query<PredictQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let arrived = Instant::now();
+    let policy = PredictQuery::parse(query)?;
     let model = state.model()?;
     let config = state.config();
     let uploads = read_uploads(
@@ -270,7 +353,7 @@ pub async fn predict_batch(
     for (index, upload) in uploads.into_iter().enumerate() {
         filenames.push(upload.filename.clone());
         let id = format!("{request_id}-{index}");
-        let job = score(state.clone(), model.clone(), upload, id, arrived);
+        let job = score(state.clone(), model.clone(), upload, id, arrived, policy);
         tasks.spawn(async move { (index, job.await) });
     }
     let mut results: Vec<BatchEntry> = filenames
