@@ -208,6 +208,39 @@ fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
     .unwrap();
     assert!((again.roc_auc - metrics.roc_auc).abs() < 1e-9);
     assert_eq!(again.confusion, metrics.confusion);
+
+    // The out-of-distribution gate: fitted, within its validation budget, in the card and the
+    // report, refusing a blank image and a colour picture and judging a training slice.
+    let gate = package
+        .metadata
+        .ood
+        .as_ref()
+        .expect("an out-of-distribution gate");
+    assert!(gate.validation_refused <= covidct_model::MAX_VALIDATION_REFUSED);
+    assert!(package.model_card.contains("## Inputs it refuses"));
+    assert!(release.report.refusals.is_some());
+    let options = covidct_imaging::DecodeOptions::default();
+    let slice = covidct_imaging::decode_file(&data.train.samples[0].path, &options).unwrap();
+    let blank = covidct_imaging::DecodedImage {
+        image: covidct_imaging::GreyImage::filled(48, 48, 0),
+        ..slice.clone()
+    };
+    let colour = covidct_imaging::DecodedImage {
+        coloured_pixels: u64::from(slice.image.width * slice.image.height),
+        ..slice.clone()
+    };
+    let verdicts = predictor.predict(&[slice, blank, colour]).unwrap();
+    let checks = |i: usize| -> Vec<&str> {
+        let ood = verdicts[i].ood.as_ref().unwrap();
+        ood.refusals.iter().map(|r| r.check.as_str()).collect()
+    };
+    assert!(
+        checks(0).iter().all(|c| *c == "features"),
+        "{:?}",
+        checks(0)
+    );
+    assert!(!verdicts[1].in_distribution() && checks(1).contains(&"intensity_std"));
+    assert!(!verdicts[2].in_distribution() && checks(2).contains(&"colour"));
 }
 
 #[test]
