@@ -160,6 +160,9 @@ fn out_of_distribution(card: &mut String, metadata: &PackageMetadata, report: &E
         return;
     };
     let i = &gate.image;
+    let f = &gate.features;
+    let kept: f64 = f.variances.iter().sum();
+    let rest = f.residual_variance * f.dim.saturating_sub(f.variances.len()) as f64;
     let _ = writeln!(
         card,
         "## Inputs it refuses\n\nAn image is refused (\"not an image this model can judge\", no \
@@ -167,9 +170,9 @@ fn out_of_distribution(card: &mut String, metadata: &PackageMetadata, report: &E
          at least {} px, side ratio at most {:.2}, at most {:.1}% coloured pixels, mean grey \
          {:.1}–{:.1}, grey spread {:.1}–{:.1}, histogram entropy {:.2}–{:.2} bits, body area \
          {:.0}–{:.0}% of the image. Feature check: the squared Mahalanobis distance of the pooled \
-         features to the nearest class mean (shared covariance, {} principal directions keeping \
-         {:.0}% of the within-class variance), per dimension, at most {:.3}: the {}; {:.2}% of \
-         the {} validation slices are refused.",
+         features to the nearest class mean (shared covariance, {} principal directions holding \
+         {:.0}% of the within-class variance, the rest pooled), per dimension, at most {:.3}: the \
+         {}; {:.2}% of the {} validation slices are refused.",
         i.fitted_on,
         i.min_side,
         i.max_aspect,
@@ -183,7 +186,7 @@ fn out_of_distribution(card: &mut String, metadata: &PackageMetadata, report: &E
         100.0 * i.body_share.min.max(0.0),
         100.0 * i.body_share.max.min(1.0),
         gate.features.variances.len(),
-        100.0 * covidct_model::EXPLAINED_VARIANCE,
+        100.0 * kept / (kept + rest),
         gate.threshold,
         gate.threshold_rule,
         100.0 * gate.validation_refused,
