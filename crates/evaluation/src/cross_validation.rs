@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EvalError;
 use crate::metrics::{BinaryMetrics, ConfusionMatrix, Metric, ratio};
+use crate::report::RefusalSummary;
 
 /// One metric over the folds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +61,38 @@ pub struct CrossValidationSummary {
     /// Test groups over all folds.
     #[serde(default)]
     pub groups: usize,
+    /// What the folds' out-of-distribution gates refused of their test images, when every fold
+    /// has a gate ([`fold_refusals`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<FoldRefusals>,
+}
+
+/// The out-of-distribution refusals of the folds' test images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldRefusals {
+    /// Test images refused over all folds.
+    pub refused: usize,
+    /// Test images over all folds.
+    pub total: usize,
+    /// `refused / total`.
+    pub pooled_rate: f64,
+    /// Each fold's refusal rate, in fold order.
+    pub per_fold: Vec<f64>,
+}
+
+/// The folds' refusals from their reports' [`RefusalSummary`]s, in fold order; `None` unless
+/// every fold has one.
+pub fn fold_refusals(folds: &[Option<RefusalSummary>]) -> Option<FoldRefusals> {
+    let summaries: Option<Vec<&RefusalSummary>> = folds.iter().map(Option::as_ref).collect();
+    let summaries = summaries.filter(|s| !s.is_empty())?;
+    let refused = summaries.iter().map(|s| s.refused).sum();
+    let total: usize = summaries.iter().map(|s| s.total).sum();
+    Some(FoldRefusals {
+        refused,
+        total,
+        pooled_rate: refused as f64 / total.max(1) as f64,
+        per_fold: summaries.iter().map(|s| s.rate).collect(),
+    })
 }
 
 /// Summarises the test metrics of the folds, in fold order: slice-level `folds`, and
@@ -103,6 +136,7 @@ pub fn summarize_folds(
         pooled_specificity: ratio(c.tn, c.tn + c.fp),
         group_metrics: spreads(group_folds),
         groups: group_folds.iter().map(|fold| fold.n).sum(),
+        refusals: None,
     })
 }
 
@@ -133,6 +167,27 @@ fn spread(metric: Metric, folds: &[BinaryMetrics]) -> Option<FoldSpread> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused(refused: usize, total: usize) -> Option<RefusalSummary> {
+        Some(RefusalSummary {
+            refused,
+            total,
+            rate: refused as f64 / total as f64,
+            by_check: Default::default(),
+            accepted: None,
+            accepted_group: None,
+        })
+    }
+
+    #[test]
+    fn refusals_pool_over_folds_only_when_every_fold_has_a_gate() {
+        let pooled = fold_refusals(&[refused(1, 100), refused(6, 200)]).expect("two gates");
+        assert_eq!((pooled.refused, pooled.total), (7, 300));
+        assert!((pooled.pooled_rate - 7.0 / 300.0).abs() < 1e-12);
+        assert_eq!(pooled.per_fold, vec![0.01, 0.03]);
+        assert!(fold_refusals(&[refused(1, 100), None]).is_none());
+        assert!(fold_refusals(&[]).is_none());
+    }
 
     fn fold(probabilities: &[f64], labels: &[bool], threshold: f64) -> BinaryMetrics {
         BinaryMetrics::compute(probabilities, labels, threshold).expect("both classes")

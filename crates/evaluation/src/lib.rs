@@ -62,7 +62,9 @@ pub use calibration::{
     TEMPERATURE_RANGE, apply_temperature, fit_temperature, fit_temperature_smoothed,
     negative_log_likelihood, sigmoid, softplus,
 };
-pub use cross_validation::{CrossValidationSummary, FoldSpread, summarize_folds};
+pub use cross_validation::{
+    CrossValidationSummary, FoldRefusals, FoldSpread, fold_refusals, summarize_folds,
+};
 pub use error::{EvalError, write_atomically};
 pub use group::{
     GroupCalibration, GroupEvaluation, GroupRule, GroupRuleScore, GroupScores,

@@ -48,6 +48,15 @@ pub fn model_card(
             "Slices pooled over the folds at each fold's threshold: accuracy {:.4}.\n",
             cv.pooled_accuracy
         );
+        if let Some(r) = &cv.refusals {
+            let _ = writeln!(
+                card,
+                "The folds' out-of-distribution gates refused {} of the {} test slices ({:.2}%).\n",
+                r.refused,
+                r.total,
+                100.0 * r.pooled_rate
+            );
+        }
     }
     let _ = writeln!(
         card,

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use covidct_data::{Analysis, SplitConfig, split_dataset};
-use covidct_evaluation::{CrossValidationSummary, read_report, summarize_folds, write_atomically};
+use covidct_evaluation::{
+    CrossValidationSummary, fold_refusals, read_report, summarize_folds, write_atomically,
+};
 use covidct_tracking::{Param, RunRecorder, RunStatus, Tag};
 use covidct_training::{TrainConfig, checkpoint};
 
@@ -79,6 +81,7 @@ fn run_folds(
 ) -> Result<std::result::Result<(CrossValidationSummary, PathBuf), u8>> {
     let mut reports = Vec::with_capacity(args.folds);
     let mut group_reports = Vec::with_capacity(args.folds);
+    let mut refusals = Vec::with_capacity(args.folds);
     for fold in 0..args.folds {
         let run = args.out.join(format!("fold-{fold}"));
         let report_path = run.join("evaluation").join("report.json");
@@ -128,9 +131,11 @@ fn run_folds(
         }
         let report = read_report(&report_path)?;
         group_reports.extend(report.group.map(|group| group.metrics.point));
+        refusals.push(report.refusals);
         reports.push(report.metrics.point);
     }
-    let summary = summarize_folds(&reports, Some(&group_reports))?;
+    let mut summary = summarize_folds(&reports, Some(&group_reports))?;
+    summary.refusals = fold_refusals(&refusals);
     let path = args.out.join("cross-validation.json");
     write_atomically(&path, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(Ok((summary, path)))
@@ -158,6 +163,9 @@ fn log_summary(parent: &mut RunRecorder, summary: &CrossValidationSummary, path:
         ]);
     }
     values.push(("cv_pooled_accuracy".into(), summary.pooled_accuracy));
+    if let Some(refusals) = &summary.refusals {
+        values.push(("cv_ood_refused_rate".into(), refusals.pooled_rate));
+    }
     tracking::log_values(parent, 0, &values);
     parent.log_artifact("cross-validation.json", path);
 }
@@ -190,6 +198,16 @@ fn print_summary(summary: &CrossValidationSummary, path: &Path) {
         c.tn,
         c.fn_
     );
+    if let Some(r) = &summary.refusals {
+        let per_fold: Vec<String> = r.per_fold.iter().map(|v| format!("{v:.4}")).collect();
+        println!(
+            "out-of-distribution gate: {} of {} test images refused ({:.4}); per fold {}",
+            r.refused,
+            r.total,
+            r.pooled_rate,
+            per_fold.join(" ")
+        );
+    }
 }
 
 /// One table row per metric: mean ± sd, range and per-fold values.
