@@ -64,7 +64,7 @@ wheels, out = sys.argv[1], sys.argv[2]
 sources = {
     "scikit_image-0.26.0-*.whl": ("skimage/data/", (".png", ".jpg")),
     "matplotlib-3.10.3-*.whl": ("matplotlib/mpl-data/sample_data/", (".png", ".jpg", ".ima.gz")),
-    "pydicom-3.0.1-*.whl": ("pydicom/data/test_files/", ("MR_small.dcm", "CT_small.dcm", "SC_rgb.dcm", "SC_rgb_16bit.dcm", "US1_UNCR.dcm", "OBXXXX1A.dcm", "emri_small.dcm", "mlut_18.dcm", "rtdose.dcm")),
+    "pydicom-3.0.1-*.whl": ("pydicom/data/test_files/", ("MR_small.dcm", "rtdose.dcm")),
 }
 for pattern, (folder, suffixes) in sources.items():
     wheel = sorted(glob.glob(f"{wheels}/{pattern}"))[0]

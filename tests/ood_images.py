@@ -54,7 +54,7 @@ def _mri_slice(src: Path, dst: Path) -> None:
     image.save(dst)
 
 
-def _generated(out: Path, rng: random.Random) -> list:
+def _generated(rng: random.Random) -> list:
     """Unusable and synthetic images: (file name, category, image)."""
     side = 256
     images = []
@@ -140,7 +140,7 @@ def build(samples: Path, out: Path, seed: int = 7) -> list:
         dst = out / "other_modality_mri_head.png"
         _mri_slice(mri, dst)
         written.append((dst, "other_modality"))
-    for name, category, image in _generated(out, random.Random(seed)):
+    for name, category, image in _generated(random.Random(seed)):
         dst = out / name
         image.save(dst)
         written.append((dst, category))

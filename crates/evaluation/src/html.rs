@@ -149,11 +149,7 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
         metrics_table(&mut out, "Metrics (groups)", &group.metrics);
     }
     if let Some(refusals) = &report.refusals {
-        let checks: Vec<String> = refusals
-            .by_check
-            .iter()
-            .map(|(check, n)| format!("{} {n}", e(check)))
-            .collect();
+        let checks = refusals.failed_checks();
         let _ = writeln!(
             out,
             "<h2>Out-of-distribution gate</h2>\n<p class=\"note\">The model refused {} of {} \
@@ -165,7 +161,7 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
             if checks.is_empty() {
                 String::new()
             } else {
-                format!(" (failed checks: {})", checks.join(", "))
+                format!(" (failed checks: {})", e(&checks))
             }
         );
         if let Some(accepted) = &refusals.accepted {

@@ -182,6 +182,17 @@ pub struct RefusalSummary {
     pub accepted_group: Option<GroupEvaluation>,
 }
 
+impl RefusalSummary {
+    /// The failed checks and their counts in one line, e.g. `entropy 1, features 10`.
+    pub fn failed_checks(&self) -> String {
+        self.by_check
+            .iter()
+            .map(|(check, n)| format!("{check} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Which images the gate refused: one flag per image of a [`ReportInput`], and the checks that
 /// refused them (see [`EvaluationReport::compute_with_refusals`]).
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::image_features;
+use crate::features::{ImageFeatures, image_features};
 use crate::mask::body_mask;
 use crate::types::DecodedImage;
 
@@ -36,9 +36,14 @@ pub struct SliceStats {
 impl SliceStats {
     /// The statistics of a decoded image.
     pub fn of(decoded: &DecodedImage) -> Self {
+        Self::with_features(decoded, &image_features(&decoded.image))
+    }
+
+    /// The statistics of a decoded image whose [`ImageFeatures`] are already computed (e.g. for
+    /// the prediction log): the histogram is not read twice.
+    pub fn with_features(decoded: &DecodedImage, features: &ImageFeatures) -> Self {
         let image = &decoded.image;
         let pixels = image.pixels.len().max(1) as f64;
-        let features = image_features(image);
         Self {
             width: image.width,
             height: image.height,
@@ -144,17 +149,6 @@ impl ImageChecks {
             let mut values: Vec<f64> = stats.iter().map(f).collect();
             Range::fitted(&mut values, least)
         };
-        let colour = column(|s| s.colour_share, 0.0);
-        let checks = Self {
-            min_side: 0,
-            max_aspect: 0.0,
-            max_colour_share: colour.max.max(MIN_COLOUR_ALLOWANCE),
-            mean: column(|s| s.mean, 10.0),
-            std: column(|s| s.std, 5.0),
-            entropy: column(|s| s.entropy, 0.5),
-            body_share: column(|s| s.body_share, 0.05),
-            fitted_on: stats.len(),
-        };
         let min_side = stats
             .iter()
             .map(|s| s.width.min(s.height))
@@ -164,7 +158,14 @@ impl ImageChecks {
         Some(Self {
             min_side: (min_side / 2).max(8),
             max_aspect: 1.5 * max_aspect,
-            ..checks
+            max_colour_share: column(|s| s.colour_share, 0.0)
+                .max
+                .max(MIN_COLOUR_ALLOWANCE),
+            mean: column(|s| s.mean, 10.0),
+            std: column(|s| s.std, 5.0),
+            entropy: column(|s| s.entropy, 0.5),
+            body_share: column(|s| s.body_share, 0.05),
+            fitted_on: stats.len(),
         })
     }
 

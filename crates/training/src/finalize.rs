@@ -19,7 +19,7 @@ use crate::checkpoint::TrainState;
 use crate::config::TrainConfig;
 use crate::data::{SplitSamples, TrainingData};
 use crate::error::TrainError;
-use crate::gate::{fit_gate, release_features, split_stats};
+use crate::gate::{fit_gate, gate_inputs, split_stats};
 use crate::model_card::model_card;
 use crate::trainer::SplitLogits;
 
@@ -142,7 +142,6 @@ pub fn score_split<T: Send>(
     progress: &mut dyn FnMut(usize, usize),
     inspect: &(dyn Fn(&DecodedImage) -> T + Sync),
 ) -> Result<ScoredSplit<T>, TrainError> {
-    let meta = predictor.metadata();
     let total = samples.len();
     let gated = predictor.has_gate();
     let paths: Vec<PathBuf> = samples.samples.iter().map(|s| s.path.clone()).collect();
@@ -158,13 +157,12 @@ pub fn score_split<T: Send>(
         inspected: Vec::with_capacity(total),
     };
     for (scored, (stats, inspected)) in scored {
-        let verdict = stats.and_then(|stats| predictor.judge(scored.clone(), &stats).ood);
-        split.probabilities.extend(positive_probabilities(
-            std::slice::from_ref(&scored.logits),
-            meta.positive_class,
-            meta.temperature,
-        ));
-        split.verdicts.push(verdict);
+        let prediction = match stats {
+            Some(stats) => predictor.judge(scored, &stats),
+            None => predictor.interpret(scored.logits),
+        };
+        split.probabilities.push(prediction.probability);
+        split.verdicts.push(prediction.ood);
         split.inspected.push(inspected);
     }
     Ok(split)
@@ -370,8 +368,8 @@ pub fn finalize(
     };
     metadata.temperature = temperature;
     metadata.threshold = threshold;
-    let features = release_features(&predictor, data, frozen.map(|f| &f.features), progress)?;
-    metadata.ood = match fit_gate(&predictor, data, &features) {
+    let inputs = gate_inputs(&predictor, data, frozen.map(|f| &f.features), progress)?;
+    metadata.ood = match fit_gate(data, &inputs) {
         Ok(gate) => {
             tracing::info!(
                 threshold = gate.threshold,

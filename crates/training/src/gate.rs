@@ -14,6 +14,18 @@ use crate::trainer::SplitFeatures;
 /// Images per forward pass when computing features.
 const FEATURE_BATCH: usize = 32;
 
+/// What the gate is fitted on: the released network's pooled features of the training and
+/// validation images (`features.test` unused) and the images' statistics.
+#[derive(Debug, Clone)]
+pub struct GateInputs {
+    /// Pooled features, row after row.
+    pub features: SplitFeatures,
+    /// [`SliceStats`] of the training images.
+    pub train_stats: Vec<SliceStats>,
+    /// [`SliceStats`] of the validation images.
+    pub val_stats: Vec<SliceStats>,
+}
+
 /// The [`SliceStats`] of every image of `split`, decoded in parallel as the predictor decodes.
 pub fn split_stats(
     predictor: &Predictor,
@@ -31,54 +43,63 @@ pub fn split_stats(
         .collect()
 }
 
-/// Pooled features of every image of `split` through the predictor's network, row after row.
-pub fn split_features(
+/// Pooled features (row after row, and their dimension) and statistics of every image of
+/// `split`, from one decode of each through the predictor's network.
+fn split_features(
     predictor: &Predictor,
     split: &SplitSamples,
     progress: &mut dyn FnMut(usize),
-) -> Result<(Vec<f32>, usize), TrainError> {
+) -> Result<(Vec<f32>, usize, Vec<SliceStats>), TrainError> {
     let paths: Vec<PathBuf> = split.samples.iter().map(|s| s.path.clone()).collect();
     let options = predictor.decode_options();
     let rows = predictor.feature_rows(paths.len(), FEATURE_BATCH, progress, &|i| {
         let decoded = decode_file(&paths[i], &options)
             .map_err(|e| covidct_model::ModelError::Input(e.to_string()))?;
-        Ok((decoded.image, ()))
+        let stats = SliceStats::of(&decoded);
+        Ok((decoded.image, stats))
     })?;
-    let dim = rows.first().map_or(0, |(row, ())| row.len());
-    Ok((rows.into_iter().flat_map(|(row, ())| row).collect(), dim))
+    let dim = rows.first().map_or(0, |(row, _)| row.len());
+    let (features, stats): (Vec<Vec<f32>>, Vec<SliceStats>) = rows.into_iter().unzip();
+    Ok((features.concat(), dim, stats))
 }
 
-/// The training and validation features of the released network: the cached ones of a frozen
-/// backbone when given, else computed through `predictor`.
-pub fn release_features(
+/// The gate's inputs for the released network: with a frozen backbone's cached features the
+/// images are decoded only for their statistics; otherwise `predictor` computes both from one
+/// decode.
+pub fn gate_inputs(
     predictor: &Predictor,
     data: &TrainingData,
     cached: Option<&SplitFeatures>,
     progress: &mut dyn FnMut(&str, usize, usize),
-) -> Result<SplitFeatures, TrainError> {
+) -> Result<GateInputs, TrainError> {
     if let Some(cached) = cached {
-        return Ok(cached.clone());
+        return Ok(GateInputs {
+            features: cached.clone(),
+            train_stats: split_stats(predictor, &data.train)?,
+            val_stats: split_stats(predictor, &data.val)?,
+        });
     }
-    let (train, dim) = split_features(predictor, &data.train, &mut |done| {
+    let (train, dim, train_stats) = split_features(predictor, &data.train, &mut |done| {
         progress("gate: training features", done, data.train.len())
     })?;
-    let (val, _) = split_features(predictor, &data.val, &mut |done| {
+    let (val, _, val_stats) = split_features(predictor, &data.val, &mut |done| {
         progress("gate: validation features", done, data.val.len())
     })?;
-    Ok(SplitFeatures {
-        dim,
-        train,
-        val,
-        test: Vec::new(),
+    Ok(GateInputs {
+        features: SplitFeatures {
+            dim,
+            train,
+            val,
+            test: Vec::new(),
+        },
+        train_stats,
+        val_stats,
     })
 }
 
-/// Fits the gate of a release from its training and validation features.
-pub fn fit_gate(
-    predictor: &Predictor,
-    data: &TrainingData,
-    features: &SplitFeatures,
-) -> Result<OodGate, TrainError> {
+/// Fits the gate of a release from its [`gate_inputs`].
+pub fn fit_gate(data: &TrainingData, inputs: &GateInputs) -> Result<OodGate, TrainError> {
+    let features = &inputs.features;
     let labels: Vec<usize> = data.train.samples.iter().map(|s| s.label).collect();
     let density = FeatureDensity::fit(&features.train, features.dim, &labels)?;
     let scores: Vec<f64> = features
@@ -86,14 +107,12 @@ pub fn fit_gate(
         .chunks(features.dim.max(1))
         .map(|row| density.score(row))
         .collect();
-    let train_stats = split_stats(predictor, &data.train)?;
-    let val_stats = split_stats(predictor, &data.val)?;
     Ok(OodGate::fit(
-        &train_stats,
+        &inputs.train_stats,
         density,
         GateValidation {
             scores: &scores,
-            stats: &val_stats,
+            stats: &inputs.val_stats,
         },
     )?)
 }

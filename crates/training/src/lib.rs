@@ -40,7 +40,7 @@ pub use crate::finalize::{
     EvaluationTarget, Provenance, Release, ScoredSplit, evaluate_predictor, finalize,
     positive_logits, positive_probabilities, report_of_probabilities, score_split, split_logits,
 };
-pub use crate::gate::{fit_gate, release_features, split_features, split_stats};
+pub use crate::gate::{GateInputs, fit_gate, gate_inputs};
 pub use crate::model_card::model_card;
 pub use crate::robustness::{RobustnessPlan, robustness_of, stratified_subset};
 pub use crate::schedule::WarmupCosine;

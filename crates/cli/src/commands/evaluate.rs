@@ -285,7 +285,7 @@ pub fn print_group(report: &EvaluationReport) {
 /// Prints what the out-of-distribution gate refused and the metrics without those images.
 pub fn print_refusals(report: &EvaluationReport) {
     if let Some(r) = &report.refusals {
-        let checks: Vec<String> = r.by_check.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let checks = r.failed_checks();
         println!(
             "out-of-distribution gate: {} of {} images refused ({:.2}%){}",
             r.refused,
@@ -294,7 +294,7 @@ pub fn print_refusals(report: &EvaluationReport) {
             if checks.is_empty() {
                 String::new()
             } else {
-                format!("; failed checks: {}", checks.join(", "))
+                format!("; failed checks: {checks}")
             }
         );
         if let Some(accepted) = &r.accepted {

@@ -54,7 +54,10 @@ pub fn export_reference(args: &ExportReferenceArgs) -> Result<()> {
         &paths,
         usize::from(args.batch_size),
         &mut |done| bar.set_position(done as u64),
-        &|decoded| (image_features(&decoded.image), SliceStats::of(decoded)),
+        &|decoded| {
+            let features = image_features(&decoded.image);
+            (features, SliceStats::with_features(decoded, &features))
+        },
     )?;
     bar.finish_and_clear();
     let mut rows = Vec::with_capacity(scored.len());

@@ -147,7 +147,7 @@ pub(crate) async fn prepare(
             };
             let decoded = decode_bytes(&bytes, hint, &options)?;
             let features = image_features(&decoded.image);
-            let stats = SliceStats::of(&decoded);
+            let stats = SliceStats::with_features(&decoded, &features);
             let side = metadata.preprocess.size as usize;
             let mut input = vec![0f32; side * side * metadata.in_channels];
             prepare_input(&decoded.image, metadata, &mut input);
