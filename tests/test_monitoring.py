@@ -160,7 +160,9 @@ def test_drift_tests_fail_on_shifted_traffic_and_pass_on_held_out_images(
         if "refusal_rate" not in failed:
             assert (out / "drift.html").stat().st_size > 10_000
     else:
-        assert refused == 0
+        # New images of the training distribution: the gate's threshold refuses about 1% of
+        # validation slices, so one or two of 60 may be refused; the job's refusal test allows 5%.
+        assert refused <= 2, refused
         assert (out / "drift.html").stat().st_size > 10_000
         assert result.returncode == 0, result.stdout + result.stderr
         assert not failed

@@ -2,8 +2,9 @@
 
 Compares the image statistics and predicted probabilities that `covidct serve` logs (its SQLite
 prediction log) with a reference set exported by `covidct monitor export-reference`, checks the
-classification quality on predictions that received feedback labels, writes Evidently HTML/JSON
-reports plus a `summary.json`, and optionally logs the run to MLflow.
+classification quality on predictions that received feedback labels and of study verdicts on
+studies that received study feedback, writes Evidently HTML/JSON reports plus a `summary.json`,
+and optionally logs the run to MLflow.
 
 Run `python -m covidct_monitor --help`. See docs/MONITORING.md.
 """

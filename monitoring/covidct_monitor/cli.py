@@ -102,6 +102,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help=f"fail when accuracy on feedback-labelled rows is below (default {d.min_accuracy})")
     t.add_argument("--min-roc-auc", type=_unit, default=d.min_roc_auc,
                    help=f"fail when ROC-AUC on feedback-labelled rows is below (default {d.min_roc_auc})")
+    t.add_argument("--min-labelled-studies", type=_count, default=d.min_labelled_studies,
+                   help="run study-level quality only with this many studies that have a verdict and study "
+                        f"feedback (default {d.min_labelled_studies})")
+    t.add_argument("--min-study-accuracy", type=_unit, default=d.min_study_accuracy,
+                   help="fail when the accuracy of the study verdicts on labelled studies is below "
+                        f"(default {d.min_study_accuracy})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +150,8 @@ def _options(args):
             min_labelled_rows=args.min_labelled_rows,
             min_accuracy=args.min_accuracy,
             min_roc_auc=args.min_roc_auc,
+            min_labelled_studies=args.min_labelled_studies,
+            min_study_accuracy=args.min_study_accuracy,
         ),
     )
 
@@ -155,6 +163,13 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         f"labelled) vs {summary['reference']['rows']} reference rows; window "
         f"{(summary.get('window') or {}).get('length', 'not applied')}"
     )
+    studies = summary.get("study_quality") or {}
+    if studies.get("tables"):
+        print(
+            f"  studies: {studies['studies']} in the window ({studies['without_verdict']} without a verdict), "
+            f"{studies['labelled_studies']} labelled with a verdict; {cur.get('study_rows', 0)} of the current rows "
+            "are slices of studies"
+        )
     for test in summary["tests"]:
         if test["status"] == "skipped":
             print(f"  SKIPPED {test['name']}: {test['description']}")
@@ -240,6 +255,7 @@ def cmd_watch(args) -> int:
                     run=run_dir.name,
                     current_rows=summary["current"]["rows"],
                     labelled_rows=summary["current"]["labelled_rows"],
+                    labelled_studies=summary.get("study_quality", {}).get("labelled_studies"),
                     refusal_rate=summary["current"]["refusal_rate"],
                     drift_share=summary.get("drift", {}).get("share"),
                     failed_tests=summary["failed_tests"],

@@ -46,6 +46,20 @@ PREDICTIONS_COLUMNS = [
     "threshold", "features",
 ]
 FEEDBACK_COLUMNS = ["request_id", "label", "received_unix_ms"]
+# Study-level prediction (a CT series answered as one verdict): tables absent from logs written
+# before it. The predictions table then also has `study_id` and `slice_index` (NULL for
+# single-image predictions); slice rows stay ordinary rows of the window.
+STUDIES_COLUMNS = [
+    "study_id", "created_unix_ms", "model_name", "model_version", "label", "probability", "threshold",
+    "rule", "slices", "used", "refused",
+]
+STUDY_FEEDBACK_COLUMNS = ["study_id", "label", "received_unix_ms"]
+# Columns of `Current.studies`: `predicted_label` is the study's verdict (NaN without one),
+# `label` the study feedback (NaN without it), `verdict` whether the study got a verdict.
+STUDY_FRAME_COLUMNS = [
+    "study_id", "created_unix_ms", "model_name", "model_version", "predicted_label", "probability",
+    "threshold", "rule", "slices", "used", "refused", "reason", "label", "received_unix_ms", "verdict",
+]
 
 _WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,6 +87,12 @@ class Current:
     invalid_rows: int = 0
     notes: list = field(default_factory=list)
     gate_columns: bool = True  # False: written before the gate, every row counted as judged
+    # Study-level prediction: the window's studies (STUDY_FRAME_COLUMNS), or None when the current
+    # data has no `studies` table (a CSV, a log written before studies); then `studies_absent`
+    # says why. `study_feedback_table` False: a `studies` table without `study_feedback`.
+    studies: Optional[pd.DataFrame] = None
+    studies_absent: Optional[str] = None
+    study_feedback_table: bool = False
 
 
 # ---------------------------------------------------------------- window and time
@@ -294,7 +314,8 @@ def _load_current_table(path: Path, window: dict) -> Current:
     if frame["probability"].isna().any():
         raise InputError(f"current file {path}: column 'probability' has empty values")
     return Current(
-        path=str(path), kind="csv", frame=frame, window=applied, notes=notes, gate_columns=gate_columns
+        path=str(path), kind="csv", frame=frame, window=applied, notes=notes, gate_columns=gate_columns,
+        studies_absent="the current data is a CSV, not the service's log: it has no studies",
     )
 
 
@@ -323,7 +344,8 @@ def _load_sqlite(path: Path, window: dict) -> Current:
                     f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}"
                 )
         have = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
-        # Optional columns: image_path, and the gate's columns (absent from logs written before it).
+        # Optional columns: image_path, the gate's columns (absent from logs written before it) and
+        # study_id (absent from logs written before study-level prediction; slice_index is not read).
         gate_columns = "in_distribution" in have
         query = f"""
             SELECT p.request_id, p.created_unix_ms, p.model_name, p.model_version,
@@ -331,6 +353,7 @@ def _load_sqlite(path: Path, window: dict) -> Current:
                    {'p.image_path' if 'image_path' in have else 'NULL'} AS image_path,
                    {'p.in_distribution' if gate_columns else '1'} AS in_distribution,
                    {'p.ood_score' if 'ood_score' in have else 'NULL'} AS ood_score,
+                   {'p.study_id' if 'study_id' in have else 'NULL'} AS study_id,
                    f.label AS label, f.received_unix_ms
             FROM predictions p LEFT JOIN feedback f ON f.request_id = p.request_id
             WHERE p.created_unix_ms > ? AND p.created_unix_ms <= ?
@@ -340,13 +363,14 @@ def _load_sqlite(path: Path, window: dict) -> Current:
             rows = connection.execute(query, (window["start_unix_ms"], window["end_unix_ms"])).fetchall()
         except sqlite3.Error as err:
             raise InputError(f"current file {path}: query on the prediction log failed: {err}") from None
+        studies, studies_absent, study_feedback_table = _load_studies(connection, tables, path, window)
     finally:
         connection.close()
 
     columns = [
         "request_id", "created_unix_ms", "model_name", "model_version", "predicted_label",
-        "probability", "threshold", "features", "image_path", "in_distribution", "ood_score", "label",
-        "received_unix_ms",
+        "probability", "threshold", "features", "image_path", "in_distribution", "ood_score", "study_id",
+        "label", "received_unix_ms",
     ]
     frame = pd.DataFrame.from_records(rows, columns=columns)
     _log_gate(frame, path)
@@ -385,10 +409,92 @@ def _load_sqlite(path: Path, window: dict) -> Current:
     notes = []
     if invalid:
         notes.append(f"{invalid} prediction row(s) with unreadable features JSON were left out")
+    if studies is not None and not study_feedback_table:
+        notes.append(
+            "the log has a 'studies' table but no 'study_feedback' table: no study has a feedback label"
+        )
     return Current(
         path=str(path), kind="sqlite", frame=frame, window=window, invalid_rows=invalid, notes=notes,
-        gate_columns=gate_columns,
+        gate_columns=gate_columns, studies=studies, studies_absent=studies_absent,
+        study_feedback_table=study_feedback_table,
     )
+
+
+def _table_columns(connection: sqlite3.Connection, table: str) -> set:
+    return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+
+
+def _require_log_columns(connection: sqlite3.Connection, table: str, required, path: Path) -> None:
+    have = _table_columns(connection, table)
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise InputError(
+            f"current file {path}: table {table!r} lacks column"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}"
+        )
+
+
+def _load_studies(connection: sqlite3.Connection, tables: dict, path: Path, window: dict) -> tuple:
+    """The studies created in the window, each with its study feedback label (LEFT JOIN: studies
+    without feedback are kept, to count the verdicts). Returns (frame or None, why None,
+    whether the log has the study_feedback table). A log written before study-level prediction
+    has neither table: (None, reason, False)."""
+    if "studies" not in tables:
+        return None, (
+            "the log has no table 'studies' (written before study-level prediction, or the service "
+            "has not created it yet)"
+        ), False
+    _require_log_columns(connection, "studies", STUDIES_COLUMNS, path)
+    feedback_table = "study_feedback" in tables
+    if feedback_table:
+        _require_log_columns(connection, "study_feedback", STUDY_FEEDBACK_COLUMNS, path)
+    has_reason = "reason" in _table_columns(connection, "studies")
+    query = f"""
+        SELECT s.study_id, s.created_unix_ms, s.model_name, s.model_version,
+               s.label AS predicted_label, s.probability, s.threshold, s.rule, s.slices, s.used,
+               s.refused, {'s.reason' if has_reason else 'NULL'} AS reason,
+               {'f.label' if feedback_table else 'NULL'} AS label,
+               {'f.received_unix_ms' if feedback_table else 'NULL'} AS received_unix_ms
+        FROM studies s
+        {'LEFT JOIN study_feedback f ON f.study_id = s.study_id' if feedback_table else ''}
+        WHERE s.created_unix_ms > ? AND s.created_unix_ms <= ?
+        ORDER BY s.created_unix_ms
+    """
+    try:
+        rows = connection.execute(query, (window["start_unix_ms"], window["end_unix_ms"])).fetchall()
+    except sqlite3.Error as err:
+        raise InputError(f"current file {path}: query on the table 'studies' failed: {err}") from None
+    frame = pd.DataFrame.from_records(rows, columns=STUDY_FRAME_COLUMNS[:-1])
+    if frame.empty:
+        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in STUDY_FRAME_COLUMNS[:-1]})
+    for column in ("probability", "threshold", "slices", "used", "refused"):
+        _log_numbers(frame, column, path, allow_null=column == "probability")
+    for column in ("created_unix_ms", "received_unix_ms"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in ("label", "predicted_label"):
+        frame[column] = _clean_labels(frame[column])
+    # A verdict: a study label and a probability ('' and NULL when the study got none).
+    frame["verdict"] = (frame["predicted_label"].notna() & frame["probability"].notna()).astype(bool)
+    return frame, None, feedback_table
+
+
+def _log_numbers(frame: pd.DataFrame, column: str, path: Path, allow_null: bool) -> None:
+    """Converts a column of the log's `studies` table to float; text where a number belongs (SQLite
+    keeps it as text) or a NULL where none is allowed is bad input, named with its study id."""
+    values = frame[column]
+    numbers = pd.to_numeric(values, errors="coerce")
+    texts = np.array([isinstance(v, (str, bytes)) for v in values.tolist()], dtype=bool)
+    wrong = (numbers.isna() & values.notna()).to_numpy() | texts
+    if not allow_null:
+        wrong |= values.isna().to_numpy()
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        shown = "NULL" if pd.isna(values.iloc[row]) else repr(values.iloc[row])
+        raise InputError(
+            f"current file {path}: column 'studies.{column}' has a value {shown} that is not a number "
+            f"(study_id {frame['study_id'].iloc[row]!r})"
+        )
+    frame[column] = numbers.astype(float)
 
 
 def _log_gate(frame: pd.DataFrame, path: Path) -> None:

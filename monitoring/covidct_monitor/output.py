@@ -171,7 +171,11 @@ def render_index(summary: dict) -> str:
         f"<p class=\"muted\">Generated {_e(summary.get('generated_at'))}</p>",
     ]
     links = []
-    for key, label in (("drift_html", "Data drift report"), ("classification_html", "Classification quality report")):
+    for key, label in (
+        ("drift_html", "Data drift report"),
+        ("classification_html", "Classification quality report"),
+        ("study_quality_html", "Study-level quality report"),
+    ):
         name = summary.get("files", {}).get(key)
         if name:
             links.append(f"<li><a href=\"{_e(name)}\">{_e(label)}</a> (<code>{_e(name)}</code>)</li>")
@@ -258,6 +262,7 @@ def render_index(summary: dict) -> str:
         parts.append(
             f"<h2>Classification quality on feedback</h2><p class=\"skipped\">Skipped: {_e(cls.get('reason'))}</p>"
         )
+    parts.append(_render_studies(summary.get("study_quality") or {}))
     notes = summary.get("notes") or []
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
@@ -265,6 +270,29 @@ def render_index(summary: dict) -> str:
     if mlflow:
         parts.append(f"<h2>MLflow</h2><p>{_e(json.dumps(mlflow))}</p>")
     return _page("covidct monitoring", "\n".join(parts))
+
+
+def _render_studies(study: dict) -> str:
+    """The index's section on study-level quality (verdicts of whole studies against study feedback)."""
+    title = "<h2>Study-level quality on study feedback</h2>"
+    counts = ""
+    if study.get("tables"):
+        counts = (
+            f"<p>{_e(study.get('studies'))} studies in the window, {_e(study.get('without_verdict'))} without a "
+            f"verdict (share {_e(format_value(study.get('without_verdict_share')))}); "
+            f"{_e(study.get('labelled_studies'))} labelled studies with a verdict.</p>"
+        )
+    if study.get("status") != "run":
+        return f"{title}{counts}<p class=\"skipped\">Skipped: {_e(study.get('reason'))}</p>"
+    rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(format_value(v))}</td></tr>" for k, v in study.get("metrics", {}).items()
+    )
+    report = study.get("report") or {}
+    report_note = "" if report.get("status") == "run" else f" Evidently report skipped: {report.get('reason')}."
+    return (
+        f"{title}{counts}<p>Threshold {_e(format_value(study.get('probas_threshold')))}, positive class "
+        f"<code>{_e(study.get('positive_class'))}</code>.{_e(report_note)}</p><table>{rows}</table>"
+    )
 
 
 def render_history(root: Path) -> str:

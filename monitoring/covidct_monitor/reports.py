@@ -29,6 +29,9 @@ class Thresholds:
     min_labelled_rows: int = 30
     min_accuracy: float = 0.80
     min_roc_auc: float = 0.85
+    # Study-level quality (labelled studies with a verdict); the same floors as for single images.
+    min_labelled_studies: int = 30
+    min_study_accuracy: float = 0.80
 
 
 def _evidently():
@@ -147,7 +150,35 @@ def run_classification(
 ):
     """ClassificationPreset on labelled current rows (reference side by side when it has both
     classes). Returns (snapshot, plain dict, metrics dict)."""
-    BinaryClassification, DataDefinition, Dataset, Report, ClassificationPreset, _, gte = _evidently()
+    _, _, _, _, _, _, gte = _evidently()
+    return _classification_report(
+        reference, current, positive_class, probas_threshold,
+        accuracy_tests=[gte(thresholds.min_accuracy)], rocauc_tests=[gte(thresholds.min_roc_auc)],
+    )
+
+
+def run_study_classification(
+    studies: pd.DataFrame, positive_class: str, probas_threshold: float, thresholds: Thresholds
+):
+    """ClassificationPreset on labelled studies with a verdict (columns `label`, `predicted_label`,
+    `probability`; both classes needed): one test, accuracy >= --min-study-accuracy. No reference
+    (the reference set holds single images). Returns (snapshot, plain dict, metrics dict)."""
+    _, _, _, _, _, _, gte = _evidently()
+    return _classification_report(
+        None, studies, positive_class, probas_threshold,
+        accuracy_tests=[gte(thresholds.min_study_accuracy)], rocauc_tests=None,
+    )
+
+
+def _classification_report(
+    reference: Optional[pd.DataFrame],
+    current: pd.DataFrame,
+    positive_class: str,
+    probas_threshold: float,
+    accuracy_tests,
+    rocauc_tests,
+):
+    BinaryClassification, DataDefinition, Dataset, Report, ClassificationPreset, _, _ = _evidently()
     columns = ["label", "predicted_label", "probability"]
     definition = DataDefinition(
         numerical_columns=["probability"],
@@ -163,9 +194,9 @@ def run_classification(
     )
     preset = ClassificationPreset(
         probas_threshold=float(probas_threshold),
-        accuracy_tests=[gte(thresholds.min_accuracy)],
-        rocauc_tests=[gte(thresholds.min_roc_auc)],
-        # Only the two gates above are tests; `{}` works around Evidently 0.7.23 passing a list
+        accuracy_tests=accuracy_tests,
+        rocauc_tests=rocauc_tests,
+        # Only the gates above are tests; `{}` works around Evidently 0.7.23 passing a list
         # where the by-label metrics expect a dict when include_tests=False.
         f1score_by_label_tests={},
         precision_by_label_tests={},

@@ -119,6 +119,8 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
             "refusal_rate": _rate(refused_cur, len(cur_all)),
             "ood_score_median": _median(cur_all["ood_score"]),
             "labelled_rows": int(len(labelled)),
+            # Slice rows of study predictions (counted in `rows` like any other row).
+            "study_rows": int(cur_all["study_id"].notna().sum()) if "study_id" in cur_all else 0,
             "invalid_rows": current.invalid_rows,
             "models": models_seen(cur_all),
         },
@@ -127,6 +129,7 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
         "failed_tests": [],
         "drift": {},
         "classification": {},
+        "study_quality": {},
         "files": {},
         "notes": notes,
     }
@@ -291,6 +294,13 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
         }
         output.remove_if_exists(out_dir / CLS_HTML)
         output.remove_if_exists(out_dir / CLS_JSON)
+
+    # ---- study-level quality on studies with a verdict and study feedback
+    from .studies import evaluate_studies
+
+    summary["study_quality"], study_test, study_files = evaluate_studies(current, reference, th, out_dir, notes)
+    tests.append(study_test)
+    files.update(study_files)
 
     summary["failed_tests"] = [t["name"] for t in tests if t["status"] == "fail"]
     summary["status"] = "fail" if summary["failed_tests"] else "pass"

@@ -147,6 +147,13 @@ def build_metrics(summary: dict) -> dict:
     if cls.get("status") == "run":
         for name, value in cls.get("metrics", {}).items():
             metrics[name] = value
+    studies = summary.get("study_quality", {})
+    if studies.get("tables"):
+        for key in ("studies", "without_verdict", "without_verdict_share", "labelled_studies"):
+            metrics[f"study.{key}"] = studies.get(key)
+    if studies.get("status") == "run":
+        for name, value in studies.get("metrics", {}).items():
+            metrics[f"study.{name}"] = value
     for test in summary.get("tests", []):
         if test.get("status") in ("pass", "fail") and isinstance(test.get("value"), (int, float)):
             metrics[f"test.{test['name']}.value"] = test["value"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,48 @@ _GATE_DDL = (
 )
 assert _GATE_DDL in SCHEMA
 OLD_SCHEMA = SCHEMA.replace(_GATE_DDL, "").replace(" /* predicted label; '' when refused */", " /* predicted label */")
+
+# The log with study-level prediction: predictions gains study_id and slice_index (NULL for
+# single-image predictions), plus the studies and study_feedback tables and the labelled_studies
+# view, exactly as the service creates them.
+_LAST_PREDICTIONS_COLUMN = "ood_score REAL /* the gate's feature score; NULL without a gate */"
+_STUDY_COLUMNS_DDL = (
+    ", study_id TEXT /* the study this slice belongs to */, "
+    "slice_index INTEGER /* the slice's position in the study's order (0-based) */"
+)
+STUDY_TABLES = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_id TEXT PRIMARY KEY,
+    created_unix_ms INTEGER NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    label TEXT NOT NULL,              -- predicted study label; '' when the study got no verdict
+    probability REAL,                 -- calibrated study probability; NULL when no verdict
+    threshold REAL NOT NULL,          -- the study threshold
+    rule TEXT NOT NULL,               -- aggregation rule, e.g. 'mean-logit', 'top-mean:0.5'
+    slices INTEGER NOT NULL,          -- slices received
+    used INTEGER NOT NULL,            -- slices that entered the study score
+    refused INTEGER NOT NULL,         -- slices refused by the out-of-distribution gate
+    study_uid TEXT,                   -- DICOM StudyInstanceUID when known
+    series_uid TEXT,                  -- DICOM SeriesInstanceUID when known
+    reason TEXT                       -- why there is no verdict, NULL otherwise
+);
+CREATE TABLE IF NOT EXISTS study_feedback (
+    study_id TEXT PRIMARY KEY REFERENCES studies(study_id),
+    label TEXT NOT NULL,
+    received_unix_ms INTEGER NOT NULL
+);
+CREATE VIEW IF NOT EXISTS labelled_studies AS
+    SELECT s.*, f.label AS true_label, f.received_unix_ms
+    FROM studies s JOIN study_feedback f USING (study_id);
+"""
+assert SCHEMA.count(_LAST_PREDICTIONS_COLUMN + ");") == 1
+STUDY_SCHEMA = SCHEMA.replace(_LAST_PREDICTIONS_COLUMN + ");", _LAST_PREDICTIONS_COLUMN + _STUDY_COLUMNS_DDL + ");") + STUDY_TABLES
+STUDY_THRESHOLD = 0.47
+NO_VERDICT_REASONS = [
+    "every slice refused by the out-of-distribution gate",
+    "too few slices: 2 used, at least 4 needed",
+]
 
 _Z = {"p01": -2.326, "p05": -1.645, "p25": -0.674, "p50": 0.0, "p75": 0.674, "p95": 1.645, "p99": 2.326}
 
@@ -116,33 +159,138 @@ def write_log(
     model_name: str = "covidct",
     model_version: str = "3",
     old_schema: bool = False,
+    study_schema: bool = False,
 ) -> Path:
     """A prediction log with the exact schema, WAL mode, rows spread over (end - span, end];
     the first `labelled` rows get feedback with their true label. Refused rows (`in_distribution`
     false, see make_refused) are logged as the service does: label '', probability and features kept.
-    `old_schema`: a log written before the gate (no in_distribution, ood_score). Appends when the
-    file exists."""
+    `old_schema`: a log written before the gate (no in_distribution, ood_score); `study_schema`: a
+    log with study-level prediction (study_id, slice_index, the study tables; see write_studies).
+    Appends when the file exists."""
+    con = _open_log(path, STUDY_SCHEMA if study_schema else OLD_SCHEMA if old_schema else SCHEMA)
+    try:
+        _insert_predictions(con, frame, _times(len(frame), end_ms, span_ms), labelled, model_name, model_version)
+        con.commit()
+    finally:
+        con.close()
+    return path
+
+
+def _open_log(path: Path, schema: str) -> sqlite3.Connection:
     fresh = not path.exists()
     con = sqlite3.connect(path)
+    if fresh:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(schema)
+    return con
+
+
+def _times(n: int, end_ms: int, span_ms: int):
+    return end_ms - (np.arange(n)[::-1] * (span_ms // max(n, 1))) if n else []
+
+
+def _insert_predictions(con, frame, times, labelled, model_name, model_version, study_id=None) -> None:
+    """Rows of `frame` into predictions (the columns the log has); slices of `study_id` get it and
+    their slice_index, and ids `<study_id>-s<index>`."""
+    have = [row[1] for row in con.execute("PRAGMA table_info(predictions)")]
+    offset = con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    for i, (row, created) in enumerate(zip(frame.itertuples(index=False), times)):
+        rid = f"{study_id}-s{i:03d}" if study_id is not None else f"req-{offset + i:06d}"
+        features = {k: float(getattr(row, k)) for k in FEATURES}
+        values = {
+            "request_id": rid, "created_unix_ms": int(created), "model_name": model_name,
+            "model_version": model_version, "label": row.predicted_label if row.in_distribution else "",
+            "probability": float(row.probability), "threshold": float(row.threshold),
+            "features": json.dumps(features), "image_path": f"/uploads/{rid}.png",
+            "in_distribution": int(row.in_distribution), "ood_score": float(row.ood_score),
+            "study_id": study_id, "slice_index": i if study_id is not None else None,
+        }
+        values = {k: v for k, v in values.items() if k in have}
+        con.execute(
+            f"INSERT INTO predictions ({','.join(values)}) VALUES ({','.join('?' * len(values))})",
+            list(values.values()),
+        )
+        if i < labelled:
+            con.execute("INSERT INTO feedback VALUES (?,?,?)", (rid, row.label, int(created) + 1000))
+
+
+def make_studies(
+    n: int, seed: int, *, model: str = "good", no_verdict: int = 0, threshold: float = STUDY_THRESHOLD,
+    rule: str = "mean-logit", slices: int = 6,
+) -> pd.DataFrame:
+    """`n` studies, one row each with the columns of the `studies` table plus the true label
+    (`true_label`). Model 'good': the study probability separates the classes (but not
+    perfectly), 'bad': it ignores the truth. The verdict is probability >= threshold, as the
+    service decides it. The last `no_verdict` studies got no verdict (label '', probability
+    NULL, a reason): alternately every slice refused, and too few slices."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(size=n) < 0.5
+    if model == "good":
+        logit = np.where(truth, 2.4, -2.4) + 1.3 * rng.normal(size=n)
+    else:
+        logit = np.where(rng.uniform(size=n) < 0.5, 2.4, -2.4) + 1.3 * rng.normal(size=n)
+    probability = 1.0 / (1.0 + np.exp(-logit))
+    rows = []
+    for i in range(n):
+        row = {
+            "study_id": f"study-{seed}-{i:04d}", "model_name": "covidct", "model_version": "3",
+            "label": POSITIVE if probability[i] >= threshold else NEGATIVE, "probability": float(probability[i]),
+            "threshold": threshold, "rule": rule, "slices": slices, "used": slices, "refused": 0,
+            "study_uid": f"1.2.826.0.1.{seed}.{i}", "series_uid": f"1.2.826.0.1.{seed}.{i}.1", "reason": None,
+            "true_label": POSITIVE if truth[i] else NEGATIVE,
+        }
+        k = i - (n - no_verdict)
+        if k >= 0:
+            reason = NO_VERDICT_REASONS[k % 2]
+            row.update({"label": "", "probability": None, "reason": reason})
+            if k % 2 == 0:
+                row.update({"slices": 3, "used": 0, "refused": 3})
+            else:
+                row.update({"slices": 2, "used": 2, "refused": 0})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_studies(
+    path: Path,
+    studies: pd.DataFrame,
+    *,
+    labelled: int = 0,
+    end_ms: int = NOW_MS,
+    span_ms: int = 20 * HOUR_MS,
+    with_slices: bool = True,
+) -> Path:
+    """Studies into a log with the study schema (created when the file does not exist), spread
+    over (end - span, end]; the first `labelled` studies get study feedback with their
+    `true_label`. `with_slices`: each study's slices are logged too, as the service does, in
+    predictions with study_id and slice_index (image statistics of the reference distribution;
+    refused slices with the gate's answer, see make_refused), a minute before the study."""
+    con = _open_log(path, STUDY_SCHEMA)
     try:
-        if fresh:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(OLD_SCHEMA if old_schema else SCHEMA)
-        offset = con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-        n = len(frame)
-        times = end_ms - (np.arange(n)[::-1] * (span_ms // max(n, 1))) if n else []
-        for i, (row, created) in enumerate(zip(frame.itertuples(index=False), times)):
-            rid = f"req-{offset + i:06d}"
-            features = {k: float(getattr(row, k)) for k in FEATURES}
-            values = [
-                rid, int(created), model_name, model_version, row.predicted_label if row.in_distribution else "",
-                float(row.probability), float(row.threshold), json.dumps(features), f"/uploads/{rid}.png",
-            ]
-            if not old_schema:
-                values += [int(row.in_distribution), float(row.ood_score)]
-            con.execute(f"INSERT INTO predictions VALUES ({','.join('?' * len(values))})", values)
+        columns = [
+            "study_id", "created_unix_ms", "model_name", "model_version", "label", "probability", "threshold",
+            "rule", "slices", "used", "refused", "study_uid", "series_uid", "reason",
+        ]
+        for i, (row, created) in enumerate(zip(studies.to_dict("records"), _times(len(studies), end_ms, span_ms))):
+            values = {**row, "created_unix_ms": int(created)}
+            probability = values["probability"]
+            values["probability"] = None if probability is None or pd.isna(probability) else float(probability)
+            con.execute(
+                f"INSERT INTO studies ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})",
+                [values[c] for c in columns],
+            )
             if i < labelled:
-                con.execute("INSERT INTO feedback VALUES (?,?,?)", (rid, row.label, int(created) + 1000))
+                con.execute(
+                    "INSERT INTO study_feedback VALUES (?,?,?)", (row["study_id"], row["true_label"], int(created) + 5000)
+                )
+            if with_slices:
+                seed = zlib.crc32(str(row["study_id"]).encode())
+                judged = make_frame(int(row["slices"]) - int(row["refused"]), seed=seed)
+                frame = pd.concat([judged, make_refused(int(row["refused"]), seed=seed)], ignore_index=True)
+                _insert_predictions(
+                    con, frame, _times(len(frame), int(created) - 60_000, 50_000), 0,
+                    row["model_name"], row["model_version"], study_id=row["study_id"],
+                )
         con.commit()
     finally:
         con.close()

@@ -121,6 +121,24 @@ pub struct ServeSettings {
     /// Request timeout in milliseconds [default: 30000].
     #[arg(long, env = "COVIDCT_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Most slices in one /v1/predict/study request [default: 1000].
+    #[arg(long, env = "COVIDCT_MAX_STUDY_SLICES")]
+    pub max_study_slices: Option<usize>,
+    /// Largest /v1/predict/study body in bytes [default: 536870912].
+    #[arg(long, env = "COVIDCT_MAX_STUDY_BYTES")]
+    pub max_study_bytes: Option<usize>,
+    /// Most pixels over a study's slices, from the headers [default: 1048576000].
+    #[arg(long, env = "COVIDCT_MAX_STUDY_PIXELS")]
+    pub max_study_pixels: Option<u64>,
+    /// /v1/predict/study timeout in milliseconds [default: 600000].
+    #[arg(long, env = "COVIDCT_STUDY_TIMEOUT_MS")]
+    pub study_timeout_ms: Option<u64>,
+    /// Fewest usable slices for a study verdict [default: 3].
+    #[arg(long, env = "COVIDCT_STUDY_MIN_SLICES")]
+    pub study_min_slices: Option<usize>,
+    /// Smallest usable share of a study's decoded slices for a verdict [default: 0.5].
+    #[arg(long, env = "COVIDCT_STUDY_MIN_USABLE_SHARE")]
+    pub study_min_usable_share: Option<f64>,
     /// Most /v1 requests in progress; more get 503 with Retry-After [default: 64].
     #[arg(long, env = "COVIDCT_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
@@ -497,12 +515,38 @@ pub struct PredictArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Image files (PNG, JPEG, BMP, TIFF, DICOM).
+    /// Image files (PNG, JPEG, BMP, TIFF, DICOM); with --study also folders and zip archives.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// One JSON object per line instead of a table.
+    /// One JSON object per line instead of a table (with --study: one object for the request).
     #[arg(long)]
     pub json: bool,
+    /// Diagnose the files as the slices of one study: DICOM series grouped and ordered, one
+    /// calibrated study verdict by the package's group rule.
+    #[arg(long)]
+    pub study: bool,
+    /// With --study: one answer per DICOM series instead of refusing a mix of series.
+    #[arg(long, requires = "study")]
+    pub split: bool,
+    /// With --study: fewest usable slices for a verdict.
+    #[arg(long, default_value_t = 3, requires = "study")]
+    pub min_slices: usize,
+    /// With --study: smallest usable share of the decoded slices for a verdict.
+    #[arg(long, default_value_t = 0.5, requires = "study", value_parser = parse_share)]
+    pub min_usable_share: f64,
+    /// With --study: most slices.
+    #[arg(long, default_value_t = 1000, requires = "study")]
+    pub max_slices: usize,
+    /// With --study: slices per forward pass.
+    #[arg(long, default_value_t = 16, requires = "study", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch_size: u16,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a share between 0 and 1")),
+    }
 }
 
 /// `covidct monitor …`

@@ -746,6 +746,7 @@ fn decode_image<R: BufRead + Seek>(
         image,
         source,
         coloured_pixels,
+        series: None,
     })
 }
 

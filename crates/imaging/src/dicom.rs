@@ -16,7 +16,7 @@
 //!    deflated files are refused with a clear reason.
 
 use crate::decode::{DecodeOptions, Failure, FailureKind, HuWindow, check_pixel_count};
-use crate::types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};
+use crate::types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SeriesInfo, SourceInfo};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::header::HasLength;
 use dicom_core::{Tag, VR};
@@ -640,6 +640,29 @@ fn text_attribute(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
         .map(|s| s.trim_matches(['\0', ' ']).to_ascii_uppercase())
 }
 
+/// The study, series and place of a slice. A value that does not parse is taken as absent: it
+/// only orders slices, and the order falls back to the next key (see `covidct-study`).
+fn series_info(obj: &InMemDicomObject) -> SeriesInfo {
+    let uid = |tag| {
+        element(obj, tag)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_matches(['\0', ' ']).to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let floats = |tag| {
+        element(obj, tag)
+            .and_then(|e| e.to_multi_float64().ok())
+            .filter(|v| v.iter().all(|x| x.is_finite()))
+    };
+    SeriesInfo {
+        study_uid: uid(tags::STUDY_INSTANCE_UID),
+        series_uid: uid(tags::SERIES_INSTANCE_UID),
+        instance_number: element(obj, tags::INSTANCE_NUMBER).and_then(|e| e.to_int::<i64>().ok()),
+        position: floats(tags::IMAGE_POSITION_PATIENT).and_then(|v| v.try_into().ok()),
+        orientation: floats(tags::IMAGE_ORIENTATION_PATIENT).and_then(|v| v.try_into().ok()),
+    }
+}
+
 impl PixelModule {
     fn read(obj: &InMemDicomObject) -> Result<Self, Failure> {
         let rows = required_int(obj, tags::ROWS, "Rows")?;
@@ -722,6 +745,7 @@ impl PixelModule {
 struct Header {
     outcome: ScanOutcome,
     module: PixelModule,
+    series: SeriesInfo,
 }
 
 fn scan_failure(e: ScanError) -> Failure {
@@ -759,7 +783,11 @@ fn header(
         }
         Some(_) => {}
     }
-    Ok(Header { outcome, module })
+    Ok(Header {
+        outcome,
+        module,
+        series: series_info(&obj),
+    })
 }
 
 /// Reads only the header of a DICOM input (`data` may be a prefix of `total` bytes).
@@ -798,7 +826,11 @@ pub(crate) fn decode(
     validate_window(&options.dicom_window)?;
     let data = input.get(start.offset()..).unwrap_or_default();
     let outcome = scan(data, data.len(), start).map_err(scan_failure)?;
-    let Header { outcome, module } = header(data, outcome, start, options)?;
+    let Header {
+        outcome,
+        module,
+        series,
+    } = header(data, outcome, start, options)?;
     let Some(PixelDataLocation {
         value_offset,
         len: Some(len),
@@ -849,6 +881,7 @@ pub(crate) fn decode(
         image,
         source: module.source_info(),
         coloured_pixels,
+        series: Some(series),
     })
 }
 

@@ -32,4 +32,4 @@ pub use preprocess::{
     Orientation, PreprocessConfig, ResizeMode, fit_input, normalize_into, orient, resize_square,
 };
 pub use quality::{ImageChecks, Range, Refusal, SliceStats};
-pub use types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};
+pub use types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SeriesInfo, SourceInfo};

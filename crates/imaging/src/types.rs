@@ -109,8 +109,38 @@ impl SourceInfo {
     }
 }
 
+/// Where a DICOM slice sits: its study, its series and its place in the series, read from the
+/// header (each part absent when the file does not say). Other formats carry none.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesInfo {
+    /// StudyInstanceUID (0020,000D).
+    pub study_uid: Option<String>,
+    /// SeriesInstanceUID (0020,000E).
+    pub series_uid: Option<String>,
+    /// InstanceNumber (0020,0013).
+    pub instance_number: Option<i64>,
+    /// ImagePositionPatient (0020,0032): the first pixel's position in millimetres.
+    pub position: Option<[f64; 3]>,
+    /// ImageOrientationPatient (0020,0037): row and column direction cosines.
+    pub orientation: Option<[f64; 6]>,
+}
+
+impl SeriesInfo {
+    /// The slice's position along the normal of its plane (row × column direction), when the
+    /// header gives both position and orientation: the coordinate slices are ordered by.
+    pub fn slice_location(&self) -> Option<f64> {
+        let (p, o) = (self.position?, self.orientation?);
+        let normal = [
+            o[1] * o[5] - o[2] * o[4],
+            o[2] * o[3] - o[0] * o[5],
+            o[0] * o[4] - o[1] * o[3],
+        ];
+        Some(p[0] * normal[0] + p[1] * normal[1] + p[2] * normal[2])
+    }
+}
+
 /// A decoded image in canonical layout with the description of its source.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DecodedImage {
     /// Canonical pixels.
     pub image: GreyImage,
@@ -119,4 +149,6 @@ pub struct DecodedImage {
     /// Pixels whose colour channels differ by more than [`crate::COLOUR_TOLERANCE`]: 0 for grey
     /// sources and for grey content stored as colour (CT is grey; colour means something else).
     pub coloured_pixels: u64,
+    /// The study, series and place of a DICOM slice; `None` for other formats.
+    pub series: Option<SeriesInfo>,
 }

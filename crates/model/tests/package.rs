@@ -88,6 +88,7 @@ fn a_saved_package_loads_and_predicts_like_the_network_it_came_from() {
         },
         image: image(),
         coloured_pixels: 0,
+        series: None,
     };
     let a = from_file.predict(std::slice::from_ref(&decoded)).unwrap();
     let b = in_memory.predict(&[decoded]).unwrap();

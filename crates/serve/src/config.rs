@@ -78,6 +78,18 @@ pub struct ServeConfig {
     pub max_batch_images: usize,
     /// Requests slower than this are answered 503 `timeout`.
     pub request_timeout_ms: u64,
+    /// Most slices in one `/v1/predict/study` request (files, or entries of its zip archive).
+    pub max_study_slices: usize,
+    /// Largest `/v1/predict/study` body in bytes (a zip archive's entries: uncompressed).
+    pub max_study_bytes: usize,
+    /// Most pixels over every slice of a study, read from the headers before decoding.
+    pub max_study_pixels: u64,
+    /// `/v1/predict/study` requests slower than this are answered 503 `timeout`.
+    pub study_timeout_ms: u64,
+    /// Fewest usable (decoded, not refused) slices a study needs for a verdict.
+    pub study_min_slices: usize,
+    /// Smallest share of a study's decoded slices that must be usable for a verdict.
+    pub study_min_usable_share: f64,
     /// Most `/v1` requests in progress at once; more are answered 503 with `Retry-After`.
     pub max_concurrency: usize,
     /// Micro-batching: most images one forward pass takes (1 disables batching).
@@ -113,6 +125,12 @@ impl Default for ServeConfig {
             max_pixels: 4096 * 4096,
             max_batch_images: 16,
             request_timeout_ms: 30_000,
+            max_study_slices: 1000,
+            max_study_bytes: 512 * 1024 * 1024,
+            max_study_pixels: 1000 * 1024 * 1024,
+            study_timeout_ms: 600_000,
+            study_min_slices: 3,
+            study_min_usable_share: 0.5,
             max_concurrency: 64,
             batch_size: 8,
             batch_wait_ms: 2,
@@ -165,6 +183,11 @@ impl ServeConfig {
             ("max_pixels", self.max_pixels),
             ("max_batch_images", self.max_batch_images as u64),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("max_study_slices", self.max_study_slices as u64),
+            ("max_study_bytes", self.max_study_bytes as u64),
+            ("max_study_pixels", self.max_study_pixels),
+            ("study_timeout_ms", self.study_timeout_ms),
+            ("study_min_slices", self.study_min_slices as u64),
             ("max_concurrency", self.max_concurrency as u64),
             ("batch_size", self.batch_size as u64),
         ];
@@ -172,6 +195,13 @@ impl ServeConfig {
             if value == 0 {
                 return fail(field, "0".into(), "must be at least 1");
             }
+        }
+        if !(0.0..=1.0).contains(&self.study_min_usable_share) {
+            return fail(
+                "study_min_usable_share",
+                self.study_min_usable_share.to_string(),
+                "must be between 0 and 1",
+            );
         }
         if self.batch_wait_ms > 1000 {
             return fail(
@@ -199,6 +229,23 @@ impl ServeConfig {
             );
         }
         Ok(())
+    }
+
+    /// What a study request may hold and when it gets a verdict.
+    pub fn study_options(&self, split: bool) -> covidct_study::StudyOptions {
+        covidct_study::StudyOptions {
+            limits: covidct_study::StudyLimits {
+                max_slices: self.max_study_slices,
+                max_bytes: self.max_study_bytes as u64,
+                max_pixels: self.max_study_pixels,
+            },
+            rules: covidct_study::StudyRules {
+                min_slices: self.study_min_slices,
+                min_usable_share: self.study_min_usable_share,
+                ..covidct_study::StudyRules::default()
+            },
+            split,
+        }
     }
 
     /// Threads for the decoding pool: [`ServeConfig::threads`], or the number of cores.

@@ -198,3 +198,19 @@ impl From<covidct_imaging::DecodeError> for ApiError {
         Self::new(status, code, error.reason)
     }
 }
+
+impl From<covidct_study::StudyError> for ApiError {
+    fn from(error: covidct_study::StudyError) -> Self {
+        use covidct_study::StudyError as E;
+        let (status, code) = match &error {
+            E::Input { .. } => (StatusCode::BAD_REQUEST, "invalid_archive"),
+            E::Empty(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_usable_slice"),
+            E::TooManySlices { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_slices"),
+            E::TooManyBytes { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            E::TooManyPixels { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "study_too_large"),
+            E::Mixed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "mixed_studies"),
+            E::Model(_) => return Self::internal(error),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}

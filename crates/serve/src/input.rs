@@ -141,13 +141,28 @@ fn decode_base64(entry: ImageJson) -> Result<Upload, ApiError> {
     })
 }
 
-/// The images of a request: exactly one unless `batch`, else 1 to `max_images`.
+/// How many files a route takes, and in which bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One image: multipart, JSON or a raw body.
+    One,
+    /// 1 to N images: multipart or JSON.
+    Batch(usize),
+    /// The slices of a study: 1 to N files (or zip archives) as multipart or JSON, or one
+    /// zip archive as the raw body (`application/zip`).
+    Study(usize),
+}
+
+/// The files of a request, as `expect` says (`limit`: most body bytes).
 pub async fn read_uploads(
     request: Request,
     limit: usize,
-    max_images: usize,
-    batch: bool,
+    expect: Expect,
 ) -> Result<Vec<Upload>, ApiError> {
+    let (batch, max_images) = match expect {
+        Expect::One => (false, 1),
+        Expect::Batch(n) | Expect::Study(n) => (true, n),
+    };
     let mime = content_type(request.headers())?;
     let uploads = match mime.as_str() {
         // A single-image endpoint reads a second part only to say that it takes one.
@@ -163,6 +178,16 @@ pub async fn read_uploads(
         "application/json" => vec![decode_base64(
             json_body::<ImageJson>(request, limit).await?,
         )?],
+        "application/zip" | "application/x-zip-compressed"
+            if matches!(expect, Expect::Study(_)) =>
+        {
+            let (parts, body) = request.into_parts();
+            vec![Upload {
+                bytes: body_bytes(&parts.headers, body, limit).await?,
+                hint: None,
+                filename: Some("study.zip".to_owned()),
+            }]
+        }
         other => match raw_hint(other) {
             Some(hint) if !batch => {
                 let (parts, body) = request.into_parts();
@@ -173,11 +198,13 @@ pub async fn read_uploads(
                 }]
             }
             _ => {
-                let accepted = if batch {
-                    "multipart/form-data or application/json"
-                } else {
-                    "multipart/form-data, application/json, image/png, image/jpeg, \
-                     application/dicom or application/octet-stream"
+                let accepted = match expect {
+                    Expect::One => {
+                        "multipart/form-data, application/json, image/png, image/jpeg, \
+                         application/dicom or application/octet-stream"
+                    }
+                    Expect::Batch(_) => "multipart/form-data or application/json",
+                    Expect::Study(_) => "multipart/form-data, application/json or application/zip",
                 };
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -1,6 +1,7 @@
 //! The covidct inference service: a REST API over a model package.
 //!
-//! - `POST /v1/predict`, `POST /v1/predict/batch`, `POST /v1/explain` (Grad-CAM),
+//! - `POST /v1/predict`, `POST /v1/predict/batch`, `POST /v1/predict/study` (one verdict for
+//!   a series of slices), `POST /v1/explain` (Grad-CAM),
 //!   `GET /v1/model`, `POST /v1/feedback`, `POST /v1/admin/reload`;
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus);
 //! - `GET /openapi.json` (OpenAPI 3.1, generated from the code), `GET /docs` (Swagger UI
@@ -48,7 +49,7 @@ pub use crate::state::{AppState, ModelRef, ModelSource, RegistryResolver, Resolv
 /// The whole application: every route with its authentication, limits, metrics, request ids,
 /// JSON errors (404/405 and panics included) and, when configured, CORS.
 pub fn router(state: AppState) -> Router {
-    use routes::{admin, explain, feedback, health, model, predict};
+    use routes::{admin, explain, feedback, health, model, predict, study};
     // Layers run outside-in in the reverse order of the calls: authentication first (an
     // unauthenticated request takes no slot), then the concurrency limit, then the timeout.
     let api = Router::new()
@@ -60,6 +61,13 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), limits::timeout))
         .route_layer(from_fn_with_state(state.clone(), limits::limit_concurrency))
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+    // A study is many slices: its own body limit and timeout, the same key and slot rules.
+    let studies = Router::new()
+        .route("/v1/predict/study", post(study::predict_study))
+        .route_layer(DefaultBodyLimit::max(state.config().max_study_bytes))
+        .route_layer(from_fn_with_state(state.clone(), limits::study_timeout))
+        .route_layer(from_fn_with_state(state.clone(), limits::limit_concurrency))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/monitoring/", get(admin::monitoring_index))
@@ -67,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin_key));
     let mut app = Router::new()
         .merge(api)
+        .merge(studies)
         .merge(admin)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -53,7 +53,20 @@ pub async fn timeout(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let limit = Duration::from_millis(state.config().request_timeout_ms);
+    within(state.config().request_timeout_ms, request, next).await
+}
+
+/// Middleware: [`timeout`] with `study_timeout_ms`, for `/v1/predict/study`.
+pub async fn study_timeout(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    within(state.config().study_timeout_ms, request, next).await
+}
+
+async fn within(limit_ms: u64, request: Request, next: Next) -> Result<Response, ApiError> {
+    let limit = Duration::from_millis(limit_ms);
     tokio::time::timeout(limit, next.run(request))
         .await
         .map_err(|_| {

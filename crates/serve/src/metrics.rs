@@ -22,6 +22,7 @@ pub struct Metrics {
     latency: HistogramVec,
     predictions: IntCounterVec,
     refusals: IntCounterVec,
+    studies: IntCounterVec,
     probability: Histogram,
     model_info: IntGaugeVec,
     /// Images waiting for a forward pass.
@@ -70,6 +71,14 @@ impl Metrics {
             &["check"],
         )
         .map_err(fail)?;
+        let studies = IntCounterVec::new(
+            Opts::new(
+                "covidct_studies_total",
+                "Studies answered, by predicted label (`none`: no verdict)",
+            ),
+            &["label"],
+        )
+        .map_err(fail)?;
         let probability = Histogram::with_opts(
             HistogramOpts::new(
                 "covidct_prediction_probability",
@@ -96,7 +105,8 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .map_err(fail)?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(studies.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(predictions.clone()),
@@ -115,6 +125,7 @@ impl Metrics {
             latency,
             predictions,
             refusals,
+            studies,
             probability,
             model_info,
             queue_depth,
@@ -144,6 +155,13 @@ impl Metrics {
     pub fn observe_prediction(&self, label: &str, probability: f64) {
         self.predictions.with_label_values(&[label]).inc();
         self.probability.observe(probability);
+    }
+
+    /// Counts one study by its label (`None`: no verdict).
+    pub fn observe_study(&self, label: Option<&str>) {
+        self.studies
+            .with_label_values(&[label.unwrap_or("none")])
+            .inc();
     }
 
     /// Marks `name`/`version` as the loaded model.

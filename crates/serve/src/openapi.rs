@@ -4,19 +4,21 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, OodCheck, OodDetail};
-use crate::routes::{admin, explain, feedback, health, model, predict};
+use crate::routes::{admin, explain, feedback, health, model, predict, study};
 
 /// The service's API.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "covidct",
-        description = "SARS-CoV-2 classification of CT slices: predictions with calibrated \
-                       probabilities, Grad-CAM explanations, feedback for monitoring."
+        description = "SARS-CoV-2 classification of CT slices and studies: predictions with \
+                       calibrated probabilities, study verdicts, Grad-CAM explanations, \
+                       feedback for monitoring."
     ),
     paths(
         predict::predict,
         predict::predict_batch,
+        study::predict_study,
         explain::explain,
         model::model_info,
         feedback::feedback,
@@ -30,7 +32,7 @@ use crate::routes::{admin, explain, feedback, health, model, predict};
     components(schemas(ErrorBody, ErrorDetail, OodDetail, OodCheck, predict::OodPolicy, explain::ExplainFormat)),
     modifiers(&Security),
     tags(
-        (name = "prediction", description = "Classify and explain images"),
+        (name = "prediction", description = "Classify and explain images and studies"),
         (name = "model", description = "The loaded model"),
         (name = "monitoring", description = "Ground truth for monitoring"),
         (name = "admin", description = "Operations that need the admin key"),

@@ -1,7 +1,10 @@
 //! The prediction log: every prediction appended durably to SQLite (WAL mode, full sync) by one
 //! writer thread, off the async runtime. Writes that arrive together share one transaction
 //! (group commit); a request is answered only once its row is on disk. Feedback labels are
-//! stored in their own table and join on the request id (`labelled_predictions` view).
+//! stored in their own table and join on the request id (`labelled_predictions` view). A study
+//! is one `studies` row and one `predictions` row per slice (with its `study_id` and
+//! `slice_index`), written in one transaction; its feedback goes to `study_feedback`
+//! (`labelled_studies` view).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -24,7 +27,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     features TEXT NOT NULL,
     image_path TEXT,
     in_distribution INTEGER NOT NULL DEFAULT 1,
-    ood_score REAL
+    ood_score REAL,
+    study_id TEXT,
+    slice_index INTEGER
 );
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT PRIMARY KEY REFERENCES predictions(request_id),
@@ -34,6 +39,30 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE VIEW IF NOT EXISTS labelled_predictions AS
     SELECT p.*, f.label AS true_label, f.received_unix_ms
     FROM predictions p JOIN feedback f USING (request_id);
+CREATE TABLE IF NOT EXISTS studies (
+    study_id TEXT PRIMARY KEY,
+    created_unix_ms INTEGER NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    label TEXT NOT NULL,
+    probability REAL,
+    threshold REAL NOT NULL,
+    rule TEXT NOT NULL,
+    slices INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    refused INTEGER NOT NULL,
+    study_uid TEXT,
+    series_uid TEXT,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS study_feedback (
+    study_id TEXT PRIMARY KEY REFERENCES studies(study_id),
+    label TEXT NOT NULL,
+    received_unix_ms INTEGER NOT NULL
+);
+CREATE VIEW IF NOT EXISTS labelled_studies AS
+    SELECT s.*, f.label AS true_label, f.received_unix_ms
+    FROM studies s JOIN study_feedback f USING (study_id);
 ";
 
 /// Most writes committed in one transaction.
@@ -65,15 +94,64 @@ pub struct PredictionRecord {
     pub ood_score: Option<f64>,
     /// The uploaded bytes and a file extension, when images are stored.
     pub image: Option<(axum::body::Bytes, &'static str)>,
+    /// The study this slice belongs to and its position in the study's order.
+    pub study: Option<(String, usize)>,
+}
+
+/// One logged study (its slices are [`PredictionRecord`]s with [`PredictionRecord::study`]).
+#[derive(Debug, Clone)]
+pub struct StudyRecord {
+    /// The study id the client got (and gives back with feedback).
+    pub study_id: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub created_unix_ms: i64,
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// Predicted study label; empty when the study got no verdict.
+    pub label: String,
+    /// Calibrated study probability, when there is a verdict.
+    pub probability: Option<f64>,
+    /// The study threshold (NaN-free; 0 when the package has no study rule).
+    pub threshold: f64,
+    /// The aggregation rule, as text (empty without one).
+    pub rule: String,
+    /// Slices received for this study (decoded).
+    pub slices: usize,
+    /// Slices in the study score.
+    pub used: usize,
+    /// Slices the out-of-distribution gate refused.
+    pub refused: usize,
+    /// DICOM StudyInstanceUID.
+    pub study_uid: Option<String>,
+    /// DICOM SeriesInstanceUID.
+    pub series_uid: Option<String>,
+    /// Why there is no verdict.
+    pub reason: Option<String>,
+}
+
+/// What a feedback id named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackTarget {
+    /// A single-image prediction (or one slice of a study).
+    Prediction,
+    /// A study.
+    Study,
 }
 
 enum Command {
     Record(Box<PredictionRecord>, oneshot::Sender<Result<(), String>>),
+    Study(
+        Box<StudyRecord>,
+        Vec<PredictionRecord>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     Feedback {
         request_id: String,
         label: String,
         received_unix_ms: i64,
-        reply: oneshot::Sender<Result<bool, String>>,
+        reply: oneshot::Sender<Result<Option<FeedbackTarget>, String>>,
     },
 }
 
@@ -137,9 +215,27 @@ impl PredictionLog {
             .map_err(ApiError::internal)
     }
 
-    /// Stores the true label of an earlier prediction (replacing an earlier feedback); `false`
-    /// when no prediction has that request id.
-    pub async fn feedback(&self, request_id: &str, label: &str) -> Result<bool, ApiError> {
+    /// Appends a study and its slices in one transaction; returns once it is committed.
+    pub async fn record_study(
+        &self,
+        study: StudyRecord,
+        slices: Vec<PredictionRecord>,
+    ) -> Result<(), ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Study(Box::new(study), slices, reply))?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal("the prediction log stopped"))?
+            .map_err(ApiError::internal)
+    }
+
+    /// Stores the true label of an earlier prediction or study (replacing an earlier
+    /// feedback); `None` when no prediction or study has that id.
+    pub async fn feedback(
+        &self,
+        request_id: &str,
+        label: &str,
+    ) -> Result<Option<FeedbackTarget>, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Feedback {
             request_id: request_id.to_owned(),
@@ -160,7 +256,7 @@ impl PredictionLog {
     }
 }
 
-/// Adds the gate's columns to a log written before they existed.
+/// Adds the gate's and the studies' columns to a log written before they existed.
 fn add_gate_columns(connection: &Connection) -> rusqlite::Result<()> {
     let mut statement = connection.prepare("SELECT name FROM pragma_table_info('predictions')")?;
     let columns: Vec<String> = statement
@@ -170,6 +266,12 @@ fn add_gate_columns(connection: &Connection) -> rusqlite::Result<()> {
         connection.execute_batch(
             "ALTER TABLE predictions ADD COLUMN in_distribution INTEGER NOT NULL DEFAULT 1;
              ALTER TABLE predictions ADD COLUMN ood_score REAL;",
+        )?;
+    }
+    if !columns.iter().any(|c| c == "study_id") {
+        connection.execute_batch(
+            "ALTER TABLE predictions ADD COLUMN study_id TEXT;
+             ALTER TABLE predictions ADD COLUMN slice_index INTEGER;",
         )?;
     }
     Ok(())
@@ -190,7 +292,10 @@ struct Writer {
 /// The outcome of one command inside a transaction, answered after the commit.
 enum Outcome {
     Record(oneshot::Sender<Result<(), String>>, Result<(), String>),
-    Feedback(oneshot::Sender<Result<bool, String>>, Result<bool, String>),
+    Feedback(
+        oneshot::Sender<Result<Option<FeedbackTarget>, String>>,
+        Result<Option<FeedbackTarget>, String>,
+    ),
 }
 
 impl Writer {
@@ -208,7 +313,7 @@ impl Writer {
     }
 
     fn commit(&mut self, commands: Vec<Command>) {
-        let transaction = match self.connection.transaction() {
+        let mut transaction = match self.connection.transaction() {
             Ok(t) => t,
             Err(e) => return answer_all(commands, &e.to_string()),
         };
@@ -219,24 +324,29 @@ impl Writer {
                     let result = insert(&transaction, &record, self.store_images.as_deref());
                     Outcome::Record(reply, result)
                 }
+                Command::Study(study, slices, reply) => {
+                    // One savepoint per study: a failed study leaves no partial rows behind.
+                    let result = transaction.savepoint().map_err(|e| e.to_string()).and_then(
+                        |mut savepoint| {
+                            insert_study(&savepoint, &study)?;
+                            for slice in &slices {
+                                insert(&savepoint, slice, self.store_images.as_deref())?;
+                            }
+                            savepoint.set_drop_behavior(rusqlite::DropBehavior::Commit);
+                            Ok(())
+                        },
+                    );
+                    Outcome::Record(reply, result)
+                }
                 Command::Feedback {
                     request_id,
                     label,
                     received_unix_ms,
                     reply,
                 } => {
-                    let result = transaction
-                        .execute(
-                            "INSERT INTO feedback (request_id, label, received_unix_ms)
-                             SELECT ?1, ?2, ?3 WHERE EXISTS
-                                 (SELECT 1 FROM predictions WHERE request_id = ?1)
-                             ON CONFLICT (request_id) DO UPDATE SET
-                                 label = excluded.label,
-                                 received_unix_ms = excluded.received_unix_ms",
-                            params![request_id, label, received_unix_ms],
-                        )
-                        .map(|changed| changed > 0)
-                        .map_err(|e| e.to_string());
+                    let result =
+                        store_feedback(&transaction, &request_id, &label, received_unix_ms)
+                            .map_err(|e| e.to_string());
                     Outcome::Feedback(reply, result)
                 }
             });
@@ -254,6 +364,71 @@ impl Writer {
             }
         }
     }
+}
+
+/// Stores feedback on a prediction, else on a study, with that id.
+fn store_feedback(
+    connection: &Connection,
+    id: &str,
+    label: &str,
+    received_unix_ms: i64,
+) -> rusqlite::Result<Option<FeedbackTarget>> {
+    for (target, table, key, source) in [
+        (
+            FeedbackTarget::Prediction,
+            "feedback",
+            "request_id",
+            "predictions",
+        ),
+        (
+            FeedbackTarget::Study,
+            "study_feedback",
+            "study_id",
+            "studies",
+        ),
+    ] {
+        let changed = connection.execute(
+            &format!(
+                "INSERT INTO {table} ({key}, label, received_unix_ms)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM {source} WHERE {key} = ?1)
+                 ON CONFLICT ({key}) DO UPDATE SET
+                     label = excluded.label, received_unix_ms = excluded.received_unix_ms"
+            ),
+            params![id, label, received_unix_ms],
+        )?;
+        if changed > 0 {
+            return Ok(Some(target));
+        }
+    }
+    Ok(None)
+}
+
+fn insert_study(connection: &Connection, study: &StudyRecord) -> Result<(), String> {
+    connection
+        .execute(
+            "INSERT INTO studies (study_id, created_unix_ms, model_name, model_version, label,
+                 probability, threshold, rule, slices, used, refused, study_uid, series_uid,
+                 reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                study.study_id,
+                study.created_unix_ms,
+                study.model_name,
+                study.model_version,
+                study.label,
+                study.probability,
+                study.threshold,
+                study.rule,
+                study.slices as i64,
+                study.used as i64,
+                study.refused as i64,
+                study.study_uid,
+                study.series_uid,
+                study.reason,
+            ],
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn insert(
@@ -274,8 +449,9 @@ fn insert(
     connection
         .execute(
             "INSERT INTO predictions (request_id, created_unix_ms, model_name, model_version,
-                 label, probability, threshold, features, image_path, in_distribution, ood_score)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 label, probability, threshold, features, image_path, in_distribution, ood_score,
+                 study_id, slice_index)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 record.request_id,
                 record.created_unix_ms,
@@ -288,6 +464,8 @@ fn insert(
                 image_path,
                 record.in_distribution,
                 record.ood_score,
+                record.study.as_ref().map(|(id, _)| id),
+                record.study.as_ref().map(|&(_, i)| i as i64),
             ],
         )
         .map(|_| ())
@@ -297,7 +475,7 @@ fn insert(
 fn answer_all(commands: Vec<Command>, reason: &str) {
     for command in commands {
         match command {
-            Command::Record(_, reply) => {
+            Command::Record(_, reply) | Command::Study(_, _, reply) => {
                 let _ = reply.send(Err(reason.to_owned()));
             }
             Command::Feedback { reply, .. } => {
@@ -325,6 +503,7 @@ mod tests {
             in_distribution: true,
             ood_score: Some(0.8),
             image: Some((axum::body::Bytes::from_static(b"png"), "png")),
+            study: None,
         }
     }
 
@@ -335,9 +514,19 @@ mod tests {
         let log = PredictionLog::open(&db, Some(dir.path().join("images"))).expect("open");
         log.record(record("r1")).await.expect("record");
         log.record(record("r2")).await.expect("record");
-        assert!(log.feedback("r1", "non-COVID").await.expect("feedback"));
-        assert!(log.feedback("r1", "COVID").await.expect("feedback again"));
-        assert!(!log.feedback("nope", "COVID").await.expect("unknown id"));
+        let prediction = Some(FeedbackTarget::Prediction);
+        assert_eq!(
+            log.feedback("r1", "non-COVID").await.expect("feedback"),
+            prediction
+        );
+        assert_eq!(
+            log.feedback("r1", "COVID").await.expect("again"),
+            prediction
+        );
+        assert_eq!(
+            log.feedback("nope", "COVID").await.expect("unknown id"),
+            None
+        );
         assert!(log.record(record("r1")).await.is_err(), "duplicate id");
         drop(log);
 
@@ -356,5 +545,67 @@ mod tests {
             .expect("joined row");
         assert_eq!((id.as_str(), truth.as_str(), mean), ("r1", "COVID", 9.0));
         assert!(dir.path().join("images/r2.png").is_file());
+    }
+
+    fn study(id: &str) -> StudyRecord {
+        StudyRecord {
+            study_id: id.to_owned(),
+            created_unix_ms: now_unix_ms(),
+            model_name: "m".into(),
+            model_version: "1".into(),
+            label: "COVID".into(),
+            probability: Some(0.8),
+            threshold: 0.5,
+            rule: "mean".into(),
+            slices: 2,
+            used: 2,
+            refused: 0,
+            study_uid: Some("1.2".into()),
+            series_uid: None,
+            reason: None,
+        }
+    }
+
+    fn slice(study: &str, index: usize) -> PredictionRecord {
+        PredictionRecord {
+            study: Some((study.to_owned(), index)),
+            image: None,
+            ..record(&format!("{study}-{index}"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_study_is_written_whole_or_not_at_all_and_takes_feedback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("predictions.sqlite");
+        let log = PredictionLog::open(&db, None).expect("open");
+        log.record_study(study("s1"), vec![slice("s1", 0), slice("s1", 1)])
+            .await
+            .expect("study");
+        // A slice id already taken fails the second study, which leaves no row behind.
+        let clash = log
+            .record_study(study("s2"), vec![slice("s2", 0), slice("s1", 1)])
+            .await;
+        assert!(clash.is_err());
+        assert_eq!(
+            log.feedback("s1", "COVID").await.expect("feedback"),
+            Some(FeedbackTarget::Study)
+        );
+        assert_eq!(log.feedback("s2", "COVID").await.expect("absent"), None);
+        drop(log);
+        let connection = Connection::open(&db).expect("reopen");
+        let count =
+            |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).expect("count") };
+        assert_eq!(count("SELECT COUNT(*) FROM studies"), 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM predictions WHERE study_id = 's1'"),
+            2
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM predictions WHERE study_id = 's2'"),
+            0
+        );
+        assert_eq!(count("SELECT MAX(slice_index) FROM predictions"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM labelled_studies"), 1);
     }
 }

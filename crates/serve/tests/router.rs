@@ -19,7 +19,9 @@ use tower::ServiceExt;
 const KEY: &str = "test-key";
 const ADMIN: &str = "admin-key";
 
-fn write_package(dir: &std::path::Path) -> std::path::PathBuf {
+/// A random ResNet-18 package; with `study_rule`, a study rule (mean of the slice
+/// probabilities, temperature 1, threshold 0.5) as training would fit on validation patients.
+fn write_package(dir: &std::path::Path, study_rule: bool) -> std::path::PathBuf {
     let device = Device::flex();
     device.seed(5);
     let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
@@ -47,7 +49,13 @@ fn write_package(dir: &std::path::Path) -> std::path::PathBuf {
         training: json!({}),
         evaluation: json!({"accuracy": 0.5}),
         weights_sha256: String::new(),
-        group: None,
+        group: study_rule.then(|| {
+            serde_json::from_value(json!({
+                "rule": "mean", "temperature": 1.0, "threshold": 0.5,
+                "threshold_rule": "youden", "fitted_on_groups": 10, "candidates": []
+            }))
+            .expect("group calibration")
+        }),
         ood: None,
     };
     let package = ModelPackage::new(&network, metadata, "# Model card\ntest".into()).expect("pkg");
@@ -63,8 +71,12 @@ struct App {
 }
 
 async fn app_with(change: impl FnOnce(&mut ServeConfig)) -> App {
+    app_of(true, change).await
+}
+
+async fn app_of(study_rule: bool, change: impl FnOnce(&mut ServeConfig)) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
-    let package = write_package(dir.path());
+    let package = write_package(dir.path(), study_rule);
     let mut config = ServeConfig {
         api_keys: ApiKeys(vec![KEY.into()]),
         admin_keys: ApiKeys(vec![ADMIN.into()]),
@@ -183,7 +195,7 @@ async fn health_readiness_and_not_ready_before_loading() {
     };
     let state = AppState::new(
         config,
-        ModelSource::Package(write_package(dir.path())),
+        ModelSource::Package(write_package(dir.path(), true)),
         None,
     )
     .expect("state");
@@ -691,4 +703,363 @@ async fn the_latest_monitoring_report_is_served_to_admins_only() {
             .unwrap_or("")
             .contains("--monitoring-reports")
     );
+}
+
+/// Pixel values of a 16×16 slice; `seed` varies the content.
+fn slice_png(seed: u32) -> Vec<u8> {
+    let image = image::GrayImage::from_fn(16, 16, |x, y| {
+        image::Luma([((x * (7 + seed) + y * 3 + seed * 40) % 256) as u8])
+    });
+    let mut out = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("png");
+    out
+}
+
+/// A minimal explicit-VR little-endian CT file of 16×16 pixels in `series` of study `1.2.3`,
+/// with its InstanceNumber and ImagePositionPatient `z` (axial orientation).
+fn dicom_slice(series: &str, instance: i64, z: f64, seed: u16) -> Vec<u8> {
+    fn element(group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut value = value.to_vec();
+        if value.len() % 2 == 1 {
+            value.push(if vr == b"UI" || vr == b"OB" { 0 } else { b' ' });
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&elem.to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OB" || vr == b"OW" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&value);
+        out
+    }
+    let mut meta = [
+        element(2, 1, b"OB", &[0, 1]),
+        element(2, 2, b"UI", b"1.2.840.10008.5.1.4.1.1.2"),
+        element(2, 3, b"UI", format!("1.2.3.{series}.{instance}").as_bytes()),
+        element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1"),
+    ]
+    .concat();
+    meta = [
+        element(2, 0, b"UL", &(meta.len() as u32).to_le_bytes()),
+        meta,
+    ]
+    .concat();
+    let us = |v: u16| v.to_le_bytes();
+    let pixels: Vec<u8> = (0..256u16)
+        .flat_map(|i| (500 + (i * 37 + seed * 101) % 1500).to_le_bytes())
+        .collect();
+    let data = [
+        element(0x20, 0x0D, b"UI", b"1.2.3"),
+        element(0x20, 0x0E, b"UI", format!("1.2.3.{series}").as_bytes()),
+        element(0x20, 0x13, b"IS", instance.to_string().as_bytes()),
+        element(0x20, 0x32, b"DS", format!("-100\\-100\\{z}").as_bytes()),
+        element(0x20, 0x37, b"DS", b"1\\0\\0\\0\\1\\0"),
+        element(0x28, 2, b"US", &us(1)),
+        element(0x28, 4, b"CS", b"MONOCHROME2"),
+        element(0x28, 0x10, b"US", &us(16)),
+        element(0x28, 0x11, b"US", &us(16)),
+        element(0x28, 0x100, b"US", &us(16)),
+        element(0x28, 0x101, b"US", &us(16)),
+        element(0x28, 0x102, b"US", &us(15)),
+        element(0x28, 0x103, b"US", &us(0)),
+        element(0x28, 0x1052, b"DS", b"-1024"),
+        element(0x28, 0x1053, b"DS", b"1"),
+        element(0x7FE0, 0x10, b"OW", &pixels),
+    ]
+    .concat();
+    [vec![0u8; 128], b"DICM".to_vec(), meta, data].concat()
+}
+
+fn zip_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Cursor::new(Vec::new());
+    let mut writer = zip::ZipWriter::new(&mut out);
+    for (name, bytes) in files {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .expect("entry");
+        writer.write_all(bytes).expect("write");
+    }
+    writer.finish().expect("finish");
+    out.into_inner()
+}
+
+fn probabilities(study: &Value) -> Vec<f64> {
+    study["slices"]
+        .as_array()
+        .expect("slices")
+        .iter()
+        .map(|s| s["probability"].as_f64().expect("probability"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_study_from_files_or_a_zip_gets_one_verdict_by_the_package_rule_and_is_logged() {
+    let app = app().await;
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("s10.png", slice_png(4)),
+        ("s2.png", slice_png(2)),
+        ("s1.png", slice_png(1)),
+        ("s3.png", slice_png(3)),
+    ];
+    let (content_type, body) = multipart(&files);
+    let (status, answer) =
+        send_json(&app.router, post("/v1/predict/study", &content_type, body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let study = &answer["studies"][0];
+    assert_eq!(answer["studies"].as_array().map(Vec::len), Some(1));
+    assert_eq!(study["ordered_by"], "file_name");
+    let names: Vec<&str> = study["slices"]
+        .as_array()
+        .expect("slices")
+        .iter()
+        .filter_map(|s| s["filename"].as_str())
+        .collect();
+    assert_eq!(names, ["s1.png", "s2.png", "s3.png", "s10.png"]);
+    // The package's rule: mean probability, temperature 1, threshold 0.5.
+    let slices = probabilities(study);
+    let mean = slices.iter().sum::<f64>() / slices.len() as f64;
+    let probability = study["probability"].as_f64().expect("study probability");
+    assert!((probability - mean).abs() < 1e-6, "{probability} vs {mean}");
+    let expected = if mean >= 0.5 { "COVID" } else { "non-COVID" };
+    assert_eq!(study["label"], expected);
+    assert_eq!(
+        (
+            study["slices_used"].as_u64(),
+            study["slices_refused"].as_u64()
+        ),
+        (Some(4), Some(0))
+    );
+    assert_eq!(study["drivers"].as_array().map(Vec::len), Some(3));
+    assert_eq!(study["study_id"], answer["request_id"]);
+
+    // The same slices as one zip archive (raw body) give the same answer.
+    let (status, zipped) = send_json(
+        &app.router,
+        post("/v1/predict/study", "application/zip", zip_of(&files)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{zipped}");
+    assert_eq!(probabilities(&zipped["studies"][0]), slices);
+
+    // Feedback takes the study id; the log holds the study and its slices.
+    let id = study["study_id"].as_str().expect("study id").to_owned();
+    let (status, body) = send_json(
+        &app.router,
+        post(
+            "/v1/feedback",
+            "application/json",
+            json!({"request_id": id, "label": "COVID"}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (StatusCode::OK, Some("study")),
+        "{body}"
+    );
+    let db = rusqlite::Connection::open(app.dir.path().join("log.sqlite")).expect("open log");
+    let (used, truth): (i64, String) = db
+        .query_row(
+            "SELECT used, true_label FROM labelled_studies WHERE study_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the study joined with its feedback");
+    assert_eq!((used, truth.as_str()), (4, "COVID"));
+    let logged: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM predictions WHERE study_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .expect("slices");
+    assert_eq!(logged, 4);
+    let (_, _, metrics) = send(&app.router, get("/metrics")).await;
+    assert!(String::from_utf8_lossy(&metrics).contains("covidct_studies_total"));
+}
+
+#[tokio::test]
+async fn dicom_series_are_ordered_by_position_and_mixed_series_need_split() {
+    let app = app().await;
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a", dicom_slice("7", 1, 30.0, 1)),
+        ("b", dicom_slice("7", 2, 10.0, 2)),
+        ("c", dicom_slice("8", 2, 5.0, 3)),
+        ("d", dicom_slice("7", 3, 20.0, 4)),
+        ("e", dicom_slice("8", 1, 0.0, 5)),
+    ];
+    let (content_type, body) = multipart(&files);
+    let (status, refused) = send_json(
+        &app.router,
+        post("/v1/predict/study", &content_type, body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "mixed_studies"),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("1.2.3.7") && message.contains("1.2.3.8"),
+        "{message}"
+    );
+
+    let (status, split) = send_json(
+        &app.router,
+        post("/v1/predict/study?split=true", &content_type, body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{split}");
+    let studies = split["studies"].as_array().expect("studies");
+    assert_eq!(studies.len(), 2);
+    let order = |study: &Value| -> Vec<String> {
+        study["slices"]
+            .as_array()
+            .expect("slices")
+            .iter()
+            .map(|s| s["filename"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(studies[0]["series_instance_uid"], "1.2.3.7");
+    assert_eq!(studies[0]["ordered_by"], "position");
+    assert_eq!(order(&studies[0]), ["b", "d", "a"]);
+    assert_eq!(order(&studies[1]), ["e", "c"]);
+    assert_eq!(studies[1]["study_instance_uid"], "1.2.3");
+    // Two slices are under the default minimum of three: no verdict, and why.
+    assert!(studies[1]["label"].is_null());
+    assert!(
+        studies[1]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at least 3"),
+        "{}",
+        studies[1]
+    );
+    assert_ne!(studies[0]["study_id"], studies[1]["study_id"]);
+}
+
+#[tokio::test]
+async fn study_limits_are_checked_before_decoding_and_bad_slices_are_left_out() {
+    let app = app_with(|c| {
+        c.max_study_slices = 3;
+        c.max_study_pixels = 16 * 16 * 3;
+    })
+    .await;
+    let four: Vec<(&str, Vec<u8>)> = (1..=4)
+        .map(|i| {
+            (
+                ["1.png", "2.png", "3.png", "4.png"][i - 1],
+                slice_png(i as u32),
+            )
+        })
+        .collect();
+    let (content_type, body) = multipart(&four);
+    let (status, answer) =
+        send_json(&app.router, post("/v1/predict/study", &content_type, body)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let (status, answer) = send_json(
+        &app.router,
+        post("/v1/predict/study", "application/zip", zip_of(&four)),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_slices")
+    );
+    let big = vec![("big.png", png(40, 40)), ("1.png", slice_png(1))];
+    let (content_type, body) = multipart(&big);
+    let (status, answer) =
+        send_json(&app.router, post("/v1/predict/study", &content_type, body)).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "study_too_large")
+    );
+
+    let mixed = vec![
+        ("1.png", slice_png(1)),
+        ("broken.png", b"\x89PNG\r\n\x1a\nnot really".to_vec()),
+        ("2.png", slice_png(2)),
+    ];
+    let (content_type, body) = multipart(&mixed);
+    let (status, answer) =
+        send_json(&app.router, post("/v1/predict/study", &content_type, body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["unreadable"][0]["filename"], "broken.png");
+    assert_eq!(answer["unreadable"][0]["index"], 1);
+    assert_eq!(answer["studies"][0]["slices_total"], 2);
+    let (status, answer) = send_json(
+        &app.router,
+        post(
+            "/v1/predict/study",
+            "application/zip",
+            b"PK\x03\x04 broken".to_vec(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::BAD_REQUEST, "invalid_archive"),
+        "{answer}"
+    );
+    let (status, answer) =
+        send_json(&app.router, post("/v1/predict/study", "text/plain", "x")).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
+}
+
+#[tokio::test]
+async fn a_package_without_a_study_rule_gives_no_verdict_and_says_why() {
+    let app = app_of(false, |_| {}).await;
+    let files: Vec<(&str, Vec<u8>)> = (0..3)
+        .map(|i| (["a.png", "b.png", "c.png"][i], slice_png(i as u32)))
+        .collect();
+    let (content_type, body) = multipart(&files);
+    let (status, answer) = send_json(
+        &app.router,
+        post("/v1/predict/study?explain=true", &content_type, body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let study = &answer["studies"][0];
+    assert!(study["label"].is_null() && study["probability"].is_null());
+    assert!(
+        study["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no study rule"),
+        "{study}"
+    );
+    assert!(study.get("explanation").is_none());
+}
+
+#[tokio::test]
+async fn explain_adds_the_grad_cam_of_the_top_driver() {
+    let app = app().await;
+    let files: Vec<(&str, Vec<u8>)> = (0..3)
+        .map(|i| (["a.png", "b.png", "c.png"][i], slice_png(i as u32)))
+        .collect();
+    let (content_type, body) = multipart(&files);
+    let (status, answer) = send_json(
+        &app.router,
+        post("/v1/predict/study?explain=true", &content_type, body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let study = &answer["studies"][0];
+    assert_eq!(study["explanation"]["position"], study["drivers"][0]);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(
+            study["explanation"]["overlay_png_base64"]
+                .as_str()
+                .expect("png"),
+        )
+        .expect("base64");
+    assert!(png.starts_with(b"\x89PNG"));
 }

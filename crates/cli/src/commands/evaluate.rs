@@ -318,6 +318,25 @@ pub fn print_intervals(metrics: &MetricsWithCi) {
     }
 }
 
+/// One prediction as `covidct predict --json` shows it: the gate's score and threshold, then
+/// the label, probability and threshold, or, for a refused image, the failed checks instead.
+pub fn prediction_json(prediction: &covidct_model::Prediction) -> Result<serde_json::Value> {
+    let ood = prediction.ood.as_ref();
+    let mut line = serde_json::json!({
+        "in_distribution": prediction.in_distribution(),
+        "ood_score": ood.map(|o| o.score),
+        "ood_threshold": ood.map(|o| o.threshold),
+    });
+    if prediction.in_distribution() {
+        line["label"] = prediction.label.clone().into();
+        line["probability"] = prediction.probability.into();
+        line["threshold"] = prediction.threshold.into();
+    } else if let Some(ood) = ood {
+        line["refusals"] = serde_json::to_value(&ood.refusals)?;
+    }
+    Ok(line)
+}
+
 /// Exit status of `covidct predict` when some file was refused by the out-of-distribution gate
 /// (and none failed to decode, which is status 1).
 pub const OUT_OF_DISTRIBUTION: u8 = 4;
@@ -326,6 +345,9 @@ pub const OUT_OF_DISTRIBUTION: u8 = 4;
 /// [`OUT_OF_DISTRIBUTION`] when any was refused, else 0).
 pub fn predict(args: &PredictArgs) -> Result<u8> {
     let predictor = load_model(&args.model, &args.store)?.predictor;
+    if args.study {
+        return crate::commands::study::predict_study(&predictor, args);
+    }
     let (mut failed, mut refused) = (false, false);
     for path in &args.files {
         let result = predictor
@@ -341,19 +363,8 @@ pub fn predict(args: &PredictArgs) -> Result<u8> {
                 refused |= !judged;
                 let ood = prediction.ood.as_ref();
                 if args.json {
-                    let mut line = serde_json::json!({
-                        "file": path,
-                        "in_distribution": judged,
-                        "ood_score": ood.map(|o| o.score),
-                        "ood_threshold": ood.map(|o| o.threshold),
-                    });
-                    if judged {
-                        line["label"] = prediction.label.clone().into();
-                        line["probability"] = prediction.probability.into();
-                        line["threshold"] = prediction.threshold.into();
-                    } else if let Some(ood) = ood {
-                        line["refusals"] = serde_json::to_value(&ood.refusals)?;
-                    }
+                    let mut line = prediction_json(&prediction)?;
+                    line["file"] = serde_json::json!(path);
                     println!("{line}");
                 } else if judged {
                     println!(

@@ -9,6 +9,7 @@ pub mod models;
 pub mod monitor;
 pub mod robustness;
 pub mod serve;
+pub mod study;
 pub mod tracking;
 pub mod train;
 pub mod weights;

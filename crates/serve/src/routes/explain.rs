@@ -2,6 +2,7 @@
 //! raw map as JSON.
 
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -16,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{ImageForm, ImageJson, read_uploads};
+use crate::input::{Expect, ImageForm, ImageJson, read_uploads};
 use crate::limits::RequestId;
 use crate::routes::predict::{judge, prepare};
-use crate::state::{AppState, ModelRef};
+use crate::state::{AppState, LoadedModel, ModelRef};
 
 /// Side of the overlay image in pixels.
 const OVERLAY_SIDE: u32 = 384;
@@ -118,7 +119,7 @@ pub async fn explain(
     let arrived = Instant::now();
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let model = state.model()?;
-    let mut uploads = read_uploads(request, state.config().max_body_bytes, 1, false).await?;
+    let mut uploads = read_uploads(request, state.config().max_body_bytes, Expect::One).await?;
     let upload = uploads
         .pop()
         .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
@@ -128,19 +129,7 @@ pub async fn explain(
         state.metrics().observe_refusal(ood);
         return Err(ApiError::out_of_distribution(ood));
     }
-    let explaining = model.clone();
-    let image = prepared.decoded.image;
-    let (cam, png) = state
-        .on_pool(move || {
-            let cam = explaining
-                .predictor
-                .explain(&image)
-                .map_err(ApiError::internal)?;
-            let preprocess = &explaining.predictor.metadata().preprocess;
-            let png = overlay_png(&image, preprocess, &cam).map_err(ApiError::internal)?;
-            Ok::<_, ApiError>((cam, png))
-        })
-        .await??;
+    let (cam, png) = grad_cam(&state, &model, prepared.decoded.image).await?;
     let metadata = model.predictor.metadata();
     match query.format.unwrap_or_default() {
         ExplainFormat::Png => {
@@ -171,6 +160,26 @@ pub async fn explain(
         })
         .into_response()),
     }
+}
+
+/// Grad-CAM of the positive class for `image` and its overlay PNG, on the decoding pool.
+pub(crate) async fn grad_cam(
+    state: &AppState,
+    model: &Arc<LoadedModel>,
+    image: GreyImage,
+) -> Result<(GradCam, Vec<u8>), ApiError> {
+    let explaining = model.clone();
+    state
+        .on_pool(move || {
+            let cam = explaining
+                .predictor
+                .explain(&image)
+                .map_err(ApiError::internal)?;
+            let preprocess = &explaining.predictor.metadata().preprocess;
+            let png = overlay_png(&image, preprocess, &cam).map_err(ApiError::internal)?;
+            Ok::<_, ApiError>((cam, png))
+        })
+        .await?
 }
 
 /// The image as the network saw it (same orientation, square, same resize mode) at [`OVERLAY_SIDE`], with the map

@@ -6,3 +6,4 @@ pub mod feedback;
 pub mod health;
 pub mod model;
 pub mod predict;
+pub mod study;

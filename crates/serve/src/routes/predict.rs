@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
-use crate::input::{BatchForm, BatchJson, ImageForm, ImageJson, Upload, read_uploads};
+use crate::input::{BatchForm, BatchJson, Expect, ImageForm, ImageJson, Upload, read_uploads};
 use crate::limits::RequestId;
 use crate::prediction_log::{PredictionRecord, now_unix_ms};
 use crate::state::{AppState, LoadedModel, ModelRef};
@@ -162,7 +162,7 @@ pub(crate) async fn prepare(
         .await?
 }
 
-fn extension(format: FileFormat) -> &'static str {
+pub(crate) fn extension(format: FileFormat) -> &'static str {
     match format {
         FileFormat::Png => "png",
         FileFormat::Jpeg => "jpg",
@@ -231,6 +231,7 @@ async fn score(
             in_distribution: judged,
             ood_score: prediction.ood.as_ref().map(|o| o.score),
             image,
+            study: None,
         })
         .await?;
     if let Some(ood) = prediction
@@ -298,7 +299,7 @@ pub async fn predict(
     let policy = PredictQuery::parse(query)?;
     let model = state.model()?;
     let limit = state.config().max_body_bytes;
-    let mut uploads = read_uploads(request, limit, 1, false).await?;
+    let mut uploads = read_uploads(request, limit, Expect::One).await?;
     let upload = uploads
         .pop()
         .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
@@ -344,8 +345,7 @@ pub async fn predict_batch(
     let uploads = read_uploads(
         request,
         config.max_body_bytes,
-        config.max_batch_images,
-        true,
+        Expect::Batch(config.max_batch_images),
     )
     .await?;
     let mut tasks = JoinSet::new();

@@ -1,0 +1,481 @@
+//! `POST /v1/predict/study`: one calibrated verdict for a series of slices.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, Request, State};
+use base64::Engine;
+use covidct_imaging::{DecodeOptions, SeriesInfo};
+use covidct_model::Prediction;
+use covidct_study::{
+    ScoredSlice, SliceFile, StudyAnswer, StudyLimits, assemble, check_pixels, is_zip, plan,
+    read_zip,
+};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
+use crate::input::{BatchForm, BatchJson, Expect, Upload, read_uploads};
+use crate::limits::RequestId;
+use crate::prediction_log::{PredictionRecord, StudyRecord, now_unix_ms};
+use crate::routes::explain::grad_cam;
+use crate::routes::predict::{Prepared, extension, judge, prepare};
+use crate::state::{AppState, LoadedModel, ModelRef};
+
+/// Query of `/v1/predict/study`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct StudyQuery {
+    /// Answer each DICOM series on its own instead of refusing a request that mixes several
+    /// studies or series (default false).
+    pub split: Option<bool>,
+    /// Add the Grad-CAM overlay of each study's top driving slice (default false).
+    pub explain: Option<bool>,
+}
+
+/// One slice of a study, in the study's order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudySlice {
+    /// Position in the study's order (what `drivers` refer to).
+    pub position: usize,
+    /// Position in the request (files in order, a zip archive's entries in name order).
+    pub index: usize,
+    /// File name, or the archive entry's name.
+    pub filename: String,
+    /// The slice's id in the prediction log.
+    pub request_id: String,
+    /// DICOM InstanceNumber.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_number: Option<i64>,
+    /// Position along the slice normal in millimetres (DICOM ImagePositionPatient).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_mm: Option<f64>,
+    /// Calibrated positive probability; withheld when the gate refused the slice.
+    pub probability: Option<f64>,
+    /// Whether the out-of-distribution gate let the slice into the study score.
+    pub in_distribution: bool,
+    /// The gate's verdict (absent for models without a gate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodDetail>,
+}
+
+/// Grad-CAM of the slice that drove a verdict most.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudyExplanation {
+    /// The slice's position in the study's order.
+    pub position: usize,
+    /// The overlay PNG in base64 (as `/v1/explain` draws it).
+    pub overlay_png_base64: String,
+}
+
+/// The verdict on one study (one DICOM series).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudyResult {
+    /// Id of this study: give it back to `/v1/feedback` with the true label.
+    pub study_id: String,
+    /// DICOM StudyInstanceUID, when the slices carry one.
+    pub study_instance_uid: Option<String>,
+    /// DICOM SeriesInstanceUID, when the slices carry one.
+    pub series_instance_uid: Option<String>,
+    /// What the slices are ordered by: `position`, `instance_number` or `file_name`.
+    pub ordered_by: String,
+    /// Predicted class; absent when the study gets no verdict (see `reason`).
+    pub label: Option<String>,
+    /// Calibrated study probability of the positive class.
+    pub probability: Option<f64>,
+    /// The study threshold: positive when `probability >= threshold`.
+    pub threshold: Option<f64>,
+    /// How slice probabilities become the study's (fitted on validation patients).
+    pub rule: Option<String>,
+    /// Decoded slices of this study.
+    pub slices_total: usize,
+    /// Slices in the study score.
+    pub slices_used: usize,
+    /// Slices the out-of-distribution gate refused (left out of the score).
+    pub slices_refused: usize,
+    /// Why there is no verdict.
+    pub reason: Option<String>,
+    /// Positions of the slices that drove the verdict, strongest first.
+    pub drivers: Vec<usize>,
+    /// Every decoded slice, in order.
+    pub slices: Vec<StudySlice>,
+    /// With `explain=true`: Grad-CAM of the first driver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<StudyExplanation>,
+}
+
+/// A file that could not be decoded (left out of every study).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnreadableSlice {
+    /// Position in the request.
+    pub index: usize,
+    /// File name, or the archive entry's name.
+    pub filename: String,
+    /// Why.
+    pub error: ErrorDetail,
+}
+
+/// Where a study request's time went, in milliseconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudyTiming {
+    /// Reading the body and unpacking archives.
+    pub read_ms: f64,
+    /// Decoding, features and preprocessing of every slice (in parallel).
+    pub decode_ms: f64,
+    /// Forward passes of every slice (micro-batched).
+    pub inference_ms: f64,
+    /// From arrival to answer, logging included.
+    pub total_ms: f64,
+}
+
+/// The answer of `/v1/predict/study`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudyResponse {
+    /// Id of the request.
+    pub request_id: String,
+    /// The model that answered.
+    pub model: ModelRef,
+    /// The positive class's name.
+    pub positive_class: String,
+    /// Files received (archive entries counted one by one).
+    pub slices_received: usize,
+    /// One study, or with `split=true` one per series.
+    pub studies: Vec<StudyResult>,
+    /// Files that could not be decoded.
+    pub unreadable: Vec<UnreadableSlice>,
+    /// Timing.
+    pub timing: StudyTiming,
+}
+
+/// The files of the request, archives unpacked, within the study limits; pixels are checked
+/// from the headers before anything is decoded. Runs on the decoding pool.
+fn unpack(
+    uploads: Vec<Upload>,
+    limits: StudyLimits,
+    decode: DecodeOptions,
+) -> Result<Vec<SliceFile>, ApiError> {
+    let mut files: Vec<SliceFile> = Vec::new();
+    let mut total = 0u64;
+    for (index, upload) in uploads.into_iter().enumerate() {
+        let name = upload
+            .filename
+            .clone()
+            .unwrap_or_else(|| format!("file-{index}"));
+        if is_zip(&upload.bytes) {
+            let room = StudyLimits {
+                max_slices: limits.max_slices - files.len(),
+                max_bytes: limits.max_bytes - total,
+                ..limits
+            };
+            for entry in read_zip(&upload.bytes, &name, &room)? {
+                total += entry.bytes.len() as u64;
+                files.push(entry);
+            }
+        } else {
+            total += upload.bytes.len() as u64;
+            files.push(SliceFile {
+                name,
+                bytes: upload.bytes.to_vec(),
+            });
+        }
+        limits.check_count(files.len())?;
+        limits.check_bytes(total)?;
+    }
+    check_pixels(&files, &decode, &limits)?;
+    Ok(files)
+}
+
+/// Diagnose one study from a series of CT slices.
+///
+/// The slices come as a multipart form (one file per field, or one zip archive), as one zip
+/// archive for the raw body (`application/zip`), or as JSON with the files in base64. DICOM
+/// slices are grouped by StudyInstanceUID and SeriesInstanceUID and ordered by their position
+/// (ImagePositionPatient along the slice normal), else by InstanceNumber; other formats keep
+/// the natural order of their file names. A request that mixes series is refused
+/// (`mixed_studies`) unless `split=true`. Slices the out-of-distribution gate refuses are
+/// reported and left out of the study score; a study with too few usable slices gets no
+/// verdict and says why. Limits on slices, bytes and pixels are checked before decoding. The
+/// study and its slices are logged; give the `study_id` to `/v1/feedback`.
+#[utoipa::path(
+    post,
+    path = "/v1/predict/study",
+    tag = "prediction",
+    params(StudyQuery),
+    request_body(content(
+        (BatchForm = "multipart/form-data"),
+        (BatchJson = "application/json"),
+        (String = "application/zip"),
+    )),
+    responses(
+        (status = 200, description = "One verdict per study", body = StudyResponse),
+        (status = 400, description = "Malformed request or unreadable zip archive (`invalid_archive`)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Over the limits: `too_many_slices`, `body_too_large`, `study_too_large` (pixels)", body = ErrorBody),
+        (status = 415, description = "Content type not accepted", body = ErrorBody),
+        (status = 422, description = "Several studies or series without `split=true` (`mixed_studies`), or no slice could be decoded (`no_usable_slice`)", body = ErrorBody),
+        (status = 503, description = "Overloaded, timed out or not ready (see Retry-After)", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn predict_study(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    query: Result<Query<StudyQuery>, QueryRejection>,
+    request: Request,
+) -> Result<Json<StudyResponse>, ApiError> {
+    let arrived = Instant::now();
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let model = state.model()?;
+    let config = state.config();
+    let options = config.study_options(query.split.unwrap_or(false));
+    let uploads = read_uploads(
+        request,
+        config.max_study_bytes,
+        Expect::Study(config.max_study_slices),
+    )
+    .await?;
+    let decode = DecodeOptions {
+        max_pixels: config.max_pixels,
+        dicom_window: model.predictor.metadata().dicom_window,
+    };
+    let limits = options.limits;
+    let files = state
+        .on_pool(move || unpack(uploads, limits, decode))
+        .await??;
+    let received = files.len();
+    let read_ms = arrived.elapsed().as_secs_f64() * 1e3;
+
+    // Decode every slice in parallel on the pool.
+    let decoding = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (index, file) in files.into_iter().enumerate() {
+        let (state, model) = (state.clone(), model.clone());
+        tasks.spawn(async move {
+            let upload = Upload {
+                hint: file.hint(),
+                bytes: Bytes::from(file.bytes),
+                filename: Some(file.name),
+            };
+            let prepared = prepare(&state, &model, &upload).await;
+            (index, upload, prepared)
+        });
+    }
+    let mut decoded: Vec<Option<(Upload, Prepared)>> = (0..received).map(|_| None).collect();
+    let mut unreadable = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, upload, prepared) = joined.map_err(ApiError::internal)?;
+        match prepared {
+            Ok(prepared) => decoded[index] = Some((upload, prepared)),
+            Err(error) => unreadable.push(UnreadableSlice {
+                index,
+                filename: upload.filename.unwrap_or_default(),
+                error: error.detail,
+            }),
+        }
+    }
+    unreadable.sort_by_key(|u| u.index);
+    let readable: Vec<(usize, Upload, Prepared)> = decoded
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, slot)| slot.map(|(u, p)| (i, u, p)))
+        .collect();
+    if readable.is_empty() {
+        let first = unreadable
+            .first()
+            .map(|u| format!("{}: {}", u.filename, u.error.message))
+            .unwrap_or_default();
+        return Err(covidct_study::StudyError::Empty(format!(
+            " that can be decoded ({} unreadable; the first: {first})",
+            unreadable.len()
+        ))
+        .into());
+    }
+    let decode_ms = decoding.elapsed().as_secs_f64() * 1e3;
+    let names: Vec<&str> = readable
+        .iter()
+        .map(|(_, u, _)| u.filename.as_deref().unwrap_or_default())
+        .collect();
+    let infos: Vec<Option<&SeriesInfo>> = readable
+        .iter()
+        .map(|(_, _, p)| p.decoded.series.as_ref())
+        .collect();
+    let series = plan(&names, &infos, options.split)?;
+
+    // Every slice through the micro-batched forward passes at once.
+    let inferring = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (position, (index, upload, mut prepared)) in readable.into_iter().enumerate() {
+        let model = model.clone();
+        tasks.spawn(async move {
+            let judged = judge(&model, &mut prepared).await.map(|(p, _)| p);
+            (position, index, upload, prepared, judged)
+        });
+    }
+    let mut scored: Vec<Option<(usize, Upload, Prepared, Prediction)>> =
+        (0..series.iter().map(|s| s.members.len()).sum())
+            .map(|_| None)
+            .collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (position, index, upload, prepared, judged) = joined.map_err(ApiError::internal)?;
+        scored[position] = Some((index, upload, prepared, judged?));
+    }
+    let inference_ms = inferring.elapsed().as_secs_f64() * 1e3;
+    let mut slices = Vec::with_capacity(scored.len());
+    let mut kept: Vec<Option<(Upload, Prepared)>> = (0..received).map(|_| None).collect();
+    for (index, upload, prepared, prediction) in scored.into_iter().flatten() {
+        slices.push(ScoredSlice {
+            index,
+            name: upload.filename.clone().unwrap_or_default(),
+            series: prepared.decoded.series.clone(),
+            prediction,
+        });
+        kept[index] = Some((upload, prepared));
+    }
+    let answers = assemble(&series, slices, model.predictor.metadata(), &options.rules);
+    let mut studies = Vec::with_capacity(answers.len());
+    let several = answers.len() > 1;
+    for (k, answer) in answers.into_iter().enumerate() {
+        let study_id = if several {
+            format!("{request_id}-s{k}")
+        } else {
+            request_id.clone()
+        };
+        let explain = query.explain.unwrap_or(false);
+        studies.push(answer_study(&state, &model, study_id, answer, &mut kept, explain).await?);
+    }
+    Ok(Json(StudyResponse {
+        request_id,
+        model: model.reference.clone(),
+        positive_class: model.predictor.metadata().positive_class_name().to_owned(),
+        slices_received: received,
+        studies,
+        unreadable,
+        timing: StudyTiming {
+            read_ms,
+            decode_ms,
+            inference_ms,
+            total_ms: arrived.elapsed().as_secs_f64() * 1e3,
+        },
+    }))
+}
+
+/// One study's answer: logged (study and slices in one transaction), counted, and explained
+/// when asked. `kept` holds each request index's upload and decoded slice.
+async fn answer_study(
+    state: &AppState,
+    model: &Arc<LoadedModel>,
+    study_id: String,
+    answer: StudyAnswer,
+    kept: &mut [Option<(Upload, Prepared)>],
+    explain: bool,
+) -> Result<StudyResult, ApiError> {
+    let verdict = answer.verdict;
+    let created = now_unix_ms();
+    let mut records = Vec::with_capacity(answer.slices.len());
+    let mut slices = Vec::with_capacity(answer.slices.len());
+    for (position, slice) in answer.slices.into_iter().enumerate() {
+        let judged = slice.prediction.in_distribution();
+        let prediction = &slice.prediction;
+        match prediction.ood.as_ref().filter(|_| !judged) {
+            Some(ood) => state.metrics().observe_refusal(ood),
+            None => state
+                .metrics()
+                .observe_prediction(&prediction.label, prediction.probability),
+        }
+        let slice_id = format!("{study_id}-{position}");
+        if let Some((upload, prepared)) = kept.get(slice.index).and_then(Option::as_ref) {
+            records.push(PredictionRecord {
+                request_id: slice_id.clone(),
+                created_unix_ms: created,
+                model_name: model.reference.name.clone(),
+                model_version: model.reference.version.clone(),
+                label: if judged {
+                    prediction.label.clone()
+                } else {
+                    String::new()
+                },
+                probability: prediction.probability,
+                threshold: prediction.threshold,
+                features: prepared.features,
+                in_distribution: judged,
+                ood_score: prediction.ood.as_ref().map(|o| o.score),
+                image: state.log().stores_images().then(|| {
+                    (
+                        upload.bytes.clone(),
+                        extension(prepared.decoded.source.format),
+                    )
+                }),
+                study: Some((study_id.clone(), position)),
+            });
+        }
+        slices.push(StudySlice {
+            position,
+            index: slice.index,
+            filename: slice.name,
+            request_id: slice_id,
+            instance_number: slice.instance_number,
+            location_mm: slice.location,
+            probability: judged.then_some(prediction.probability),
+            in_distribution: judged,
+            ood: prediction.ood.as_ref().map(OodDetail::from),
+        });
+    }
+    state.metrics().observe_study(verdict.label.as_deref());
+    state
+        .log()
+        .record_study(
+            StudyRecord {
+                study_id: study_id.clone(),
+                created_unix_ms: created,
+                model_name: model.reference.name.clone(),
+                model_version: model.reference.version.clone(),
+                label: verdict.label.clone().unwrap_or_default(),
+                probability: verdict.probability,
+                threshold: verdict.threshold.unwrap_or(0.0),
+                rule: verdict.rule.clone().unwrap_or_default(),
+                slices: slices.len(),
+                used: verdict.used,
+                refused: verdict.refused,
+                study_uid: answer.series.study_uid.clone(),
+                series_uid: answer.series.series_uid.clone(),
+                reason: verdict.reason.clone(),
+            },
+            records,
+        )
+        .await?;
+    let mut explanation = None;
+    if let Some(&top) = verdict.drivers.first().filter(|_| explain) {
+        let image = slices
+            .get(top)
+            .and_then(|s| kept.get_mut(s.index))
+            .and_then(Option::take)
+            .map(|(_, prepared)| prepared.decoded.image);
+        if let Some(image) = image {
+            let (_, png) = grad_cam(state, model, image).await?;
+            explanation = Some(StudyExplanation {
+                position: top,
+                overlay_png_base64: base64::engine::general_purpose::STANDARD.encode(&png),
+            });
+        }
+    }
+    Ok(StudyResult {
+        study_id,
+        study_instance_uid: answer.series.study_uid,
+        series_instance_uid: answer.series.series_uid,
+        ordered_by: answer.ordered_by.as_str().to_owned(),
+        label: verdict.label,
+        probability: verdict.probability,
+        threshold: verdict.threshold,
+        rule: verdict.rule,
+        slices_total: slices.len(),
+        slices_used: verdict.used,
+        slices_refused: verdict.refused,
+        reason: verdict.reason,
+        drivers: verdict.drivers,
+        slices,
+        explanation,
+    })
+}

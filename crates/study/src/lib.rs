@@ -1,0 +1,30 @@
+//! Study-level diagnosis: a radiologist reads a series of slices, and the dataset's labels are
+//! per patient, so the study is the unit a user works with.
+//!
+//! - [`input`]: the slices of a request — files, folders, zip archives — with limits checked
+//!   before anything is decoded;
+//! - [`series`]: slices grouped by DICOM StudyInstanceUID / SeriesInstanceUID and ordered by
+//!   slice position, InstanceNumber or file name;
+//! - [`verdict`]: the package's group rule (fitted on validation patients) turns the usable
+//!   slices' probabilities into one calibrated study probability and decision;
+//! - [`diagnose`]: the whole path on one machine (the CLI); the service runs the same steps with
+//!   its own decoding pool and micro-batched forward passes.
+
+#![warn(missing_docs)]
+
+pub mod diagnose;
+mod error;
+pub mod input;
+pub mod series;
+pub mod verdict;
+
+pub use diagnose::{
+    Diagnosis, ScoredSlice, SliceAnswer, StudyAnswer, StudyOptions, Unreadable, assemble, diagnose,
+    plan,
+};
+pub use error::{SeriesSummary, StudyError};
+pub use input::{
+    SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, natural_order, read_zip,
+};
+pub use series::{Series, SeriesKey, SliceOrder, group_series};
+pub use verdict::{SliceScore, StudyRules, StudyVerdict, study_verdict};
