@@ -32,7 +32,7 @@ for run in 1 2; do
     start=$(date +%s.%N)
     "$BIN" predict --model "$MODEL" --study "$WORK/study" --json > "$WORK/cli.json" || true
     end=$(date +%s.%N)
-    "$PYTHON" -c "import json,sys; d=json.load(open('$WORK/cli.json')); s=d['studies'][0]; print(f'run $run: {$end-$start:.2f} s wall, {d[\"slices_received\"]} slices, label {s[\"label\"]}, used {s[\"used\"]}, refused {s[\"refused\"]}')"
+    "$PYTHON" -c "import json,sys; d=json.load(open('$WORK/cli.json')); s=d['studies'][0]; print(f'run $run: {$end-$start:.2f} s wall, {d[\"slices_received\"]} slices, label {s[\"label\"]}, used {s[\"slices_used\"]}, refused {s[\"slices_refused\"]}')"
 done
 COVIDCT_API_KEYS=bench-key COVIDCT_ADMIN_KEYS=bench-admin "$BIN" serve --model "$MODEL" \
     --bind 127.0.0.1:8093 --prediction-log "$WORK/predictions.sqlite" --log-level warn &

@@ -159,11 +159,15 @@ def jpeg():
     return out.getvalue()
 
 
-def dicom(image=None):
+def dicom(image=None, study_uid=None, series_uid=None, instance=None, position=None, orientation=None):
     """A minimal explicit-VR little-endian CT Part 10 file (16-bit, intercept -2048) whose lung
-    window (W 1500 / L -600) gives back `image` (default: the training slice)."""
+    window (W 1500 / L -600) gives back `image` (default: the training slice). Optionally with
+    StudyInstanceUID (0020,000D), SeriesInstanceUID (0020,000E), InstanceNumber (0020,0013),
+    ImagePositionPatient (0020,0032, x y z in mm) and ImageOrientationPatient (0020,0037, six
+    direction cosines), for the study tests (tests/test_study.py)."""
     image = image or training_slice()
     cols, rows = image.size
+    decimals = lambda values: "\\".join(f"{v:g}" for v in values).encode()  # noqa: E731
     def element(group, elem, vr, value):
         if len(value) % 2:
             value += b"\0" if vr in (b"UI", b"OB") else b" "
@@ -176,7 +180,15 @@ def dicom(image=None):
             + element(2, 3, b"UI", b"1.2.3.4") + element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1"))
     meta = element(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
     pixels = [round(-1350 + g * 1500 / 255) + 2048 for g in image.getdata()]
-    data = (element(0x28, 2, b"US", us(1)) + element(0x28, 4, b"CS", b"MONOCHROME2")
+    # Group 0020 before 0028: a data set's elements stay in ascending tag order.
+    where = b""
+    for elem, vr, value in ((0x0D, b"UI", study_uid), (0x0E, b"UI", series_uid),
+                            (0x13, b"IS", None if instance is None else str(instance).encode()),
+                            (0x32, b"DS", position and decimals(position)),
+                            (0x37, b"DS", orientation and decimals(orientation))):
+        if value is not None:
+            where += element(0x20, elem, vr, value.encode() if isinstance(value, str) else value)
+    data = where + (element(0x28, 2, b"US", us(1)) + element(0x28, 4, b"CS", b"MONOCHROME2")
             + element(0x28, 0x10, b"US", us(rows)) + element(0x28, 0x11, b"US", us(cols))
             + element(0x28, 0x100, b"US", us(16)) + element(0x28, 0x101, b"US", us(16))
             + element(0x28, 0x102, b"US", us(15)) + element(0x28, 0x103, b"US", us(0))

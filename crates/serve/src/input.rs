@@ -167,7 +167,7 @@ pub async fn read_uploads(
     let uploads = match mime.as_str() {
         // A single-image endpoint reads a second part only to say that it takes one.
         "multipart/form-data" => {
-            read_multipart(request, limit, if batch { max_images } else { 2 }).await?
+            read_multipart(request, limit, if batch { max_images } else { 2 }, expect).await?
         }
         "application/json" if batch => json_body::<BatchJson>(request, limit)
             .await?
@@ -224,16 +224,20 @@ pub async fn read_uploads(
             "expected_one_image",
             format!("this endpoint takes one image, the request holds {n}: use /v1/predict/batch"),
         )),
-        n if n > max_images => Err(too_many(n, max_images)),
+        n if n > max_images => Err(too_many(n, max_images, expect)),
         _ => Ok(uploads),
     }
 }
 
-fn too_many(n: usize, max: usize) -> ApiError {
+fn too_many(n: usize, max: usize, expect: Expect) -> ApiError {
+    let (code, what) = match expect {
+        Expect::Study(_) => ("too_many_slices", "slices"),
+        Expect::One | Expect::Batch(_) => ("too_many_images", "images"),
+    };
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "too_many_images",
-        format!("{n} images is over the limit of {max} per request"),
+        code,
+        format!("{n} {what} is over the limit of {max} per request"),
     )
 }
 
@@ -241,6 +245,7 @@ async fn read_multipart(
     request: Request,
     limit: usize,
     max_images: usize,
+    expect: Expect,
 ) -> Result<Vec<Upload>, ApiError> {
     let invalid = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -259,7 +264,7 @@ async fn read_multipart(
     while let Some(field) = form.next_field().await.map_err(invalid)? {
         if uploads.len() == max_images.max(1) {
             // Refused before reading further: at most one image more than allowed is read.
-            return Err(too_many(uploads.len() + 1, max_images));
+            return Err(too_many(uploads.len() + 1, max_images, expect));
         }
         let filename = field.file_name().map(str::to_owned);
         let hint = field

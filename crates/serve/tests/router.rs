@@ -838,6 +838,9 @@ async fn a_study_from_files_or_a_zip_gets_one_verdict_by_the_package_rule_and_is
     );
     assert_eq!(study["drivers"].as_array().map(Vec::len), Some(3));
     assert_eq!(study["study_id"], answer["request_id"]);
+    let (_, model) = send_json(&app.router, get("/v1/model")).await;
+    assert_eq!(model["study_rule"]["rule"], "mean");
+    assert_eq!(model["study_rule"]["threshold"], 0.5);
 
     // The same slices as one zip archive (raw body) give the same answer.
     let (status, zipped) = send_json(
@@ -964,7 +967,28 @@ async fn study_limits_are_checked_before_decoding_and_bad_slices_are_left_out() 
     let (content_type, body) = multipart(&four);
     let (status, answer) =
         send_json(&app.router, post("/v1/predict/study", &content_type, body)).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_slices"),
+        "{answer}"
+    );
+    let (status, answer) = send_json(
+        &app.router,
+        post(
+            "/v1/predict/study",
+            "application/zip",
+            zip_of(&[("notes.txt", b"text".to_vec())]),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["message"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("the study holds no slice")
+        ),
+        "{answer}"
+    );
     let (status, answer) = send_json(
         &app.router,
         post("/v1/predict/study", "application/zip", zip_of(&four)),

@@ -44,6 +44,7 @@ pub struct SliceAnswer {
     /// Position in the request.
     pub index: usize,
     /// Its name.
+    #[serde(rename = "filename")]
     pub name: String,
     /// DICOM InstanceNumber.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +77,7 @@ pub struct Unreadable {
     /// Position in the request.
     pub index: usize,
     /// Its name.
+    #[serde(rename = "filename")]
     pub name: String,
     /// Why.
     pub error: String,
@@ -85,6 +87,7 @@ pub struct Unreadable {
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnosis {
     /// Slices received.
+    #[serde(rename = "slices_received")]
     pub slices: usize,
     /// One answer per series (one unless split).
     pub studies: Vec<StudyAnswer>,

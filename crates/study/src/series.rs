@@ -12,8 +12,10 @@ use crate::input::natural_order;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct SeriesKey {
     /// DICOM StudyInstanceUID.
+    #[serde(rename = "study_instance_uid")]
     pub study_uid: Option<String>,
     /// DICOM SeriesInstanceUID.
+    #[serde(rename = "series_instance_uid")]
     pub series_uid: Option<String>,
 }
 

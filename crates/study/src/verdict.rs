@@ -48,8 +48,10 @@ pub struct StudyVerdict {
     /// The aggregation rule (fitted on validation patients), as text.
     pub rule: Option<String>,
     /// Slices that entered the score.
+    #[serde(rename = "slices_used")]
     pub used: usize,
     /// Slices the out-of-distribution gate refused (left out).
+    #[serde(rename = "slices_refused")]
     pub refused: usize,
     /// Why there is no verdict.
     pub reason: Option<String>,

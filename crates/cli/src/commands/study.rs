@@ -59,13 +59,14 @@ fn diagnosis_json(diagnosis: &Diagnosis) -> Result<serde_json::Value> {
                     let mut line = prediction_json(&slice.prediction)?;
                     line["position"] = position.into();
                     line["index"] = slice.index.into();
-                    line["file"] = slice.name.clone().into();
+                    line["filename"] = slice.name.clone().into();
                     line["instance_number"] = slice.instance_number.into();
                     line["location_mm"] = slice.location.into();
                     Ok(line)
                 })
                 .collect::<Result<Vec<_>>>()?;
             value["slices"] = slices.into();
+            value["slices_total"] = study.slices.len().into();
             Ok(value)
         })
         .collect::<Result<Vec<_>>>()?;

@@ -37,11 +37,30 @@ pub struct ModelInfo {
     pub covidct_version: String,
     /// When the package was made, in seconds since the Unix epoch.
     pub created_unix: u64,
+    /// How slice probabilities become a study (patient) verdict, fitted on validation
+    /// patients; absent for packages trained without them (their studies get no verdict).
+    pub study_rule: Option<StudyRule>,
     /// The evaluation summary stored in the package.
     #[schema(value_type = Object)]
     pub evaluation: serde_json::Value,
     /// The model card (Markdown).
     pub model_card: String,
+}
+
+/// The package's study rule (`/v1/predict/study`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudyRule {
+    /// Aggregation of the slice probabilities: `mean`, `mean-logit`, `top-mean:F`, `max`,
+    /// `noisy-or`.
+    pub rule: String,
+    /// Temperature dividing the aggregate's log-odds.
+    pub temperature: f64,
+    /// Threshold on the calibrated study probability.
+    pub threshold: f64,
+    /// How the threshold was chosen.
+    pub threshold_rule: String,
+    /// Validation patients (groups) it was fitted on.
+    pub fitted_on_groups: usize,
 }
 
 /// The model card and metadata.
@@ -73,6 +92,13 @@ pub async fn model_info(State(state): State<AppState>) -> Result<Json<ModelInfo>
         weights_sha256: metadata.weights_sha256.clone(),
         covidct_version: metadata.covidct_version.clone(),
         created_unix: metadata.created_unix,
+        study_rule: metadata.group.as_ref().map(|g| StudyRule {
+            rule: g.rule.to_string(),
+            temperature: g.temperature,
+            threshold: g.threshold,
+            threshold_rule: g.threshold_rule.to_string(),
+            fitted_on_groups: g.fitted_on_groups,
+        }),
         evaluation: metadata.evaluation.clone(),
         model_card: model.model_card.clone(),
     }))

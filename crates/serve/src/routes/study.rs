@@ -246,6 +246,9 @@ pub async fn predict_study(
         .on_pool(move || unpack(uploads, limits, decode))
         .await??;
     let received = files.len();
+    if received == 0 {
+        return Err(covidct_study::StudyError::Empty(String::new()).into());
+    }
     let read_ms = arrived.elapsed().as_secs_f64() * 1e3;
 
     // Decode every slice in parallel on the pool.
