@@ -567,6 +567,8 @@ def test_cli_study_of_a_folder_a_zip_and_files_matches_the_service(covidct_bin, 
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
         assert answer["slices_received"] == 4 and answer["unreadable"] == []
+        assert answer["model"]["name"] and answer["model"]["package"] == str(model_package)
+        assert answer["timing"]["total_ms"] > 0
         (study,) = answer["studies"]
         assert [Path(s["filename"].split(":")[-1]).name for s in study["slices"]] == NATURAL
         assert abs(study["probability"] - expected["probability"]) < SAME

@@ -344,10 +344,11 @@ pub const OUT_OF_DISTRIBUTION: u8 = 4;
 /// `covidct predict`: returns the exit status (1 when any file failed, else
 /// [`OUT_OF_DISTRIBUTION`] when any was refused, else 0).
 pub fn predict(args: &PredictArgs) -> Result<u8> {
-    let predictor = load_model(&args.model, &args.store)?.predictor;
+    let model = load_model(&args.model, &args.store)?;
     if args.study {
-        return crate::commands::study::predict_study(&predictor, args);
+        return crate::commands::study::predict_study(&model, args);
     }
+    let predictor = model.predictor;
     let (mut failed, mut refused) = (false, false);
     for path in &args.files {
         let result = predictor

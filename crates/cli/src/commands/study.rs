@@ -1,18 +1,21 @@
 //! `covidct predict --study`: one verdict for the slices of a study.
 
+use std::time::Instant;
+
 use anyhow::Result;
-use covidct_model::Predictor;
 use covidct_study::{Diagnosis, StudyAnswer, StudyLimits, StudyOptions, StudyRules};
 
 use crate::cli::PredictArgs;
-use crate::commands::evaluate::{OUT_OF_DISTRIBUTION, prediction_json};
+use crate::commands::evaluate::{LoadedModel, OUT_OF_DISTRIBUTION, prediction_json};
 use crate::progress;
 
 /// Diagnoses `args.files` (files, folders, zip archives) as one study, or one per series with
 /// `--split`. Exit status: 0 when every study got a verdict, [`OUT_OF_DISTRIBUTION`] when one
 /// did not (too few usable slices, or no study rule in the package); a request that cannot be
 /// answered at all (mixed series, limits, nothing decodable) is an error.
-pub fn predict_study(predictor: &Predictor, args: &PredictArgs) -> Result<u8> {
+pub fn predict_study(model: &LoadedModel, args: &PredictArgs) -> Result<u8> {
+    let started = Instant::now();
+    let predictor = &model.predictor;
     let options = StudyOptions {
         limits: StudyLimits {
             max_slices: args.max_slices,
@@ -36,7 +39,14 @@ pub fn predict_study(predictor: &Predictor, args: &PredictArgs) -> Result<u8> {
     )?;
     bar.finish_and_clear();
     if args.json {
-        println!("{}", diagnosis_json(&diagnosis)?);
+        let mut answer = diagnosis_json(&diagnosis)?;
+        answer["model"] = serde_json::json!({
+            "name": predictor.metadata().name,
+            "version": model.version.as_ref().map(|v| v.version.to_string()),
+            "package": model.path,
+        });
+        answer["timing"] = serde_json::json!({"total_ms": started.elapsed().as_secs_f64() * 1e3});
+        println!("{answer}");
     } else {
         print_diagnosis(&diagnosis);
     }
