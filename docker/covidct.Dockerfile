@@ -18,6 +18,7 @@ COPY crates/fetch/Cargo.toml crates/fetch/
 COPY crates/imaging/Cargo.toml crates/imaging/
 COPY crates/model/Cargo.toml crates/model/
 COPY crates/serve/Cargo.toml crates/serve/
+COPY crates/study/Cargo.toml crates/study/
 COPY crates/tracking/Cargo.toml crates/tracking/
 COPY crates/training/Cargo.toml crates/training/
 COPY crates/weights/Cargo.toml crates/weights/
