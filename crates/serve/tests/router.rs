@@ -1038,13 +1038,16 @@ async fn study_limits_are_checked_before_decoding_and_bad_slices_are_left_out() 
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
 }
 
+fn three_slices() -> Vec<(&'static str, Vec<u8>)> {
+    (0..3)
+        .map(|i| (["a.png", "b.png", "c.png"][i], slice_png(i as u32)))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_package_without_a_study_rule_gives_no_verdict_and_says_why() {
     let app = app_of(false, |_| {}).await;
-    let files: Vec<(&str, Vec<u8>)> = (0..3)
-        .map(|i| (["a.png", "b.png", "c.png"][i], slice_png(i as u32)))
-        .collect();
-    let (content_type, body) = multipart(&files);
+    let (content_type, body) = multipart(&three_slices());
     let (status, answer) = send_json(
         &app.router,
         post("/v1/predict/study?explain=true", &content_type, body),
@@ -1066,10 +1069,7 @@ async fn a_package_without_a_study_rule_gives_no_verdict_and_says_why() {
 #[tokio::test]
 async fn explain_adds_the_grad_cam_of_the_top_driver() {
     let app = app().await;
-    let files: Vec<(&str, Vec<u8>)> = (0..3)
-        .map(|i| (["a.png", "b.png", "c.png"][i], slice_png(i as u32)))
-        .collect();
-    let (content_type, body) = multipart(&files);
+    let (content_type, body) = multipart(&three_slices());
     let (status, answer) = send_json(
         &app.router,
         post("/v1/predict/study?explain=true", &content_type, body),

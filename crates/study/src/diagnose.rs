@@ -195,14 +195,11 @@ pub fn diagnose(
         }
     }
     if readable.is_empty() {
-        let first = unreadable
-            .first()
-            .map(|u| u.error.clone())
-            .unwrap_or_default();
-        return Err(StudyError::Empty(format!(
-            " that can be decoded ({} unreadable; the first: {first})",
-            unreadable.len()
-        )));
+        let first = unreadable.first().map(|u| u.error.as_str());
+        return Err(StudyError::nothing_decodable(
+            unreadable.len(),
+            first.unwrap_or_default(),
+        ));
     }
     let names: Vec<&str> = readable.iter().map(|(_, n, _)| n.as_str()).collect();
     let infos: Vec<Option<&SeriesInfo>> =

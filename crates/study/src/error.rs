@@ -72,3 +72,12 @@ pub enum StudyError {
     #[error(transparent)]
     Model(#[from] covidct_model::ModelError),
 }
+
+impl StudyError {
+    /// No slice of the request could be decoded: `unreadable` files, the `first` one's error.
+    pub fn nothing_decodable(unreadable: usize, first: &str) -> Self {
+        StudyError::Empty(format!(
+            " that can be decoded ({unreadable} unreadable; the first: {first})"
+        ))
+    }
+}

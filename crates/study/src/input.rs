@@ -50,6 +50,16 @@ impl Default for StudyLimits {
 }
 
 impl StudyLimits {
+    /// What is left of these limits once `slices` slices of `bytes` bytes are taken (an
+    /// archive's entries count against the rest of the request).
+    pub fn remaining(&self, slices: usize, bytes: u64) -> StudyLimits {
+        StudyLimits {
+            max_slices: self.max_slices.saturating_sub(slices),
+            max_bytes: self.max_bytes.saturating_sub(bytes),
+            max_pixels: self.max_pixels,
+        }
+    }
+
     /// Refuses `count` slices when over the limit.
     pub fn check_count(&self, count: usize) -> Result<(), StudyError> {
         if count > self.max_slices {
@@ -196,12 +206,7 @@ pub fn collect_paths(
             let bytes = read_file(path)?;
             let name = path.display().to_string();
             if is_zip(&bytes) {
-                let room = StudyLimits {
-                    max_slices: limits.max_slices - slices.len(),
-                    max_bytes: limits.max_bytes - total,
-                    ..*limits
-                };
-                for slice in read_zip(&bytes, &name, &room)? {
+                for slice in read_zip(&bytes, &name, &limits.remaining(slices.len(), total))? {
                     push(
                         SliceFile {
                             name: format!("{name}:{}", slice.name),

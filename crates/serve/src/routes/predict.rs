@@ -162,7 +162,7 @@ pub(crate) async fn prepare(
         .await?
 }
 
-pub(crate) fn extension(format: FileFormat) -> &'static str {
+fn extension(format: FileFormat) -> &'static str {
     match format {
         FileFormat::Png => "png",
         FileFormat::Jpeg => "jpg",
@@ -188,6 +188,50 @@ pub(crate) async fn judge(
     Ok((prediction, output))
 }
 
+/// Counts a judged image in the metrics (a prediction, or a refusal by its first failed check)
+/// and makes its log entry: refused images get an empty label, and the uploaded bytes are kept
+/// only when the log stores images. `study` places a study's slice.
+pub(crate) fn observed_record(
+    state: &AppState,
+    model: &LoadedModel,
+    request_id: String,
+    created_unix_ms: i64,
+    (upload, prepared): (&Upload, &Prepared),
+    prediction: &Prediction,
+    study: Option<(String, usize)>,
+) -> PredictionRecord {
+    let judged = prediction.in_distribution();
+    match prediction.ood.as_ref().filter(|_| !judged) {
+        Some(ood) => state.metrics().observe_refusal(ood),
+        None => state
+            .metrics()
+            .observe_prediction(&prediction.label, prediction.probability),
+    }
+    PredictionRecord {
+        request_id,
+        created_unix_ms,
+        model_name: model.reference.name.clone(),
+        model_version: model.reference.version.clone(),
+        label: if judged {
+            prediction.label.clone()
+        } else {
+            String::new()
+        },
+        probability: prediction.probability,
+        threshold: prediction.threshold,
+        features: prepared.features,
+        in_distribution: judged,
+        ood_score: prediction.ood.as_ref().map(|o| o.score),
+        image: state.log().stores_images().then(|| {
+            (
+                upload.bytes.clone(),
+                extension(prepared.decoded.source.format),
+            )
+        }),
+        study,
+    }
+}
+
 /// Decode → micro-batched forward pass → calibration and gate → metrics → durable log entry.
 /// A refused image is logged (without a label) and answered 422 unless `policy` is `warn`.
 async fn score(
@@ -201,39 +245,16 @@ async fn score(
     let mut prepared = prepare(&state, &model, &upload).await?;
     let (prediction, output) = judge(&model, &mut prepared).await?;
     let judged = prediction.in_distribution();
-    match prediction.ood.as_ref().filter(|_| !judged) {
-        Some(ood) => state.metrics().observe_refusal(ood),
-        None => state
-            .metrics()
-            .observe_prediction(&prediction.label, prediction.probability),
-    }
-    let image = state.log().stores_images().then(|| {
-        (
-            upload.bytes.clone(),
-            extension(prepared.decoded.source.format),
-        )
-    });
-    state
-        .log()
-        .record(PredictionRecord {
-            request_id: request_id.clone(),
-            created_unix_ms: now_unix_ms(),
-            model_name: model.reference.name.clone(),
-            model_version: model.reference.version.clone(),
-            label: if judged {
-                prediction.label.clone()
-            } else {
-                String::new()
-            },
-            probability: prediction.probability,
-            threshold: prediction.threshold,
-            features: prepared.features,
-            in_distribution: judged,
-            ood_score: prediction.ood.as_ref().map(|o| o.score),
-            image,
-            study: None,
-        })
-        .await?;
+    let record = observed_record(
+        &state,
+        &model,
+        request_id.clone(),
+        now_unix_ms(),
+        (&upload, &prepared),
+        &prediction,
+        None,
+    );
+    state.log().record(record).await?;
     if let Some(ood) = prediction
         .ood
         .as_ref()

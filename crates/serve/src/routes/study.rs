@@ -21,9 +21,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
 use crate::input::{BatchForm, BatchJson, Expect, Upload, read_uploads};
 use crate::limits::RequestId;
-use crate::prediction_log::{PredictionRecord, StudyRecord, now_unix_ms};
+use crate::prediction_log::{StudyRecord, now_unix_ms};
 use crate::routes::explain::grad_cam;
-use crate::routes::predict::{Prepared, extension, judge, prepare};
+use crate::routes::predict::{Prepared, judge, observed_record, prepare};
 use crate::state::{AppState, LoadedModel, ModelRef};
 
 /// Query of `/v1/predict/study`.
@@ -165,12 +165,7 @@ fn unpack(
             .clone()
             .unwrap_or_else(|| format!("file-{index}"));
         if is_zip(&upload.bytes) {
-            let room = StudyLimits {
-                max_slices: limits.max_slices - files.len(),
-                max_bytes: limits.max_bytes - total,
-                ..limits
-            };
-            for entry in read_zip(&upload.bytes, &name, &room)? {
+            for entry in read_zip(&upload.bytes, &name, &limits.remaining(files.len(), total))? {
                 total += entry.bytes.len() as u64;
                 files.push(entry);
             }
@@ -290,11 +285,7 @@ pub async fn predict_study(
             .first()
             .map(|u| format!("{}: {}", u.filename, u.error.message))
             .unwrap_or_default();
-        return Err(covidct_study::StudyError::Empty(format!(
-            " that can be decoded ({} unreadable; the first: {first})",
-            unreadable.len()
-        ))
-        .into());
+        return Err(covidct_study::StudyError::nothing_decodable(unreadable.len(), &first).into());
     }
     let decode_ms = decoding.elapsed().as_secs_f64() * 1e3;
     let names: Vec<&str> = readable
@@ -382,37 +373,17 @@ async fn answer_study(
     for (position, slice) in answer.slices.into_iter().enumerate() {
         let judged = slice.prediction.in_distribution();
         let prediction = &slice.prediction;
-        match prediction.ood.as_ref().filter(|_| !judged) {
-            Some(ood) => state.metrics().observe_refusal(ood),
-            None => state
-                .metrics()
-                .observe_prediction(&prediction.label, prediction.probability),
-        }
         let slice_id = format!("{study_id}-{position}");
         if let Some((upload, prepared)) = kept.get(slice.index).and_then(Option::as_ref) {
-            records.push(PredictionRecord {
-                request_id: slice_id.clone(),
-                created_unix_ms: created,
-                model_name: model.reference.name.clone(),
-                model_version: model.reference.version.clone(),
-                label: if judged {
-                    prediction.label.clone()
-                } else {
-                    String::new()
-                },
-                probability: prediction.probability,
-                threshold: prediction.threshold,
-                features: prepared.features,
-                in_distribution: judged,
-                ood_score: prediction.ood.as_ref().map(|o| o.score),
-                image: state.log().stores_images().then(|| {
-                    (
-                        upload.bytes.clone(),
-                        extension(prepared.decoded.source.format),
-                    )
-                }),
-                study: Some((study_id.clone(), position)),
-            });
+            records.push(observed_record(
+                state,
+                model,
+                slice_id.clone(),
+                created,
+                (upload, prepared),
+                prediction,
+                Some((study_id.clone(), position)),
+            ));
         }
         slices.push(StudySlice {
             position,
