@@ -134,9 +134,7 @@ class MBConv(nn.Module):
             self.expand = nn.Sequential(Conv2dSame(c_in, c_exp, 1), bn(c_exp), nn.ReLU6())
         else:
             self.expand = nn.Identity()
-        self.depthwise = nn.Sequential(
-            Conv2dSame(c_exp, c_exp, kernel, stride, groups=c_exp), bn(c_exp), nn.ReLU6()
-        )
+        self.depthwise = nn.Sequential(Conv2dSame(c_exp, c_exp, kernel, stride, groups=c_exp), bn(c_exp), nn.ReLU6())
         self.project = nn.Sequential(Conv2dSame(c_exp, c_out, 1), bn(c_out))
         self.skip = stride == 1 and c_in == c_out
 
@@ -255,9 +253,7 @@ def architecture_list(text):
     names = comma_list(str)(text)
     for name in names:
         if name not in ARCHITECTURES:
-            raise argparse.ArgumentTypeError(
-                f"unknown architecture {name!r} (one of {', '.join(ARCHITECTURES)})"
-            )
+            raise argparse.ArgumentTypeError(f"unknown architecture {name!r} (one of {', '.join(ARCHITECTURES)})")
     return names
 
 
@@ -266,20 +262,25 @@ def main(argv=None) -> int:
         description="PyTorch CPU peer of `covidct bench train`: forward + backward + AdamW "
         "update images/s per architecture and input size, on random input."
     )
-    parser.add_argument("--architectures", type=architecture_list,
-                        default=["resnet18", "efficientnet-lite0"],
-                        help="comma-separated (default: resnet18,efficientnet-lite0)")
-    parser.add_argument("--sizes", type=comma_list(int), default=[224, 128],
-                        help="comma-separated input sides (default: 224,128)")
+    parser.add_argument(
+        "--architectures",
+        type=architecture_list,
+        default=["resnet18", "efficientnet-lite0"],
+        help="comma-separated (default: resnet18,efficientnet-lite0)",
+    )
+    parser.add_argument(
+        "--sizes", type=comma_list(int), default=[224, 128], help="comma-separated input sides (default: 224,128)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (16)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (5)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (2)")
-    parser.add_argument("--in-channels", type=int, default=3,
-                        help="input channels (3 = as ImageNet; 1 = grey, as covidct trains)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's default)")
-    parser.add_argument("--device", default="cpu",
-                        help="torch device: cpu (default) or cuda[:N], as covidct's --device")
+    parser.add_argument(
+        "--in-channels", type=int, default=3, help="input channels (3 = as ImageNet; 1 = grey, as covidct trains)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu (default) or cuda[:N], as covidct's --device"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -290,15 +291,13 @@ def main(argv=None) -> int:
 
     parameters = {a: count_params(build(a, args.in_channels)) for a in args.architectures}
     if not args.json:
-        print(f"# torch {torch.__version__}, {device}, {threads} threads, {args.in_channels} input "
-              "channels, 2 classes")
+        print(f"# torch {torch.__version__}, {device}, {threads} threads, {args.in_channels} input channels, 2 classes")
         print("# parameters: " + "; ".join(f"{a} {n:,}" for a, n in parameters.items()))
         print("architecture        size  batch  steps  images/s  s/step")
     results = []
     for architecture in args.architectures:
         for size in args.sizes:
-            r = bench_one(architecture, size, args.batch_size, args.warmup_steps, args.steps,
-                          args.in_channels, device)
+            r = bench_one(architecture, size, args.batch_size, args.warmup_steps, args.steps, args.in_channels, device)
             results.append(r)
             if not args.json:
                 print(
@@ -308,15 +307,20 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     if args.json:
-        print(json.dumps({
-            "torch": torch.__version__,
-            "device": str(device),
-            "threads": threads,
-            "in_channels": args.in_channels,
-            "warmup_steps": args.warmup_steps,
-            "parameters": parameters,
-            "results": results,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "torch": torch.__version__,
+                    "device": str(device),
+                    "threads": threads,
+                    "in_channels": args.in_channels,
+                    "warmup_steps": args.warmup_steps,
+                    "parameters": parameters,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

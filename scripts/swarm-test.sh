@@ -126,15 +126,16 @@ job() {
 phase_start "seed the registry (train, register, gate)"
 mkdir -p "$WORK/job"
 chmod 777 "$WORK/job"  # the image runs as uid 10001
-"$PYTHON" - "$WORK/job/data" <<'PY'
+# In tests/, where `python -` and `python -c` find its conftest.py.
+(cd tests && "$PYTHON" - "$WORK/job/data" <<'PY'
 import sys
 from pathlib import Path
-sys.path.insert(0, "tests")
 from conftest import shapes_dataset
 shapes_dataset(Path(sys.argv[1]))
 PY
+)
 # The tiny model of tests/conftest.py (TRAIN_FLAGS): a ResNet-18 at 32 px, seconds to train.
-TRAIN_FLAGS=$("$PYTHON" -c 'import sys; sys.path.insert(0, "tests"); from conftest import TRAIN_FLAGS; print(" ".join(TRAIN_FLAGS))')
+TRAIN_FLAGS=$(cd tests && "$PYTHON" -c 'from conftest import TRAIN_FLAGS; print(" ".join(TRAIN_FLAGS))')
 # shellcheck disable=SC2086
 job "$COVIDCT_IMAGE" train --data-dir /job/data --out /job/run $TRAIN_FLAGS
 job --entrypoint bash -e COVIDCT=covidct -e RUN_DIR=/job/run -e DATASET_DIR=/job/data -e GATE_OUT=/job/promotion \

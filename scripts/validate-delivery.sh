@@ -6,13 +6,13 @@
 #     where the Docker CLI is older than 23 and has no `stack config`) and as written, against
 #     the Compose specification's schema
 #   - docker/covidct.Dockerfile lists every workspace crate's manifest (its dependency layer)
-# Usage: scripts/validate-delivery.sh (after scripts/setup.sh: .venv with check-jsonschema)
+# Usage: scripts/validate-delivery.sh (after `scripts/setup.sh lint`: .venv-lint with check-jsonschema)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CHECK_JSONSCHEMA=${CHECK_JSONSCHEMA:-.venv/bin/check-jsonschema}
+CHECK_JSONSCHEMA=${CHECK_JSONSCHEMA:-.venv-lint/bin/check-jsonschema}
 die() { echo "error: $*" >&2; exit 1; }
 
-[ -x "$CHECK_JSONSCHEMA" ] || die "$CHECK_JSONSCHEMA missing: run scripts/setup.sh"
+[ -x "$CHECK_JSONSCHEMA" ] || die "$CHECK_JSONSCHEMA missing: run \`bash scripts/setup.sh lint\`"
 if ! command -v shellcheck >/dev/null; then
     echo "installing shellcheck with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null

@@ -37,8 +37,12 @@ def run(covidct_bin, tmp_path):
 
     def _run(*args, env=None, check=False, cwd=None):
         result = subprocess.run(
-            [str(covidct_bin), *map(str, args)], capture_output=True, text=True, env=clean_env(env),
-            timeout=600, cwd=cwd or workdir,
+            [str(covidct_bin), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=clean_env(env),
+            timeout=600,
+            cwd=cwd or workdir,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"covidct {' '.join(map(str, args))} failed:\n{result.stderr}")
@@ -66,9 +70,22 @@ def small_dataset(tmp_path) -> Path:
 
 
 TRAIN_FLAGS = [
-    "--architecture", "resnet18", "--pretrained", "none", "--image-size", "32",
-    "--head-epochs", "2", "--epochs", "2", "--batch-size", "8", "--learning-rate", "0.003",
-    "--bootstrap", "50",
+    "--architecture",
+    "resnet18",
+    "--pretrained",
+    "none",
+    "--image-size",
+    "32",
+    "--head-epochs",
+    "2",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--learning-rate",
+    "0.003",
+    "--bootstrap",
+    "50",
 ]
 
 
@@ -103,12 +120,17 @@ def shapes_dataset(root, per_class=40, seed=7):
 
 @pytest.fixture(scope="session")
 def model_package(tmp_path_factory, covidct_bin) -> Path:
-    """A tiny trained model package (ResNet-18 at 32 px on generated discs and bars), trained once per session for the service tests."""
+    """A tiny trained model package (ResNet-18 at 32 px on generated discs and bars), trained once
+    per session for the service tests."""
     base = tmp_path_factory.mktemp("serve-model")
     data = shapes_dataset(base / "data")
     result = subprocess.run(
         [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(base / "run"), *TRAIN_FLAGS],
-        capture_output=True, text=True, env=clean_env(), timeout=600, cwd=base,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
+        cwd=base,
     )
     assert result.returncode == 0, result.stderr
     return base / "run" / "model.ctpkg"

@@ -22,20 +22,39 @@ from PIL import Image, ImageDraw
 # Registry-shipped images by category (files missing from SAMPLE_DIR are skipped).
 SHIPPED = {
     "photo": [
-        "skimage/astronaut.png", "skimage/camera.png", "skimage/chelsea.png", "skimage/coffee.png",
-        "skimage/coins.png", "skimage/horse.png", "skimage/motorcycle_left.png",
-        "skimage/rocket.jpg", "skimage/brick.png", "skimage/grass.png", "skimage/gravel.png",
-        "skimage/moon.png", "skimage/hubble_deep_field.jpg", "skimage/clock_motion.png",
-        "skimage/color.png", "matplotlib/grace_hopper.jpg",
+        "skimage/astronaut.png",
+        "skimage/camera.png",
+        "skimage/chelsea.png",
+        "skimage/coffee.png",
+        "skimage/coins.png",
+        "skimage/horse.png",
+        "skimage/motorcycle_left.png",
+        "skimage/rocket.jpg",
+        "skimage/brick.png",
+        "skimage/grass.png",
+        "skimage/gravel.png",
+        "skimage/moon.png",
+        "skimage/hubble_deep_field.jpg",
+        "skimage/clock_motion.png",
+        "skimage/color.png",
+        "matplotlib/grace_hopper.jpg",
     ],
     "document": ["skimage/page.png", "skimage/text.png"],
     "graphic": [
-        "skimage/logo.png", "skimage/chessboard_GRAY.png", "skimage/chessboard_RGB.png",
-        "matplotlib/logo2.png", "matplotlib/Minduka_Present_Blue_Pack.png",
+        "skimage/logo.png",
+        "skimage/chessboard_GRAY.png",
+        "skimage/chessboard_RGB.png",
+        "matplotlib/logo2.png",
+        "matplotlib/Minduka_Present_Blue_Pack.png",
     ],
     "other_modality": [
-        "skimage/retina.jpg", "skimage/microaneurysms.png", "skimage/ihc.png", "skimage/cell.png",
-        "skimage/phantom.png", "pydicom/MR_small.dcm", "pydicom/rtdose.dcm",
+        "skimage/retina.jpg",
+        "skimage/microaneurysms.png",
+        "skimage/ihc.png",
+        "skimage/cell.png",
+        "skimage/phantom.png",
+        "pydicom/MR_small.dcm",
+        "pydicom/rtdose.dcm",
     ],
 }
 
@@ -47,7 +66,7 @@ def _grey_copy(src: Path, dst: Path) -> None:
 def _mri_slice(src: Path, dst: Path) -> None:
     """matplotlib's s1045.ima.gz: a 256×256 16-bit MRI head slice, scaled to 8 bits."""
     raw = gzip.decompress(src.read_bytes())
-    values = [int.from_bytes(raw[i:i + 2], "little") for i in range(0, len(raw), 2)]
+    values = [int.from_bytes(raw[i : i + 2], "little") for i in range(0, len(raw), 2)]
     top = max(values) or 1
     image = Image.new("L", (256, 256))
     image.putdata([v * 255 // top for v in values])

@@ -25,8 +25,9 @@ def mixed_shapes(base, rgb_class=None, per_class=60, seed=11):
     for label in ("COVID", "non-COVID"):
         (root / label).mkdir(parents=True)
         for n in range(per_class):
-            image = shape_image(rng.choice((40, 48, 56)), rng.randrange(0, 150), rng.random() < 0.5,
-                                rng.randrange(-2, 3), rng)
+            image = shape_image(
+                rng.choice((40, 48, 56)), rng.randrange(0, 150), rng.random() < 0.5, rng.randrange(-2, 3), rng
+            )
             name = f"{label} ({n + 1}).png"
             (image.convert("RGB") if label == rgb_class else image).save(root / label / name)
             rows.append(f"{label}/{name},{label},{label}-{n // 4},{'test' if n // 4 % 2 else 'train'}")
@@ -36,9 +37,25 @@ def mixed_shapes(base, rgb_class=None, per_class=60, seed=11):
 
 
 def evaluate_bias(run, model_package, data, manifest, out):
-    result = run("evaluate", "--model", model_package, "--data-dir", data, "--manifest", manifest,
-                 "--split", "test", "--bootstrap", "50", "--bias",
-                 "--attribution-max-images", GRAD_CAM_IMAGES, "--out", out, check=True)
+    result = run(
+        "evaluate",
+        "--model",
+        model_package,
+        "--data-dir",
+        data,
+        "--manifest",
+        manifest,
+        "--split",
+        "test",
+        "--bootstrap",
+        "50",
+        "--bias",
+        "--attribution-max-images",
+        GRAD_CAM_IMAGES,
+        "--out",
+        out,
+        check=True,
+    )
     report = json.loads((out / "report.json").read_text())
     sections = {s["title"].split(" (")[0]: s["content"] for s in report["extra"]}
     return result, report, sections
@@ -47,14 +64,19 @@ def evaluate_bias(run, model_package, data, manifest, out):
 def check_subgroups_and_attribution(sections):
     rows = sections["Bias: metrics per subgroup"]
     assert {r["property"] for r in rows} == {
-        "resolution (short side, px)", "aspect", "mean intensity", "original layout"}
+        "resolution (short side, px)",
+        "aspect",
+        "mean intensity",
+        "original layout",
+    }
     for row in rows:
         assert row["status"] in ("ok", "flagged", "too_small")
         assert row["accuracy_ci_lower"] <= row["accuracy"] <= row["accuracy_ci_upper"], row
         assert 0 < row["n"] and 0 <= row["positives"] <= row["n"]
     # The four intensity quartiles cover every image once.
     assert sum(r["n"] for r in rows if r["property"] == "mean intensity") == sum(
-        r["n"] for r in rows if r["property"] == "aspect")
+        r["n"] for r in rows if r["property"] == "aspect"
+    )
     attribution = {r["images"]: r for r in sections["Bias: Grad-CAM attribution inside the body"]}
     assert attribution["all"]["explained"] == GRAD_CAM_IMAGES
     assert attribution["COVID"]["explained"] + attribution["non-COVID"]["explained"] == GRAD_CAM_IMAGES
@@ -74,8 +96,7 @@ def test_a_layout_shortcut_is_reported_with_layout_named(run, model_package, tmp
         assert row["verdict"] == "shortcut", row
         assert row["cv_roc_auc"] >= 0.99 and row["layout alone"] >= 0.99, row
         assert "layout alone" in row["summary"]
-    layouts = {r["value"]: r for r in sections["Bias: metrics per subgroup"]
-               if r["property"] == "original layout"}
+    layouts = {r["value"]: r for r in sections["Bias: metrics per subgroup"] if r["property"] == "original layout"}
     assert set(layouts) == {"PNG RGB 8-bit", "PNG grey 8-bit"}
     assert layouts["PNG RGB 8-bit"]["positives"] == layouts["PNG RGB 8-bit"]["n"] == 28
     check_subgroups_and_attribution(sections)
@@ -121,6 +142,17 @@ def test_data_shortcut_names_a_missing_positive_class(run, tmp_path):
 
 def test_attribution_limit_needs_bias(run, model_package, tmp_path):
     data, manifest = mixed_shapes(tmp_path, per_class=8)
-    result = run("evaluate", "--model", model_package, "--data-dir", data, "--manifest", manifest,
-                 "--attribution-max-images", "3", "--out", tmp_path / "eval")
+    result = run(
+        "evaluate",
+        "--model",
+        model_package,
+        "--data-dir",
+        data,
+        "--manifest",
+        manifest,
+        "--attribution-max-images",
+        "3",
+        "--out",
+        tmp_path / "eval",
+    )
     assert result.returncode != 0 and "--bias" in result.stderr

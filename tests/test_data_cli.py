@@ -48,8 +48,17 @@ def test_user_manifest_with_leaking_groups_is_refused(run, small_dataset, tmp_pa
             rows.append(f"{label}/{label} ({n}).png,{label}-p{(n - 1) // 5},{split}")
     groups.write_text("\n".join(rows) + "\n")
     result = run(
-        "data", "split", small_dataset, "--out", tmp_path / "s.csv",
-        "--strategy", "manifest", "--groups-csv", groups, "--group-column", "patient_id",
+        "data",
+        "split",
+        small_dataset,
+        "--out",
+        tmp_path / "s.csv",
+        "--strategy",
+        "manifest",
+        "--groups-csv",
+        groups,
+        "--group-column",
+        "patient_id",
     )
     assert result.returncode != 0
     assert "COVID-p0" in result.stderr and "two splits" in result.stderr

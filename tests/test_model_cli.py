@@ -21,7 +21,11 @@ def trained(tmp_path_factory, covidct_bin):
     out = base / "run"
     result = subprocess.run(
         [str(covidct_bin), "train", "--data-dir", str(data), "--out", str(out), *TRAIN_FLAGS],
-        capture_output=True, text=True, env=clean_env(), timeout=600, cwd=base,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
+        cwd=base,
     )
     assert result.returncode == 0, result.stderr
     return data, out, result.stdout
@@ -44,8 +48,21 @@ def test_train_writes_package_report_card_and_split(trained):
 def test_evaluate_reproduces_the_training_report(run, trained, tmp_path):
     data, out, _ = trained
     result = run(
-        "evaluate", "--model", out / "model.ctpkg", "--data-dir", data, "--manifest", out / "split.csv",
-        "--split", "test", "--bootstrap", "50", "--out", tmp_path / "eval", "--json", check=True,
+        "evaluate",
+        "--model",
+        out / "model.ctpkg",
+        "--data-dir",
+        data,
+        "--manifest",
+        out / "split.csv",
+        "--split",
+        "test",
+        "--bootstrap",
+        "50",
+        "--out",
+        tmp_path / "eval",
+        "--json",
+        check=True,
     )
     again = json.loads(result.stdout)
     original = json.loads((out / "evaluation" / "report.json").read_text())
@@ -105,12 +122,23 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
     group_auc = next(m for m in summary["group_metrics"] if m["metric"] == "roc_auc")
     assert group_auc["values"] == [r["group"]["metrics"]["point"]["roc_auc"] for r in reports]
     assert summary["groups"] == 12 == sum(r["group"]["metrics"]["point"]["n"] for r in reports)
-    assert all(r["group"]["calibration"]["rule"] in {c["rule"] for c in r["group"]["calibration"]["candidates"]}
-               for r in reports)
+    assert all(
+        r["group"]["calibration"]["rule"] in {c["rule"] for c in r["group"]["calibration"]["candidates"]}
+        for r in reports
+    )
     assert "patients (groups)" in first.stdout
     # The released model's card leads with the cross-validated figures.
-    released = run("train", "--data-dir", data, "--out", tmp_path / "final", *TRAIN_FLAGS,
-                   "--cross-validation", out / "cross-validation.json", check=True)
+    released = run(
+        "train",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "final",
+        *TRAIN_FLAGS,
+        "--cross-validation",
+        out / "cross-validation.json",
+        check=True,
+    )
     card = (tmp_path / "final" / "MODEL_CARD.md").read_text()
     assert card.index("Quality on unseen patients (3-fold group cross-validation)") < card.index("## Evaluation")
     assert f"{group_auc['mean']:.4f} ± {group_auc['std_dev']:.4f}" in card, card
@@ -123,15 +151,19 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
         runs[run_dir.parent.name] = (tags, {m.name for m in (run_dir.parent / "metrics").iterdir()})
     parents = [run_id for run_id, (tags, _) in runs.items() if tags.get("covidct.kind") == "cross-validation"]
     assert len(parents) == 1 and "cv_mean_roc_auc" in runs[parents[0]][1]
-    children = sorted(tags["covidct.cv_fold"] for tags, _ in runs.values() if tags.get("mlflow.parentRunId") == parents[0])
+    children = sorted(
+        tags["covidct.cv_fold"] for tags, _ in runs.values() if tags.get("mlflow.parentRunId") == parents[0]
+    )
     assert children == ["0", "1", "2"]
     # Only the released model is logged as an MLflow model: the folds' packages stay in their folders.
     logged = list((tmp_path / "cwd" / "mlruns").glob("*/models/*/artifacts/model.ctpkg"))
     assert len(logged) == 1, logged
+
     # Every group is a test group of exactly one fold, and fold k validates on fold k+1's test.
     def groups(k, split):
         with open(out / f"split-fold-{k}.csv", newline="") as f:
             return {row["group"] for row in csv.DictReader(f) if row["split"] == split}
+
     tested = [groups(k, "test") for k in range(3)]
     assert sum(map(len, tested)) == len(set().union(*tested)) == 12
     assert all(groups(k, "val") == tested[(k + 1) % 3] for k in range(3))
@@ -146,8 +178,15 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
 def test_missing_imagenet_weights_say_how_to_get_them(run, tmp_path):
     data = shapes_dataset(tmp_path / "data", per_class=8)
     result = run(
-        "train", "--data-dir", data, "--out", tmp_path / "run", "--weights-dir", tmp_path / "none",
-        "--image-size", "32",
+        "train",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--weights-dir",
+        tmp_path / "none",
+        "--image-size",
+        "32",
     )
     assert result.returncode != 0
     assert "efficientnet-lite0-57934424.pth" in result.stderr
@@ -158,6 +197,7 @@ def test_bad_settings_name_the_field(run, tmp_path):
     data = shapes_dataset(tmp_path / "data", per_class=8)
     result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--image-size", "8")
     assert result.returncode != 0 and "image_size" in result.stderr
-    result = run("train", "--data-dir", data, "--out", tmp_path / "run", "--positive-class", "Flu",
-                 "--pretrained", "none")
+    result = run(
+        "train", "--data-dir", data, "--out", tmp_path / "run", "--positive-class", "Flu", "--pretrained", "none"
+    )
     assert result.returncode != 0 and "Flu" in result.stderr

@@ -9,16 +9,29 @@ import random
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import ROOT, clean_env, shapes_dataset
+from conftest import clean_env, shapes_dataset
 from test_serve import Server
 
-FEATURES = ["width", "height", "mean", "std", "p01", "p05", "p25", "p50", "p75", "p95", "p99",
-            "entropy", "contrast", "sharpness"]
+FEATURES = [
+    "width",
+    "height",
+    "mean",
+    "std",
+    "p01",
+    "p05",
+    "p25",
+    "p50",
+    "p75",
+    "p95",
+    "p99",
+    "entropy",
+    "contrast",
+    "sharpness",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +40,19 @@ def reference(run_module, model_package, tmp_path_factory):
     base = tmp_path_factory.mktemp("reference")
     data = shapes_dataset(base / "data", per_class=40, seed=11)
     out = base / "reference.csv"
-    run_module("monitor", "export-reference", "--model", model_package, "--data-dir", data, "--out", out,
-               "--batch-size", 8, check=True)
+    run_module(
+        "monitor",
+        "export-reference",
+        "--model",
+        model_package,
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--batch-size",
+        8,
+        check=True,
+    )
     return out, data
 
 
@@ -37,8 +61,14 @@ def run_module(covidct_bin, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cwd")
 
     def _run(*args, check=False):
-        result = subprocess.run([str(covidct_bin), *map(str, args)], capture_output=True, text=True,
-                                env=clean_env(), timeout=600, cwd=workdir)
+        result = subprocess.run(
+            [str(covidct_bin), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=600,
+            cwd=workdir,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"covidct {' '.join(map(str, args))} failed:\n{result.stderr}")
         return result
@@ -47,12 +77,24 @@ def run_module(covidct_bin, tmp_path_factory):
 
 
 def test_reference_rows_carry_the_prediction_and_the_features_the_service_logs(
-        reference, covidct_bin, model_package, tmp_path):
+    reference, covidct_bin, model_package, tmp_path
+):
     out, data = reference
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 80
-    assert list(rows[0])[:11] == ["path", "split", "group", "label", "predicted_label", "probability",
-                                  "threshold", "positive_class", "file_bytes", "in_distribution", "ood_score"]
+    assert list(rows[0])[:11] == [
+        "path",
+        "split",
+        "group",
+        "label",
+        "predicted_label",
+        "probability",
+        "threshold",
+        "positive_class",
+        "file_bytes",
+        "in_distribution",
+        "ood_score",
+    ]
     assert list(rows[0])[11:] == FEATURES
     assert {r["label"] for r in rows} == {"COVID", "non-COVID"}
     assert {r["positive_class"] for r in rows} == {"COVID"}
@@ -73,8 +115,9 @@ def test_reference_rows_carry_the_prediction_and_the_features_the_service_logs(
     finally:
         server.stop()
     with sqlite3.connect(server.log_path) as db:
-        (logged,) = db.execute("SELECT features FROM predictions WHERE request_id = ?",
-                               (answer["request_id"],)).fetchone()
+        (logged,) = db.execute(
+            "SELECT features FROM predictions WHERE request_id = ?", (answer["request_id"],)
+        ).fetchone()
     logged = json.loads(logged)
     for name in FEATURES:
         assert float(row[name]) == pytest.approx(logged[name], rel=1e-12, abs=1e-12), name
@@ -85,8 +128,20 @@ def test_export_reference_names_a_bad_split(run_module, model_package, reference
     _, data = reference
     manifest = tmp_path / "split.csv"
     manifest.write_text("path,label,group,split\n")
-    result = run_module("monitor", "export-reference", "--model", model_package, "--data-dir", data,
-                        "--manifest", manifest, "--split", "holdout", "--out", tmp_path / "r.csv")
+    result = run_module(
+        "monitor",
+        "export-reference",
+        "--model",
+        model_package,
+        "--data-dir",
+        data,
+        "--manifest",
+        manifest,
+        "--split",
+        "holdout",
+        "--out",
+        tmp_path / "r.csv",
+    )
     assert result.returncode != 0
     assert "--split `holdout`" in result.stderr and "panicked" not in result.stderr
     assert not (tmp_path / "r.csv").exists()
@@ -113,17 +168,42 @@ def unshifted(image, rng):
 
 def monitor_report(reference_csv, log, out):
     return subprocess.run(
-        [sys.executable, "-m", "covidct_monitor", "report", "--reference", str(reference_csv),
-         "--current", str(log), "--window", "1h", "--out", str(out), "--min-rows", "40"],
-        capture_output=True, text=True, timeout=600, env=clean_env({"PYTHONPATH": str(ROOT / "monitoring")}),
+        [
+            sys.executable,
+            "-m",
+            "covidct_monitor",
+            "report",
+            "--reference",
+            str(reference_csv),
+            "--current",
+            str(log),
+            "--window",
+            "1h",
+            "--out",
+            str(out),
+            "--min-rows",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean_env(),
     )
 
 
-@pytest.mark.parametrize("shift, drifted", [
-    (unshifted, False), (lower_contrast, True), (add_noise, True), (higher_resolution, True),
-], ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize(
+    "shift, drifted",
+    [
+        (unshifted, False),
+        (lower_contrast, True),
+        (add_noise, True),
+        (higher_resolution, True),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
 def test_drift_tests_fail_on_shifted_traffic_and_pass_on_held_out_images(
-        shift, drifted, reference, covidct_bin, model_package, tmp_path):
+    shift, drifted, reference, covidct_bin, model_package, tmp_path
+):
     reference_csv, _ = reference
     traffic = shapes_dataset(tmp_path / "traffic", per_class=30, seed=23)
     rng = random.Random(5)
@@ -141,8 +221,15 @@ def test_drift_tests_fail_on_shifted_traffic_and_pass_on_held_out_images(
                 continue
             assert status == 200, answer
             truth = path.parent.name
-            assert server.json("POST", "/v1/feedback", json.dumps({"request_id": answer["request_id"], "label": truth}),
-                               "application/json")[0] == 200
+            assert (
+                server.json(
+                    "POST",
+                    "/v1/feedback",
+                    json.dumps({"request_id": answer["request_id"], "label": truth}),
+                    "application/json",
+                )[0]
+                == 200
+            )
     finally:
         server.stop()
     out = tmp_path / "report"

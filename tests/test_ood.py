@@ -30,7 +30,10 @@ def ood_set(tmp_path_factory):
 def predict_json(covidct_bin, package, files):
     result = subprocess.run(
         [str(covidct_bin), "predict", "--model", str(package), "--json", *map(str, files)],
-        capture_output=True, text=True, env=clean_env(), timeout=600,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
     )
     return result.returncode, [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -50,8 +53,18 @@ def test_predict_refuses_every_kind_of_non_ct_image(covidct_bin, model_package, 
     assert status == 4, "exit status 4: some file was refused"
     assert len(entries) == len(files)
     table = refusal_table(entries, [c for _, c in ood_set])
-    assert {"photo", "photo_grey", "document", "graphic", "other_modality", "blank", "noise",
-            "gradient", "tiny", "cropped"} <= set(table)
+    assert {
+        "photo",
+        "photo_grey",
+        "document",
+        "graphic",
+        "other_modality",
+        "blank",
+        "noise",
+        "gradient",
+        "tiny",
+        "cropped",
+    } <= set(table)
     refused = sum(r for _, r in table.values())
     assert refused >= 0.99 * len(files), table
     for entry in entries:
@@ -115,10 +128,14 @@ def test_a_batch_refuses_entry_by_entry_and_everything_is_counted_and_logged(ser
 
     good = training_image(model_package, "non-COVID", 2).read_bytes()
     noise = png_bytes(Image.effect_noise((64, 64), 100))
-    body = json.dumps({"images": [
-        {"filename": "good.png", "image": base64.b64encode(good).decode()},
-        {"filename": "noise.png", "image": base64.b64encode(noise).decode()},
-    ]})
+    body = json.dumps(
+        {
+            "images": [
+                {"filename": "good.png", "image": base64.b64encode(good).decode()},
+                {"filename": "noise.png", "image": base64.b64encode(noise).decode()},
+            ]
+        }
+    )
     status, answer = server.json("POST", "/v1/predict/batch", body, "application/json")
     assert status == 200, answer
     first, second = answer["results"]
@@ -127,8 +144,7 @@ def test_a_batch_refuses_entry_by_entry_and_everything_is_counted_and_logged(ser
 
     status, _, metrics = server.call("GET", "/metrics")
     assert status == 200
-    counted = [line for line in metrics.decode().splitlines()
-               if line.startswith("covidct_ood_refusals_total{")]
+    counted = [line for line in metrics.decode().splitlines() if line.startswith("covidct_ood_refusals_total{")]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) >= 1
 
     with sqlite3.connect(server.log_path) as db:
@@ -151,10 +167,31 @@ def ct_model(covidct_bin, tmp_path_factory):
         pytest.skip("COVIDCT_EFFNET_PTH is not set: run `export $(bash scripts/fetch-weights.sh)`")
     base = tmp_path_factory.mktemp("ct-model")
     result = subprocess.run(
-        [str(covidct_bin), "train", "--data-dir", str(SHARED_DATASET), "--out", str(base / "run"),
-         "--architecture", "efficientnet-lite0", "--pretrained", "imagenet", "--image-size", "128",
-         "--epochs", "0", "--bootstrap", "50", "--weights-dir", str(Path(weights).parent)],
-        capture_output=True, text=True, env=clean_env(), timeout=1200, cwd=base,
+        [
+            str(covidct_bin),
+            "train",
+            "--data-dir",
+            str(SHARED_DATASET),
+            "--out",
+            str(base / "run"),
+            "--architecture",
+            "efficientnet-lite0",
+            "--pretrained",
+            "imagenet",
+            "--image-size",
+            "128",
+            "--epochs",
+            "0",
+            "--bootstrap",
+            "50",
+            "--weights-dir",
+            str(Path(weights).parent),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=1200,
+        cwd=base,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return base / "run"

@@ -2,13 +2,13 @@
 Selenium): choose a CT image, see label, probability, threshold and the Grad-CAM overlay, and
 the model card; choose a blank image and see it refused; choose several slices or a zip archive
 and see one study verdict, the slices in order with their probabilities and the Grad-CAM of the
-top slice; choose two DICOM series and see them refused, then answered one by one. A screenshot goes to pytest's temporary folder, never into the repository."""
+top slice; choose two DICOM series and see them refused, then answered one by one. A screenshot
+goes to pytest's temporary folder, never into the repository."""
 
 import io
 import shutil
 
 import pytest
-
 from PIL import Image
 
 from conftest import training_image
@@ -64,7 +64,7 @@ def test_page_predicts_explains_and_shows_the_model_card(browser, covidct_bin, m
         assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 384
         text = browser.find_element(By.ID, "prediction").text
         assert "label" in text and "threshold" in text and "probability of COVID" in text
-        assert ("COVID" in text.split("label")[1])
+        assert "COVID" in text.split("label")[1]
         assert "resnet18" in browser.find_element(By.ID, "model").text
         screenshot = tmp_path / "page.png"
         browser.save_screenshot(str(screenshot))
@@ -114,8 +114,10 @@ def test_page_sends_several_slices_or_a_zip_as_one_study(browser, covidct_bin, m
             return browser.find_element(By.ID, "study")
 
         # Four training slices, chosen together: one study verdict, the slices in order.
-        paths = [training_image(model_package, label, n) for label, n in
-                 (("COVID", 13), ("COVID", 5), ("non-COVID", 6), ("COVID", 9))]
+        paths = [
+            training_image(model_package, label, n)
+            for label, n in (("COVID", 13), ("COVID", 5), ("non-COVID", 6), ("COVID", 9))
+        ]
         expected = _study_answer(server, paths)
         (want,) = expected["studies"]
         assert want["label"] is not None, want
@@ -134,9 +136,17 @@ def test_page_sends_several_slices_or_a_zip_as_one_study(browser, covidct_bin, m
             # The chosen file's own thumbnail, loaded from an object URL.
             thumb = element.find_element(By.TAG_NAME, "img")
             assert thumb.get_attribute("src").startswith("blob:")
-            wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb))
-        assert [s["filename"] for s in want["slices"]] == ["COVID (5).png", "COVID (9).png", "COVID (13).png",
-                                                           "non-COVID (6).png"]
+            wait.until(
+                lambda d, thumb=thumb: d.execute_script(
+                    "return arguments[0].complete && arguments[0].naturalWidth", thumb
+                )
+            )
+        assert [s["filename"] for s in want["slices"]] == [
+            "COVID (5).png",
+            "COVID (9).png",
+            "COVID (13).png",
+            "non-COVID (6).png",
+        ]
         overlay = browser.find_element(By.ID, "study-overlay")
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
         assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 384
@@ -171,8 +181,16 @@ def test_page_sends_several_slices_or_a_zip_as_one_study(browser, covidct_bin, m
         for s, uid in enumerate(("1.2.3.4.1", "1.2.3.4.2")):
             for k in range(3):
                 path = series / f"IM{s}{k}.dcm"
-                path.write_bytes(dicom(training_slice("COVID", 5 + k), study_uid="1.2.3.4", series_uid=uid,
-                                       instance=k + 1, position=[0, 0, 10.0 * (3 - k)], orientation=[1, 0, 0, 0, 1, 0]))
+                path.write_bytes(
+                    dicom(
+                        training_slice("COVID", 5 + k),
+                        study_uid="1.2.3.4",
+                        series_uid=uid,
+                        instance=k + 1,
+                        position=[0, 0, 10.0 * (3 - k)],
+                        orientation=[1, 0, 0, 0, 1, 0],
+                    )
+                )
                 dicoms.append(path)
         file_input.send_keys("\n".join(str(p) for p in dicoms))
         error = wait.until(ready.presence_of_element_located((By.ID, "study-error")))
@@ -188,16 +206,20 @@ def test_page_sends_several_slices_or_a_zip_as_one_study(browser, covidct_bin, m
         import base64
 
         dropped = [(p.name, base64.b64encode(p.read_bytes()).decode()) for p in paths[:2]] + [
-            ("zz.png", base64.b64encode(blank.getvalue()).decode())]
+            ("zz.png", base64.b64encode(blank.getvalue()).decode())
+        ]
         previous = browser.find_element(By.ID, "study")
-        browser.execute_script("""
+        browser.execute_script(
+            """
             const transfer = new DataTransfer();
             for (const [name, data] of arguments[0]) {
               const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
               transfer.items.add(new File([bytes], name, { type: "image/png" }));
             }
             document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
-        """, dropped)
+        """,
+            dropped,
+        )
         verdict = shown_study(previous)
         assert "No verdict" in verdict.text and "2 used, 1 refused of 3" in verdict.text
         assert len(browser.find_element(By.ID, "strip").find_elements(By.CLASS_NAME, "slice")) == 3

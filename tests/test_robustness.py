@@ -7,8 +7,15 @@ import json
 KINDS = ["noise", "blur", "contrast", "gamma", "jpeg", "downscale", "rotation", "translation", "crop"]
 # The 2 of the 4 default severities `--robustness-severities 2` picks (the 2nd and the 4th).
 PICKED = {
-    "noise": [8, 32], "blur": [1, 4], "contrast": [0.6, 0.2], "gamma": [1.5, 3], "jpeg": [50, 10],
-    "downscale": [0.5, 0.25], "rotation": [5, 20], "translation": [0.05, 0.2], "crop": [0.9, 0.7],
+    "noise": [8, 32],
+    "blur": [1, 4],
+    "contrast": [0.6, 0.2],
+    "gamma": [1.5, 3],
+    "jpeg": [50, 10],
+    "downscale": [0.5, 0.25],
+    "rotation": [5, 20],
+    "translation": [0.05, 0.2],
+    "crop": [0.9, 0.7],
 }
 
 
@@ -22,8 +29,21 @@ def test_robustness_adds_tables_curves_and_tracked_metrics(run, model_package, t
     data = model_package.parent.parent / "data"
     out = tmp_path / "eval"
     result = run(
-        "evaluate", "--model", model_package, "--data-dir", data, "--bootstrap", "20", "--out", out,
-        "--robustness", "--robustness-severities", "2", "--robustness-max-images", "16", check=True,
+        "evaluate",
+        "--model",
+        model_package,
+        "--data-dir",
+        data,
+        "--bootstrap",
+        "20",
+        "--out",
+        out,
+        "--robustness",
+        "--robustness-severities",
+        "2",
+        "--robustness-max-images",
+        "16",
+        check=True,
     )
     assert "9 perturbation(s), 18 severities + the clean pass over 16 of 80 images = 304 images" in result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -77,8 +97,10 @@ def test_bad_robustness_flags_are_refused_clearly(run, model_package, tmp_path):
     data = model_package.parent.parent / "data"
     base = ["evaluate", "--model", model_package, "--data-dir", data, "--out", tmp_path / "eval"]
     cases = [
-        (["--robustness", "--robustness-kinds", "noise,bogus"],
-         ["unknown perturbation `bogus`", "noise, blur, contrast"]),
+        (
+            ["--robustness", "--robustness-kinds", "noise,bogus"],
+            ["unknown perturbation `bogus`", "noise, blur, contrast"],
+        ),
         (["--robustness-max-images", "10"], ["--robustness"]),
         (["--robustness", "--robustness-severities", "0"], ["--robustness-severities"]),
         (["--robustness", "--robustness-max-images", "1"], ["--robustness-max-images"]),

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -26,7 +27,6 @@ import pytest
 from PIL import Image
 
 from conftest import shapes_dataset
-
 
 # The keys the tests send; a deployed service under test gives its own (tests/deployed/).
 API_KEY = os.environ.get("COVIDCT_API_KEY", "pytest-key")
@@ -78,9 +78,20 @@ class Server(Client):
         full_env.update(env or {})
         self.stderr = open(workdir / f"serve-{self.port}.log", "w+")
         self.process = subprocess.Popen(
-            [str(covidct_bin), "serve", "--model", str(package), "--bind", f"127.0.0.1:{self.port}",
-             "--prediction-log", str(self.log_path), *map(str, flags)],
-            stdout=subprocess.DEVNULL, stderr=self.stderr, env=full_env,
+            [
+                str(covidct_bin),
+                "serve",
+                "--model",
+                str(package),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--prediction-log",
+                str(self.log_path),
+                *map(str, flags),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            env=full_env,
         )
         if wait:
             self.wait_ready()
@@ -117,9 +128,19 @@ class Server(Client):
 @pytest.fixture(scope="module")
 def server(covidct_bin, model_package, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("serve")
-    s = Server(covidct_bin, model_package, workdir, "--max-pixels", LIMITS["max_pixels"],
-               "--max-body-bytes", LIMITS["max_body_bytes"], "--max-batch-images", LIMITS["max_batch_images"],
-               "--store-images", workdir / "images")
+    s = Server(
+        covidct_bin,
+        model_package,
+        workdir,
+        "--max-pixels",
+        LIMITS["max_pixels"],
+        "--max-body-bytes",
+        LIMITS["max_body_bytes"],
+        "--max-batch-images",
+        LIMITS["max_batch_images"],
+        "--store-images",
+        workdir / "images",
+    )
     yield s
     s.stop()
 
@@ -147,6 +168,7 @@ def png(width=None, height=None, disc=True):
         image = Image.new("L", (width, height), 30)
         if disc:
             from PIL import ImageDraw
+
             ImageDraw.Draw(image).ellipse([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=240)
     out = io.BytesIO()
     image.save(out, "PNG")
@@ -168,6 +190,7 @@ def dicom(image=None, study_uid=None, series_uid=None, instance=None, position=N
     image = image or training_slice()
     cols, rows = image.size
     decimals = lambda values: "\\".join(f"{v:g}" for v in values).encode()  # noqa: E731
+
     def element(group, elem, vr, value):
         if len(value) % 2:
             value += b"\0" if vr in (b"UI", b"OB") else b" "
@@ -176,24 +199,38 @@ def dicom(image=None, study_uid=None, series_uid=None, instance=None, position=N
         return struct.pack("<HH", group, elem) + vr + struct.pack("<H", len(value)) + value
 
     us = lambda v: struct.pack("<H", v)  # noqa: E731
-    meta = (element(2, 1, b"OB", b"\0\1") + element(2, 2, b"UI", b"1.2.840.10008.5.1.4.1.1.2")
-            + element(2, 3, b"UI", b"1.2.3.4") + element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1"))
+    meta = (
+        element(2, 1, b"OB", b"\0\1")
+        + element(2, 2, b"UI", b"1.2.840.10008.5.1.4.1.1.2")
+        + element(2, 3, b"UI", b"1.2.3.4")
+        + element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1")
+    )
     meta = element(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
     pixels = [round(-1350 + g * 1500 / 255) + 2048 for g in image.getdata()]
     # Group 0020 before 0028: a data set's elements stay in ascending tag order.
     where = b""
-    for elem, vr, value in ((0x0D, b"UI", study_uid), (0x0E, b"UI", series_uid),
-                            (0x13, b"IS", None if instance is None else str(instance).encode()),
-                            (0x32, b"DS", position and decimals(position)),
-                            (0x37, b"DS", orientation and decimals(orientation))):
+    for elem, vr, value in (
+        (0x0D, b"UI", study_uid),
+        (0x0E, b"UI", series_uid),
+        (0x13, b"IS", None if instance is None else str(instance).encode()),
+        (0x32, b"DS", position and decimals(position)),
+        (0x37, b"DS", orientation and decimals(orientation)),
+    ):
         if value is not None:
             where += element(0x20, elem, vr, value.encode() if isinstance(value, str) else value)
-    data = where + (element(0x28, 2, b"US", us(1)) + element(0x28, 4, b"CS", b"MONOCHROME2")
-            + element(0x28, 0x10, b"US", us(rows)) + element(0x28, 0x11, b"US", us(cols))
-            + element(0x28, 0x100, b"US", us(16)) + element(0x28, 0x101, b"US", us(16))
-            + element(0x28, 0x102, b"US", us(15)) + element(0x28, 0x103, b"US", us(0))
-            + element(0x28, 0x1052, b"DS", b"-2048") + element(0x28, 0x1053, b"DS", b"1")
-            + element(0x7FE0, 0x10, b"OW", struct.pack(f"<{rows * cols}H", *pixels)))
+    data = where + (
+        element(0x28, 2, b"US", us(1))
+        + element(0x28, 4, b"CS", b"MONOCHROME2")
+        + element(0x28, 0x10, b"US", us(rows))
+        + element(0x28, 0x11, b"US", us(cols))
+        + element(0x28, 0x100, b"US", us(16))
+        + element(0x28, 0x101, b"US", us(16))
+        + element(0x28, 0x102, b"US", us(15))
+        + element(0x28, 0x103, b"US", us(0))
+        + element(0x28, 0x1052, b"DS", b"-2048")
+        + element(0x28, 0x1053, b"DS", b"1")
+        + element(0x7FE0, 0x10, b"OW", struct.pack(f"<{rows * cols}H", *pixels))
+    )
     return b"\0" * 128 + b"DICM" + meta + data
 
 
@@ -201,8 +238,14 @@ def multipart(files):
     boundary = uuid.uuid4().hex
     body = b""
     for name, data in files:
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
@@ -222,8 +265,17 @@ def test_health_readiness_metrics_docs_and_page(server):
     assert status == 200 and ready["status"] == "ready"
     status, spec = server.json("GET", "/openapi.json", key=None)
     assert status == 200 and spec["openapi"].startswith("3.1")
-    assert {"/v1/predict", "/v1/predict/batch", "/v1/explain", "/v1/model", "/v1/feedback",
-            "/v1/admin/reload", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert {
+        "/v1/predict",
+        "/v1/predict/batch",
+        "/v1/explain",
+        "/v1/model",
+        "/v1/feedback",
+        "/v1/admin/reload",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= set(spec["paths"])
     status, _, html = server.call("GET", "/docs/", key=None)
     assert status == 200 and b"swagger" in html.lower()
     status, headers, page = server.call("GET", "/", key=None)
@@ -239,11 +291,16 @@ def test_predict_every_input_form(server, kind):
     elif kind == "base64":
         body, content_type = json.dumps({"image": base64.b64encode(png()).decode()}), "application/json"
     else:
-        body, content_type = {"png": (png(), "image/png"), "jpeg": (jpeg(), "image/jpeg"),
-                              "dicom": (dicom(), "application/dicom"), "bearer": (png(), "image/png")}[kind]
+        body, content_type = {
+            "png": (png(), "image/png"),
+            "jpeg": (jpeg(), "image/jpeg"),
+            "dicom": (dicom(), "application/dicom"),
+            "bearer": (png(), "image/png"),
+        }[kind]
     if kind == "bearer":
-        status, _, data = server.call("POST", "/v1/predict", body,
-                                      {"Content-Type": content_type, "Authorization": f"Bearer {API_KEY}"}, key=None)
+        status, _, data = server.call(
+            "POST", "/v1/predict", body, {"Content-Type": content_type, "Authorization": f"Bearer {API_KEY}"}, key=None
+        )
         answer = json.loads(data)
     else:
         status, answer = server.json("POST", "/v1/predict", body, content_type)
@@ -260,15 +317,23 @@ def test_the_tiny_model_tells_discs_from_bars(server):
     assert answer("COVID")["probability"] > answer("non-COVID")["probability"]
 
 
-@pytest.mark.parametrize("key,headers,status,code", [
-    (None, {}, 401, "unauthorized"),
-    ("wrong", {}, 401, "unauthorized"),
-    (None, {"Authorization": "Basic abc"}, 401, "unauthorized"),
-    (ADMIN_KEY, {}, 401, "unauthorized"),
-])
+@pytest.mark.parametrize(
+    "key,headers,status,code",
+    [
+        (None, {}, 401, "unauthorized"),
+        ("wrong", {}, 401, "unauthorized"),
+        (None, {"Authorization": "Basic abc"}, 401, "unauthorized"),
+        (ADMIN_KEY, {}, 401, "unauthorized"),
+    ],
+)
 def test_prediction_routes_need_an_api_key(server, key, headers, status, code):
-    for method, path in (("POST", "/v1/predict"), ("POST", "/v1/predict/batch"), ("POST", "/v1/explain"),
-                         ("GET", "/v1/model"), ("POST", "/v1/feedback")):
+    for method, path in (
+        ("POST", "/v1/predict"),
+        ("POST", "/v1/predict/batch"),
+        ("POST", "/v1/explain"),
+        ("GET", "/v1/model"),
+        ("POST", "/v1/feedback"),
+    ):
         got, _, body = server.call(method, path, png(), {"Content-Type": "image/png", **headers}, key=key)
         assert got == status, (path, body)
         assert json.loads(body)["error"]["code"] == code
@@ -283,13 +348,16 @@ def test_admin_reload_needs_the_admin_key(server):
     assert body["current"] == body["previous"]
 
 
-@pytest.mark.parametrize("body,content_type,status,code", [
-    (b"not an image", "image/png", 422, "invalid_image"),
-    (b"", "image/png", 400, "empty_image"),
-    (b"hello", "text/plain", 415, "unsupported_media_type"),
-    (b'{"image": "@@@"}', "application/json", 400, "invalid_base64"),
-    (b'{"image": 1}', "application/json", 400, "invalid_json"),
-])
+@pytest.mark.parametrize(
+    "body,content_type,status,code",
+    [
+        (b"not an image", "image/png", 422, "invalid_image"),
+        (b"", "image/png", 400, "empty_image"),
+        (b"hello", "text/plain", 415, "unsupported_media_type"),
+        (b'{"image": "@@@"}', "application/json", 400, "invalid_base64"),
+        (b'{"image": 1}', "application/json", 400, "invalid_json"),
+    ],
+)
 def test_bad_requests_get_stable_json_errors(server, body, content_type, status, code):
     got, answer = server.json("POST", "/v1/predict", body, content_type)
     assert (got, answer["error"]["code"]) == (status, code), answer
@@ -301,8 +369,11 @@ def test_an_oversized_body_is_refused_from_its_length_before_it_is_read(server):
     # the server has answered would race with it closing the connection).
     connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
     connection.putrequest("POST", "/v1/predict")
-    for name, value in (("X-API-Key", API_KEY), ("Content-Type", "application/octet-stream"),
-                        ("Content-Length", str(server.limits["max_body_bytes"] + 100_000))):
+    for name, value in (
+        ("X-API-Key", API_KEY),
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(server.limits["max_body_bytes"] + 100_000)),
+    ):
         connection.putheader(name, value)
     connection.endheaders()
     response = connection.getresponse()
@@ -336,8 +407,9 @@ def test_batch_answers_each_image_and_enforces_the_limit(server):
     check_prediction(results[0]["prediction"])
     assert results[1]["error"]["code"] == "invalid_image" and "prediction" not in results[1]
     check_prediction(results[2]["prediction"])
-    too_many = json.dumps({"images": [{"image": base64.b64encode(png()).decode()}]
-                           * (server.limits["max_batch_images"] + 1)})
+    too_many = json.dumps(
+        {"images": [{"image": base64.b64encode(png()).decode()}] * (server.limits["max_batch_images"] + 1)}
+    )
     status, answer = server.json("POST", "/v1/predict/batch", too_many, "application/json")
     assert (status, answer["error"]["code"]) == (413, "too_many_images")
 
@@ -366,20 +438,29 @@ def test_model_card(server):
 def test_predictions_are_logged_with_features_and_feedback_joins(server):
     status, answer = server.json("POST", "/v1/predict", png(), "image/png")
     request_id = answer["request_id"]
-    assert server.json("POST", "/v1/feedback", json.dumps({"request_id": request_id, "label": "COVID"}),
-                       "application/json")[0] == 200
-    status, body = server.json("POST", "/v1/feedback", json.dumps({"request_id": "nope", "label": "COVID"}),
-                               "application/json")
+    assert (
+        server.json(
+            "POST", "/v1/feedback", json.dumps({"request_id": request_id, "label": "COVID"}), "application/json"
+        )[0]
+        == 200
+    )
+    status, body = server.json(
+        "POST", "/v1/feedback", json.dumps({"request_id": "nope", "label": "COVID"}), "application/json"
+    )
     assert (status, body["error"]["code"]) == (404, "unknown_request_id")
-    status, body = server.json("POST", "/v1/feedback", json.dumps({"request_id": request_id, "label": "flu"}),
-                               "application/json")
+    status, body = server.json(
+        "POST", "/v1/feedback", json.dumps({"request_id": request_id, "label": "flu"}), "application/json"
+    )
     assert (status, body["error"]["code"]) == (422, "unknown_label")
     status, body = server.json("POST", "/v1/feedback", b"{}", "application/json")
     assert (status, body["error"]["code"]) == (400, "invalid_json")
     with sqlite3.connect(server.log_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        row = db.execute("SELECT label, probability, model_version, features, image_path, true_label "
-                         "FROM labelled_predictions WHERE request_id = ?", (request_id,)).fetchone()
+        row = db.execute(
+            "SELECT label, probability, model_version, features, image_path, true_label "
+            "FROM labelled_predictions WHERE request_id = ?",
+            (request_id,),
+        ).fetchone()
     label, probability, version, features, image_path, truth = row
     assert (label, truth, version) == (answer["label"], "COVID", answer["model"]["version"])
     assert abs(probability - answer["probability"]) < 1e-12
@@ -401,39 +482,55 @@ def test_metrics_count_requests_predictions_and_the_queue(server):
 
 
 def test_bounded_load_has_no_errors(server):
-    """200 requests from 8 threads: every one answered 200 within the timeout."""
+    """200 requests from 8 threads: every one answered 200 (within the client's timeout) with the
+    verdict the image gets alone. How fast is a benchmark's figure, not a test's (a latency bound
+    here would pass or fail with the machine's load): bench/serve_bench.sh, docs/BENCHMARKS.md."""
     image = png()
-    statuses, latencies = [], []
+    status, alone = server.json("POST", "/v1/predict", image, "image/png")
+    assert status == 200, alone
+    answers = []
     lock = threading.Lock()
 
     def worker():
         for _ in range(25):
-            started = time.perf_counter()
-            status, _, _ = server.call("POST", "/v1/predict", image, {"Content-Type": "image/png"})
+            status, _, body = server.call("POST", "/v1/predict", image, {"Content-Type": "image/png"})
             with lock:
-                statuses.append(status)
-                latencies.append(time.perf_counter() - started)
+                answers.append((status, body))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert statuses == [200] * 200
-    latencies.sort()
-    assert latencies[int(0.99 * len(latencies))] < 5.0
+    assert [status for status, _ in answers] == [200] * 200
+    assert {json.loads(body)["label"] for _, body in answers} == {alone["label"]}
+
+
+def inference_queue_depth(client):
+    """`covidct_inference_queue_depth` of /metrics: images waiting in the batcher."""
+    text = client.call("GET", "/metrics", key=None)[2].decode()
+    found = re.search(r"^covidct_inference_queue_depth (\d+)$", text, re.M)
+    assert found, text
+    return int(found.group(1))
 
 
 def test_overload_timeout_and_graceful_shutdown(covidct_bin, model_package, tmp_path):
-    """One slot and a forward pass that waits 1.5 s for company: a second request is refused
-    with 503 + Retry-After; SIGTERM lets the first finish before the process exits 0."""
-    s = Server(covidct_bin, model_package, tmp_path, "--max-concurrency", 1, "--batch-size", 64,
-               "--batch-wait-ms", 1000)
+    """One slot and a forward pass that waits 1 s for company: once the first request waits in the
+    batcher (holding the slot; /metrics shows it queued, no sleep guessing when), a second is
+    refused with 503 + Retry-After; SIGTERM lets the first finish before the process exits 0."""
+    s = Server(
+        covidct_bin, model_package, tmp_path, "--max-concurrency", 1, "--batch-size", 64, "--batch-wait-ms", 1000
+    )
     results = {}
-    slow = threading.Thread(target=lambda: results.update(
-        first=s.call("POST", "/v1/predict", png(), {"Content-Type": "image/png"})))
+    slow = threading.Thread(
+        target=lambda: results.update(first=s.call("POST", "/v1/predict", png(), {"Content-Type": "image/png"}))
+    )
     slow.start()
-    time.sleep(0.3)
+    # /metrics takes no slot. The deadline only stops a hang; it decides nothing.
+    deadline = time.monotonic() + 60
+    while inference_queue_depth(s) == 0:
+        assert slow.is_alive() and time.monotonic() < deadline, f"the first request never queued: {results}"
+        time.sleep(0.01)
     status, headers, body = s.call("POST", "/v1/predict", png(), {"Content-Type": "image/png"})
     assert status == 503 and headers["retry-after"] == "1"
     assert json.loads(body)["error"]["code"] == "overloaded"
@@ -443,8 +540,9 @@ def test_overload_timeout_and_graceful_shutdown(covidct_bin, model_package, tmp_
     assert s.process.wait(timeout=30) == 0
     s.stop()
 
-    t = Server(covidct_bin, model_package, tmp_path, "--request-timeout-ms", 200, "--batch-size", 64,
-               "--batch-wait-ms", 1000)
+    t = Server(
+        covidct_bin, model_package, tmp_path, "--request-timeout-ms", 200, "--batch-size", 64, "--batch-wait-ms", 1000
+    )
     status, answer = t.json("POST", "/v1/predict", png(), "image/png")
     assert (status, answer["error"]["code"]) == (503, "timeout")
     t.stop()
@@ -460,15 +558,38 @@ def test_cors_is_off_by_default_and_configurable(server, covidct_bin, model_pack
 
 
 def test_startup_refusals_name_the_problem(run, model_package, tmp_path):
-    result = run("serve", "--model", model_package, "--bind", "127.0.0.1:0",
-                 "--prediction-log", tmp_path / "p.sqlite")
+    result = run("serve", "--model", model_package, "--bind", "127.0.0.1:0", "--prediction-log", tmp_path / "p.sqlite")
     assert result.returncode != 0 and "api_keys" in result.stderr
-    result = run("serve", "--model", "models:/covidct@champion", "--no-auth", "--bind", "127.0.0.1:0",
-                 "--prediction-log", tmp_path / "p.sqlite")
+    result = run(
+        "serve",
+        "--model",
+        "models:/covidct@champion",
+        "--no-auth",
+        "--bind",
+        "127.0.0.1:0",
+        "--prediction-log",
+        tmp_path / "p.sqlite",
+    )
     assert result.returncode != 0 and "tracking server" in result.stderr
-    result = run("serve", "--model", tmp_path / "missing.ctpkg", "--no-auth", "--bind", "127.0.0.1:0",
-                 "--prediction-log", tmp_path / "p.sqlite")
+    result = run(
+        "serve",
+        "--model",
+        tmp_path / "missing.ctpkg",
+        "--no-auth",
+        "--bind",
+        "127.0.0.1:0",
+        "--prediction-log",
+        tmp_path / "p.sqlite",
+    )
     assert result.returncode != 0 and "missing.ctpkg" in result.stderr
-    result = run("serve", "--model", model_package, "--no-auth", "--max-batch-images", 0,
-                 "--prediction-log", tmp_path / "p.sqlite")
+    result = run(
+        "serve",
+        "--model",
+        model_package,
+        "--no-auth",
+        "--max-batch-images",
+        0,
+        "--prediction-log",
+        tmp_path / "p.sqlite",
+    )
     assert result.returncode != 0 and "max_batch_images" in result.stderr

@@ -33,6 +33,7 @@ SAME = 1e-7
 
 # ---- The package's study rule, and the verdict recomputed from it ---------------------------
 
+
 def package_metadata(package: Path) -> dict:
     """The metadata JSON of a `.ctpkg` file: "COVIDCT-PKG\\0", u32 version, u64 length, JSON."""
     with open(package, "rb") as f:
@@ -91,7 +92,7 @@ def expected_drivers(group, study, positive):
     keep = len(ranked)
     if positive and group["rule"].startswith("top-mean:"):
         keep = max(math.ceil(len(ranked) * float(group["rule"].split(":")[1])), 1)
-    return [position for position, _ in ranked[:min(keep, 3)]]
+    return [position for position, _ in ranked[: min(keep, 3)]]
 
 
 def check_verdict(group, study):
@@ -114,6 +115,7 @@ def check_verdict(group, study):
 
 # ---- Inputs ---------------------------------------------------------------------------------
 
+
 def png_of(image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
@@ -122,8 +124,7 @@ def png_of(image) -> bytes:
 
 # Four training slices under names whose natural order (s1, s2, s3, s10) differs from both the
 # upload order and plain string order.
-SLICES = [("s10.png", ("COVID", 9)), ("s2.png", ("non-COVID", 6)), ("s1.png", ("COVID", 5)),
-          ("s3.png", ("COVID", 13))]
+SLICES = [("s10.png", ("COVID", 9)), ("s2.png", ("non-COVID", 6)), ("s1.png", ("COVID", 5)), ("s3.png", ("COVID", 13))]
 NATURAL = ["s1.png", "s2.png", "s3.png", "s10.png"]
 
 
@@ -151,8 +152,9 @@ def zip_of(files, deflate=True) -> bytes:
 
 
 def json_body(files):
-    return json.dumps({"images": [{"image": base64.b64encode(data).decode(), "filename": name}
-                                  for name, data in files]})
+    return json.dumps(
+        {"images": [{"image": base64.b64encode(data).decode(), "filename": name} for name, data in files]}
+    )
 
 
 def post_study(server, files=None, query="", body=None, content_type=None):
@@ -178,14 +180,21 @@ def dicom_series():
     for s, (series_uid, (study_uid, zs)) in enumerate(SERIES.items()):
         for k, z in enumerate(zs):
             image = training_slice("COVID" if s == 0 else "non-COVID", 5 + k)
-            data = dicom(image, study_uid=study_uid, series_uid=series_uid, instance=len(zs) - k,
-                         position=[-120.0, -80.0, z], orientation=AXIAL)
+            data = dicom(
+                image,
+                study_uid=study_uid,
+                series_uid=series_uid,
+                instance=len(zs) - k,
+                position=[-120.0, -80.0, z],
+                orientation=AXIAL,
+            )
             files.append((f"IM{s}{k:02d}.dcm", data, series_uid, z))
     # Interleave the series in the request.
     return files[::2] + files[1::2]
 
 
 # ---- The service ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def service(covidct_bin, model_package, tmp_path_factory):
@@ -207,7 +216,10 @@ def test_a_study_gets_the_package_rule_verdict_with_slices_in_natural_name_order
     assert answer["slices_received"] == 4 and answer["unreadable"] == []
     assert answer["positive_class"] == POSITIVE
     assert answer["model"]["name"] and answer["model"]["version"]
-    assert all(answer["timing"][k] >= 0 for k in ("read_ms", "decode_ms", "inference_ms")) and answer["timing"]["total_ms"] > 0
+    assert (
+        all(answer["timing"][k] >= 0 for k in ("read_ms", "decode_ms", "inference_ms"))
+        and answer["timing"]["total_ms"] > 0
+    )
     (study,) = answer["studies"]
     assert study["study_id"] == answer["request_id"]
     assert study["ordered_by"] == "file_name"
@@ -229,7 +241,11 @@ def test_each_slice_scores_as_it_does_alone(service, reference):
     for s in study["slices"]:
         status, alone = service.json("POST", "/v1/predict", files[s["filename"]], "image/png")
         assert status == 200, alone
-        assert abs(alone["probability"] - s["probability"]) < SAME, (s["filename"], alone["probability"], s["probability"])
+        assert abs(alone["probability"] - s["probability"]) < SAME, (
+            s["filename"],
+            alone["probability"],
+            s["probability"],
+        )
 
 
 @pytest.mark.parametrize("form", ["multipart-zip", "raw-zip", "raw-zip-stored", "json", "json-zip"])
@@ -298,8 +314,10 @@ def test_mixed_dicom_series_are_refused_unless_split_then_ordered_by_position(se
 def test_a_series_without_positions_is_ordered_by_instance_number(service):
     uid = "1.2.826.0.1.3680043.2.1125.9"
     numbers = [3, 1, 4, 2]
-    upload = [(f"a{k}.dcm", dicom(training_slice("COVID", 5 + k), study_uid=uid, series_uid=uid + ".1",
-                                   instance=n)) for k, n in enumerate(numbers)]
+    upload = [
+        (f"a{k}.dcm", dicom(training_slice("COVID", 5 + k), study_uid=uid, series_uid=uid + ".1", instance=n))
+        for k, n in enumerate(numbers)
+    ]
     status, answer = post_study(service, upload)
     assert status == 200, answer
     (study,) = answer["studies"]
@@ -320,7 +338,8 @@ def test_refused_slices_are_reported_and_left_out_of_the_score(service, referenc
         assert s["probability"] is None
         assert s["ood"]["in_distribution"] is False and s["ood"]["refusals"]
     assert refused[0]["ood"]["refusals"][0]["check"] and any(
-        r["check"] == "intensity_std" for r in refused[0]["ood"]["refusals"])
+        r["check"] == "intensity_std" for r in refused[0]["ood"]["refusals"]
+    )
     # The four usable slices score the study exactly as they do alone.
     (alone,) = reference["studies"]
     assert abs(study["probability"] - alone["probability"]) < SAME
@@ -330,7 +349,8 @@ def test_refused_slices_are_reported_and_left_out_of_the_score(service, referenc
 
 def test_a_mostly_refused_study_gets_no_verdict_and_says_why(service):
     files = [("s1.png", png_of(training_slice("COVID", 5)))] + [
-        (f"s{k}.png", blank_png(48 + 8 * k)) for k in range(2, 5)]
+        (f"s{k}.png", blank_png(48 + 8 * k)) for k in range(2, 5)
+    ]
     status, answer = post_study(service, files)
     assert status == 200, answer
     (study,) = answer["studies"]
@@ -353,14 +373,17 @@ def test_unreadable_files_are_reported_and_left_out(service, reference):
     assert abs(study["probability"] - reference["studies"][0]["probability"]) < SAME
 
 
-@pytest.mark.parametrize("body,content_type,status,code", [
-    (b"PK\x03\x04 this is no archive", "application/zip", 400, "invalid_archive"),
-    (b"hello", "text/plain", 415, "unsupported_media_type"),
-    (b"\x89PNG not really", "image/png", 415, "unsupported_media_type"),
-    (json.dumps({"images": []}), "application/json", 400, "no_image"),
-    # An archive of no slice (its one entry is a text file, which is skipped).
-    (zip_of([("notes.txt", b"hello")]), "application/zip", 422, "no_usable_slice"),
-])
+@pytest.mark.parametrize(
+    "body,content_type,status,code",
+    [
+        (b"PK\x03\x04 this is no archive", "application/zip", 400, "invalid_archive"),
+        (b"hello", "text/plain", 415, "unsupported_media_type"),
+        (b"\x89PNG not really", "image/png", 415, "unsupported_media_type"),
+        (json.dumps({"images": []}), "application/json", 400, "no_image"),
+        # An archive of no slice (its one entry is a text file, which is skipped).
+        (zip_of([("notes.txt", b"hello")]), "application/zip", 422, "no_usable_slice"),
+    ],
+)
 def test_bad_study_requests_get_stable_json_errors(service, body, content_type, status, code):
     got, answer = post_study(service, body=body, content_type=content_type)
     assert (got, answer["error"]["code"]) == (status, code), answer
@@ -376,20 +399,28 @@ def test_feedback_on_a_study_is_logged_with_its_slices(service):
     status, answer = post_study(service, slice_files())
     assert status == 200, answer
     (study,) = answer["studies"]
-    status, stored = service.json("POST", "/v1/feedback",
-                                  json.dumps({"request_id": study["study_id"], "label": "non-COVID"}), "application/json")
+    status, stored = service.json(
+        "POST", "/v1/feedback", json.dumps({"request_id": study["study_id"], "label": "non-COVID"}), "application/json"
+    )
     assert status == 200, stored
     assert stored == {"request_id": study["study_id"], "label": "non-COVID", "kind": "study"}
     # A slice's id names a prediction.
     first = study["slices"][0]["request_id"]
-    status, stored = service.json("POST", "/v1/feedback", json.dumps({"request_id": first, "label": "COVID"}),
-                                  "application/json")
+    status, stored = service.json(
+        "POST", "/v1/feedback", json.dumps({"request_id": first, "label": "COVID"}), "application/json"
+    )
     assert (status, stored.get("kind")) == (200, "prediction"), stored
     with sqlite3.connect(service.log_path) as db:
-        row = db.execute("SELECT label, probability, threshold, rule, slices, used, refused, true_label "
-                         "FROM labelled_studies WHERE study_id = ?", (study["study_id"],)).fetchone()
-        slices = db.execute("SELECT request_id, slice_index, probability, label FROM predictions "
-                            "WHERE study_id = ? ORDER BY slice_index", (study["study_id"],)).fetchall()
+        row = db.execute(
+            "SELECT label, probability, threshold, rule, slices, used, refused, true_label "
+            "FROM labelled_studies WHERE study_id = ?",
+            (study["study_id"],),
+        ).fetchone()
+        slices = db.execute(
+            "SELECT request_id, slice_index, probability, label FROM predictions "
+            "WHERE study_id = ? ORDER BY slice_index",
+            (study["study_id"],),
+        ).fetchall()
     assert row is not None, "the study is not in labelled_studies"
     label, probability, threshold, rule, total, used, refused, truth = row
     assert (label, rule, total, used, refused, truth) == (study["label"], study["rule"], 4, 4, 0, "non-COVID")
@@ -406,22 +437,26 @@ def test_split_studies_are_logged_one_row_each_and_refused_slices_unlabelled(ser
     assert status == 200, answer
     with sqlite3.connect(service.log_path) as db:
         for study in answer["studies"]:
-            row = db.execute("SELECT series_uid, slices FROM studies WHERE study_id = ?", (study["study_id"],)).fetchone()
+            row = db.execute(
+                "SELECT series_uid, slices FROM studies WHERE study_id = ?", (study["study_id"],)
+            ).fetchone()
             assert row == (study["series_instance_uid"], study["slices_total"])
     files = slice_files() + [("s99.png", blank_png())]
     status, answer = post_study(service, files)
     (study,) = answer["studies"]
     assert study["slices"][-1]["filename"] == "s99.png"
     with sqlite3.connect(service.log_path) as db:
-        rows = db.execute("SELECT slice_index, label, in_distribution FROM predictions WHERE study_id = ? "
-                          "ORDER BY slice_index", (study["study_id"],)).fetchall()
+        rows = db.execute(
+            "SELECT slice_index, label, in_distribution FROM predictions WHERE study_id = ? ORDER BY slice_index",
+            (study["study_id"],),
+        ).fetchall()
     assert rows[-1] == (4, "", 0) and all(r[2] == 1 for r in rows[:-1])
 
 
 def test_studies_are_counted_in_the_metrics(service):
     def count(label):
         text = service.call("GET", "/metrics", key=None)[2].decode()
-        found = re.search(r'^covidct_studies_total\{label="%s"\} (\d+)$' % re.escape(label), text, re.M)
+        found = re.search(rf'^covidct_studies_total\{{label="{re.escape(label)}"\}} (\d+)$', text, re.M)
         return int(found.group(1)) if found else 0
 
     status, answer = post_study(service, slice_files())
@@ -452,9 +487,19 @@ STUDY_LIMITS = {"slices": 6, "bytes": 200_000, "pixels": 50_000}
 
 @pytest.fixture(scope="module")
 def limited(covidct_bin, model_package, tmp_path_factory):
-    s = Server(covidct_bin, model_package, tmp_path_factory.mktemp("study-limits"),
-               "--max-study-slices", STUDY_LIMITS["slices"], "--max-study-bytes", STUDY_LIMITS["bytes"],
-               "--max-study-pixels", STUDY_LIMITS["pixels"], "--study-min-slices", 5)
+    s = Server(
+        covidct_bin,
+        model_package,
+        tmp_path_factory.mktemp("study-limits"),
+        "--max-study-slices",
+        STUDY_LIMITS["slices"],
+        "--max-study-bytes",
+        STUDY_LIMITS["bytes"],
+        "--max-study-pixels",
+        STUDY_LIMITS["pixels"],
+        "--study-min-slices",
+        5,
+    )
     yield s
     s.stop()
 
@@ -529,8 +574,9 @@ def test_study_min_slices_is_the_servers(limited):
 
 
 def test_a_slow_study_times_out_with_its_own_limit(covidct_bin, model_package, tmp_path):
-    s = Server(covidct_bin, model_package, tmp_path, "--study-timeout-ms", 1, "--batch-wait-ms", 500,
-               "--batch-size", 64)
+    s = Server(
+        covidct_bin, model_package, tmp_path, "--study-timeout-ms", 1, "--batch-wait-ms", 500, "--batch-size", 64
+    )
     try:
         status, answer = post_study(s, slice_files())
         assert (status, answer["error"]["code"]) == (503, "timeout"), answer
@@ -543,9 +589,15 @@ def test_a_slow_study_times_out_with_its_own_limit(covidct_bin, model_package, t
 
 # ---- The CLI ----------------------------------------------------------------------------------
 
+
 def cli_study(covidct_bin, package, *args):
-    result = subprocess.run([str(covidct_bin), "predict", "--model", str(package), "--study", *map(str, args)],
-                            capture_output=True, text=True, env=clean_env(), timeout=600)
+    result = subprocess.run(
+        [str(covidct_bin), "predict", "--model", str(package), "--study", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
+    )
     return result
 
 
@@ -556,7 +608,9 @@ def write_files(folder: Path, files):
     return folder
 
 
-def test_cli_study_of_a_folder_a_zip_and_files_matches_the_service(covidct_bin, model_package, reference, group, tmp_path):
+def test_cli_study_of_a_folder_a_zip_and_files_matches_the_service(
+    covidct_bin, model_package, reference, group, tmp_path
+):
     (expected,) = reference["studies"]
     folder = write_files(tmp_path / "series", slice_files())
     (folder / "notes.txt").write_text("not a slice")  # skipped
@@ -584,8 +638,12 @@ def test_cli_study_of_a_folder_a_zip_and_files_matches_the_service(covidct_bin, 
 
 
 def test_cli_study_exit_status_and_refusals(covidct_bin, model_package, tmp_path):
-    mostly_blank = write_files(tmp_path / "blank", [("s1.png", png_of(training_slice()))] + [
-        (f"s{k}.png", blank_png(40 + 8 * k)) for k in range(2, 5)] + [("s9.png", b"broken")])
+    mostly_blank = write_files(
+        tmp_path / "blank",
+        [("s1.png", png_of(training_slice()))]
+        + [(f"s{k}.png", blank_png(40 + 8 * k)) for k in range(2, 5)]
+        + [("s9.png", b"broken")],
+    )
     result = cli_study(covidct_bin, model_package, "--json", mostly_blank)
     assert result.returncode == 4, result.stderr
     answer = json.loads(result.stdout)

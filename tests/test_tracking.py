@@ -32,10 +32,24 @@ def start_server(port: int, store: Path) -> subprocess.Popen:
     """Starts `mlflow server` on 127.0.0.1:port with its state in `store`; waits for /health."""
     store.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--artifacts-destination", str(store / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(store / "server.log", "ab"),
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True,
+        [
+            str(MLFLOW),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{store}/mlflow.db",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(store / "server.log", "ab"),
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,
     )
     if wait_ok(f"http://127.0.0.1:{port}/health", process, timeout=90):
         return process
@@ -129,7 +143,8 @@ def test_training_run_is_tracked_registered_promoted_and_pulled(run, covidct_bin
     assert tracked.data.metrics["test_roc_auc"] == pytest.approx(local_report["metrics"]["point"]["roc_auc"])
     assert "test_roc_auc_ci_lower" in tracked.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {
-        a.path for a in client.list_artifacts(run_id, "evaluation")}
+        a.path for a in client.list_artifacts(run_id, "evaluation")
+    }
     for path in ("MODEL_CARD.md", "split", "evaluation/report.json", "evaluation/report.html", "evaluation/roc.png"):
         assert path in artifacts, artifacts
     downloaded = Path(client.download_artifacts(run_id, "evaluation/report.json", str(tmp_path)))
@@ -153,8 +168,20 @@ def test_training_run_is_tracked_registered_promoted_and_pulled(run, covidct_bin
     pulled = Path(result.stdout.strip())
     assert pulled.read_bytes() == (out / "model.ctpkg").read_bytes()
 
-    gate = ["--name", name, "--data-dir", data, "--manifest", out / "split.csv", "--bootstrap", "20",
-            "--cache-dir", cache, "--out", tmp_path / "promotion"]
+    gate = [
+        "--name",
+        name,
+        "--data-dir",
+        data,
+        "--manifest",
+        out / "split.csv",
+        "--bootstrap",
+        "20",
+        "--cache-dir",
+        cache,
+        "--out",
+        tmp_path / "promotion",
+    ]
     # No champion yet: the challenger becomes champion.
     result = run("models", "promote", *gate, env=env)
     assert result.returncode == 0, result.stderr
@@ -177,8 +204,22 @@ def test_training_run_is_tracked_registered_promoted_and_pulled(run, covidct_bin
     assert [v["version"] for v in json.loads(listing.stdout)] == [1, 2]
 
     # Evaluating the champion logs its own run, tagged with the version it evaluated.
-    result = run("evaluate", "--model", f"models:/{name}@champion", "--model-cache", cache, "--data-dir", data,
-                 "--manifest", out / "split.csv", "--bootstrap", "20", "--out", tmp_path / "eval", env=env)
+    result = run(
+        "evaluate",
+        "--model",
+        f"models:/{name}@champion",
+        "--model-cache",
+        cache,
+        "--data-dir",
+        data,
+        "--manifest",
+        out / "split.csv",
+        "--bootstrap",
+        "20",
+        "--out",
+        tmp_path / "eval",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     eval_link = json.loads((tmp_path / "eval" / "tracking.json").read_text())
     evaluation = client.get_run(eval_link["run_id"])
@@ -189,9 +230,23 @@ def test_training_run_is_tracked_registered_promoted_and_pulled(run, covidct_bin
     # The service loads @champion from the registry, and a reload follows the alias (rollback).
     port = free_port()
     serve = subprocess.Popen(
-        [str(covidct_bin), "serve", "--model", f"models:/{name}@champion", "--model-cache", str(cache),
-         "--no-auth", "--bind", f"127.0.0.1:{port}", "--prediction-log", str(tmp_path / "p.sqlite")],
-        env=clean_env(env), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), cwd=tmp_path,
+        [
+            str(covidct_bin),
+            "serve",
+            "--model",
+            f"models:/{name}@champion",
+            "--model-cache",
+            str(cache),
+            "--no-auth",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--prediction-log",
+            str(tmp_path / "p.sqlite"),
+        ],
+        env=clean_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "w"),
+        cwd=tmp_path,
     )
     try:
         assert wait_ok(f"http://127.0.0.1:{port}/readyz", serve, timeout=60), (tmp_path / "serve.log").read_text()
@@ -265,7 +320,6 @@ def test_a_server_outage_loses_nothing_and_sync_delivers_once(run, data, tmp_pat
         stop_server(process)
 
 
-
 def test_an_interrupted_run_resumes_into_the_same_mlflow_run(covidct_bin, data, tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -282,8 +336,9 @@ def test_an_interrupted_run_resumes_into_the_same_mlflow_run(covidct_bin, data, 
             if "FineTune epoch 1" in line:
                 process.send_signal(signal.SIGINT)
     assert process.wait(timeout=300) == 130
-    resumed = subprocess.run(command + ["--resume"], cwd=workdir, env=clean_env(), capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        command + ["--resume"], cwd=workdir, env=clean_env(), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"

@@ -66,48 +66,99 @@ def _window(text):
 def _add_common(p: argparse.ArgumentParser) -> None:
     d = Thresholds()
     io = p.add_argument_group("inputs and outputs")
-    io.add_argument("--reference", required=True, help="reference CSV (or Parquet) from `covidct monitor export-reference`")
     io.add_argument(
-        "--current", required=True,
+        "--reference", required=True, help="reference CSV (or Parquet) from `covidct monitor export-reference`"
+    )
+    io.add_argument(
+        "--current",
+        required=True,
         help="the service's SQLite prediction log (opened read-only), or a CSV in the reference format",
     )
     io.add_argument("--window", default="24h", type=_window, help="current window length, units s/m/h/d (default 24h)")
     io.add_argument("--now", default=None, help="end of the window: ISO 8601 time or unix ms (default: now)")
     io.add_argument(
-        "--reference-split", action="append", default=[], metavar="SPLIT",
+        "--reference-split",
+        action="append",
+        default=[],
+        metavar="SPLIT",
         help="use only reference rows of this split (repeatable; default: all rows)",
     )
     io.add_argument("--out", required=True, help="output directory")
-    io.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; unset = no logging)")
+    io.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; unset = no logging)"
+    )
     io.add_argument("--experiment", default="covidct-monitoring", help="MLflow experiment (default covidct-monitoring)")
     t = p.add_argument_group("test conditions")
-    t.add_argument("--min-rows", type=_count, default=d.min_rows,
-                   help=f"fail when the window holds fewer current rows the model judged (default {d.min_rows})")
-    t.add_argument("--max-refusal-rate", type=_unit, default=d.max_refusal_rate,
-                   help="fail when the share of current rows refused by the out-of-distribution gate is above "
-                        f"this (default {d.max_refusal_rate})")
-    t.add_argument("--max-drift-share", type=_share, default=d.max_drift_share,
-                   help=f"fail when the share of drifted columns is >= this (default {d.max_drift_share})")
-    t.add_argument("--drift-method", default=d.drift_method,
-                   help="Evidently drift method for every column (default: Evidently's choice: K-S for a reference "
-                        "of <= 1000 rows, normed Wasserstein above)")
-    t.add_argument("--drift-threshold", type=_positive_float, default=d.drift_threshold,
-                   help="drift threshold of the method for every column (default: the method's own, 0.05 p-value "
-                        "for K-S, 0.1 for Wasserstein)")
-    t.add_argument("--probability-drift-threshold", type=_positive_float, default=d.probability_drift_threshold,
-                   help="drift threshold for the probability column only (default: as --drift-threshold)")
-    t.add_argument("--min-labelled-rows", type=_count, default=d.min_labelled_rows,
-                   help=f"run the classification report only with this many feedback labels (default {d.min_labelled_rows})")
-    t.add_argument("--min-accuracy", type=_unit, default=d.min_accuracy,
-                   help=f"fail when accuracy on feedback-labelled rows is below (default {d.min_accuracy})")
-    t.add_argument("--min-roc-auc", type=_unit, default=d.min_roc_auc,
-                   help=f"fail when ROC-AUC on feedback-labelled rows is below (default {d.min_roc_auc})")
-    t.add_argument("--min-labelled-studies", type=_count, default=d.min_labelled_studies,
-                   help="run study-level quality only with this many studies that have a verdict and study "
-                        f"feedback (default {d.min_labelled_studies})")
-    t.add_argument("--min-study-accuracy", type=_unit, default=d.min_study_accuracy,
-                   help="fail when the accuracy of the study verdicts on labelled studies is below "
-                        f"(default {d.min_study_accuracy})")
+    t.add_argument(
+        "--min-rows",
+        type=_count,
+        default=d.min_rows,
+        help=f"fail when the window holds fewer current rows the model judged (default {d.min_rows})",
+    )
+    t.add_argument(
+        "--max-refusal-rate",
+        type=_unit,
+        default=d.max_refusal_rate,
+        help="fail when the share of current rows refused by the out-of-distribution gate is above "
+        f"this (default {d.max_refusal_rate})",
+    )
+    t.add_argument(
+        "--max-drift-share",
+        type=_share,
+        default=d.max_drift_share,
+        help=f"fail when the share of drifted columns is >= this (default {d.max_drift_share})",
+    )
+    t.add_argument(
+        "--drift-method",
+        default=d.drift_method,
+        help="Evidently drift method for every column (default: Evidently's choice: K-S for a reference "
+        "of <= 1000 rows, normed Wasserstein above)",
+    )
+    t.add_argument(
+        "--drift-threshold",
+        type=_positive_float,
+        default=d.drift_threshold,
+        help="drift threshold of the method for every column (default: the method's own, 0.05 p-value "
+        "for K-S, 0.1 for Wasserstein)",
+    )
+    t.add_argument(
+        "--probability-drift-threshold",
+        type=_positive_float,
+        default=d.probability_drift_threshold,
+        help="drift threshold for the probability column only (default: as --drift-threshold)",
+    )
+    t.add_argument(
+        "--min-labelled-rows",
+        type=_count,
+        default=d.min_labelled_rows,
+        help=f"run the classification report only with this many feedback labels (default {d.min_labelled_rows})",
+    )
+    t.add_argument(
+        "--min-accuracy",
+        type=_unit,
+        default=d.min_accuracy,
+        help=f"fail when accuracy on feedback-labelled rows is below (default {d.min_accuracy})",
+    )
+    t.add_argument(
+        "--min-roc-auc",
+        type=_unit,
+        default=d.min_roc_auc,
+        help=f"fail when ROC-AUC on feedback-labelled rows is below (default {d.min_roc_auc})",
+    )
+    t.add_argument(
+        "--min-labelled-studies",
+        type=_count,
+        default=d.min_labelled_studies,
+        help="run study-level quality only with this many studies that have a verdict and study "
+        f"feedback (default {d.min_labelled_studies})",
+    )
+    t.add_argument(
+        "--min-study-accuracy",
+        type=_unit,
+        default=d.min_study_accuracy,
+        help="fail when the accuracy of the study verdicts on labelled studies is below "
+        f"(default {d.min_study_accuracy})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one run: reports into --out, exit 0 pass / 1 fail / 2 bad input")
     _add_common(report)
     report.add_argument(
-        "--history", action="store_true",
+        "--history",
+        action="store_true",
         help="write into OUT/<UTC timestamp>/ and point OUT/latest at it (as one watch iteration)",
     )
     report.add_argument("--keep", type=_count, default=48, help="with --history: runs to keep (default 48)")
@@ -242,7 +294,7 @@ def cmd_watch(args) -> int:
                     print(f"error: {err}", file=sys.stderr)
                     return EXIT_BAD_INPUT
                 _log_line(event="monitoring_run", status="error", error=str(err))
-            except Exception as err:  # noqa: BLE001 - a long-running loop logs and goes on
+            except Exception as err:
                 if runs == 0:
                     raise
                 traceback.print_exc()

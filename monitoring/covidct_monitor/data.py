@@ -13,7 +13,6 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,20 @@ import pandas as pd
 # The image statistics computed by the Rust side (same function for the reference export and the
 # service's prediction log).
 FEATURES = [
-    "width", "height", "mean", "std", "p01", "p05", "p25", "p50", "p75", "p95", "p99",
-    "entropy", "contrast", "sharpness",
+    "width",
+    "height",
+    "mean",
+    "std",
+    "p01",
+    "p05",
+    "p25",
+    "p50",
+    "p75",
+    "p95",
+    "p99",
+    "entropy",
+    "contrast",
+    "sharpness",
 ]
 # The out-of-distribution gate's columns: whether the model judged the image (false/0: refused,
 # no answer) and its feature score (empty without a gate). Data written before the gate lacks both:
@@ -30,8 +41,17 @@ FEATURES = [
 GATE_COLUMNS = ["in_distribution", "ood_score"]
 # Columns of `covidct monitor export-reference`, in order.
 REFERENCE_COLUMNS = [
-    "path", "split", "group", "label", "predicted_label", "probability", "threshold",
-    "positive_class", "file_bytes", *GATE_COLUMNS, *FEATURES,
+    "path",
+    "split",
+    "group",
+    "label",
+    "predicted_label",
+    "probability",
+    "threshold",
+    "positive_class",
+    "file_bytes",
+    *GATE_COLUMNS,
+    *FEATURES,
 ]
 REFERENCE_REQUIRED = [c for c in REFERENCE_COLUMNS if c not in GATE_COLUMNS]
 NUMERIC_REFERENCE_COLUMNS = ["probability", "threshold", "file_bytes", "ood_score", *FEATURES]
@@ -42,23 +62,51 @@ DRIFT_CANDIDATES = ["file_bytes", *FEATURES, "probability"]
 CURRENT_CSV_REQUIRED = ["predicted_label", "probability", *FEATURES]
 
 PREDICTIONS_COLUMNS = [
-    "request_id", "created_unix_ms", "model_name", "model_version", "label", "probability",
-    "threshold", "features",
+    "request_id",
+    "created_unix_ms",
+    "model_name",
+    "model_version",
+    "label",
+    "probability",
+    "threshold",
+    "features",
 ]
 FEEDBACK_COLUMNS = ["request_id", "label", "received_unix_ms"]
 # Study-level prediction (a CT series answered as one verdict): tables absent from logs written
 # before it. The predictions table then also has `study_id` and `slice_index` (NULL for
 # single-image predictions); slice rows stay ordinary rows of the window.
 STUDIES_COLUMNS = [
-    "study_id", "created_unix_ms", "model_name", "model_version", "label", "probability", "threshold",
-    "rule", "slices", "used", "refused",
+    "study_id",
+    "created_unix_ms",
+    "model_name",
+    "model_version",
+    "label",
+    "probability",
+    "threshold",
+    "rule",
+    "slices",
+    "used",
+    "refused",
 ]
 STUDY_FEEDBACK_COLUMNS = ["study_id", "label", "received_unix_ms"]
 # Columns of `Current.studies`: `predicted_label` is the study's verdict (NaN without one),
 # `label` the study feedback (NaN without it), `verdict` whether the study got a verdict.
 STUDY_FRAME_COLUMNS = [
-    "study_id", "created_unix_ms", "model_name", "model_version", "predicted_label", "probability",
-    "threshold", "rule", "slices", "used", "refused", "reason", "label", "received_unix_ms", "verdict",
+    "study_id",
+    "created_unix_ms",
+    "model_name",
+    "model_version",
+    "predicted_label",
+    "probability",
+    "threshold",
+    "rule",
+    "slices",
+    "used",
+    "refused",
+    "reason",
+    "label",
+    "received_unix_ms",
+    "verdict",
 ]
 
 _WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -83,15 +131,15 @@ class Current:
     path: str
     kind: str  # "sqlite" or "csv"
     frame: pd.DataFrame  # with a boolean `in_distribution` column and a float `ood_score` column
-    window: Optional[dict]  # None when no window applied (CSV without created_unix_ms)
+    window: dict | None  # None when no window applied (CSV without created_unix_ms)
     invalid_rows: int = 0
     notes: list = field(default_factory=list)
     gate_columns: bool = True  # False: written before the gate, every row counted as judged
     # Study-level prediction: the window's studies (STUDY_FRAME_COLUMNS), or None when the current
     # data has no `studies` table (a CSV, a log written before studies); then `studies_absent`
     # says why. `study_feedback_table` False: a `studies` table without `study_feedback`.
-    studies: Optional[pd.DataFrame] = None
-    studies_absent: Optional[str] = None
+    studies: pd.DataFrame | None = None
+    studies_absent: str | None = None
     study_feedback_table: bool = False
 
 
@@ -111,7 +159,7 @@ def parse_window(text: str) -> float:
     return seconds
 
 
-def parse_now(text: Optional[str]) -> datetime:
+def parse_now(text: str | None) -> datetime:
     """None -> now (UTC); digits -> unix milliseconds; else ISO 8601 (naive = UTC)."""
     if text is None or str(text).strip() == "":
         return datetime.now(timezone.utc)
@@ -229,7 +277,7 @@ def _clean_labels(series: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), np.nan)
 
 
-def load_reference(path_text: str, splits: Optional[list] = None) -> Reference:
+def load_reference(path_text: str, splits: list | None = None) -> Reference:
     path = Path(path_text)
     frame = _read_table(path, "reference")
     _require_columns(frame, REFERENCE_REQUIRED, path, "reference")
@@ -250,20 +298,15 @@ def load_reference(path_text: str, splits: Optional[list] = None) -> Reference:
     positives = sorted(frame["positive_class"].dropna().unique().tolist())
     if len(positives) != 1:
         raise InputError(
-            f"reference file {path}: column 'positive_class' must hold one class name, found "
-            f"{positives or 'none'}"
+            f"reference file {path}: column 'positive_class' must hold one class name, found {positives or 'none'}"
         )
     positive = positives[0]
     labels = set(frame["label"].dropna()) | set(frame["predicted_label"].dropna())
     negatives = sorted(labels - {positive})
     classes = [*negatives, positive] if negatives else [positive]
     if len(negatives) > 1:
-        raise InputError(
-            f"reference file {path}: binary classifier expected, found classes {sorted(labels)}"
-        )
-    return Reference(
-        path=str(path), frame=frame, positive_class=positive, classes=classes, gate_columns=gate_columns
-    )
+        raise InputError(f"reference file {path}: binary classifier expected, found classes {sorted(labels)}")
+    return Reference(path=str(path), frame=frame, positive_class=positive, classes=classes, gate_columns=gate_columns)
 
 
 # ---------------------------------------------------------------- current data
@@ -314,7 +357,12 @@ def _load_current_table(path: Path, window: dict) -> Current:
     if frame["probability"].isna().any():
         raise InputError(f"current file {path}: column 'probability' has empty values")
     return Current(
-        path=str(path), kind="csv", frame=frame, window=applied, notes=notes, gate_columns=gate_columns,
+        path=str(path),
+        kind="csv",
+        frame=frame,
+        window=applied,
+        notes=notes,
+        gate_columns=gate_columns,
         studies_absent="the current data is a CSV, not the service's log: it has no studies",
     )
 
@@ -350,10 +398,10 @@ def _load_sqlite(path: Path, window: dict) -> Current:
         query = f"""
             SELECT p.request_id, p.created_unix_ms, p.model_name, p.model_version,
                    p.label AS predicted_label, p.probability, p.threshold, p.features,
-                   {'p.image_path' if 'image_path' in have else 'NULL'} AS image_path,
-                   {'p.in_distribution' if gate_columns else '1'} AS in_distribution,
-                   {'p.ood_score' if 'ood_score' in have else 'NULL'} AS ood_score,
-                   {'p.study_id' if 'study_id' in have else 'NULL'} AS study_id,
+                   {"p.image_path" if "image_path" in have else "NULL"} AS image_path,
+                   {"p.in_distribution" if gate_columns else "1"} AS in_distribution,
+                   {"p.ood_score" if "ood_score" in have else "NULL"} AS ood_score,
+                   {"p.study_id" if "study_id" in have else "NULL"} AS study_id,
                    f.label AS label, f.received_unix_ms
             FROM predictions p LEFT JOIN feedback f ON f.request_id = p.request_id
             WHERE p.created_unix_ms > ? AND p.created_unix_ms <= ?
@@ -368,9 +416,20 @@ def _load_sqlite(path: Path, window: dict) -> Current:
         connection.close()
 
     columns = [
-        "request_id", "created_unix_ms", "model_name", "model_version", "predicted_label",
-        "probability", "threshold", "features", "image_path", "in_distribution", "ood_score", "study_id",
-        "label", "received_unix_ms",
+        "request_id",
+        "created_unix_ms",
+        "model_name",
+        "model_version",
+        "predicted_label",
+        "probability",
+        "threshold",
+        "features",
+        "image_path",
+        "in_distribution",
+        "ood_score",
+        "study_id",
+        "label",
+        "received_unix_ms",
     ]
     frame = pd.DataFrame.from_records(rows, columns=columns)
     _log_gate(frame, path)
@@ -410,12 +469,17 @@ def _load_sqlite(path: Path, window: dict) -> Current:
     if invalid:
         notes.append(f"{invalid} prediction row(s) with unreadable features JSON were left out")
     if studies is not None and not study_feedback_table:
-        notes.append(
-            "the log has a 'studies' table but no 'study_feedback' table: no study has a feedback label"
-        )
+        notes.append("the log has a 'studies' table but no 'study_feedback' table: no study has a feedback label")
     return Current(
-        path=str(path), kind="sqlite", frame=frame, window=window, invalid_rows=invalid, notes=notes,
-        gate_columns=gate_columns, studies=studies, studies_absent=studies_absent,
+        path=str(path),
+        kind="sqlite",
+        frame=frame,
+        window=window,
+        invalid_rows=invalid,
+        notes=notes,
+        gate_columns=gate_columns,
+        studies=studies,
+        studies_absent=studies_absent,
         study_feedback_table=study_feedback_table,
     )
 
@@ -440,10 +504,14 @@ def _load_studies(connection: sqlite3.Connection, tables: dict, path: Path, wind
     whether the log has the study_feedback table). A log written before study-level prediction
     has neither table: (None, reason, False)."""
     if "studies" not in tables:
-        return None, (
-            "the log has no table 'studies' (written before study-level prediction, or the service "
-            "has not created it yet)"
-        ), False
+        return (
+            None,
+            (
+                "the log has no table 'studies' (written before study-level prediction, or the service "
+                "has not created it yet)"
+            ),
+            False,
+        )
     _require_log_columns(connection, "studies", STUDIES_COLUMNS, path)
     feedback_table = "study_feedback" in tables
     if feedback_table:
@@ -452,11 +520,11 @@ def _load_studies(connection: sqlite3.Connection, tables: dict, path: Path, wind
     query = f"""
         SELECT s.study_id, s.created_unix_ms, s.model_name, s.model_version,
                s.label AS predicted_label, s.probability, s.threshold, s.rule, s.slices, s.used,
-               s.refused, {'s.reason' if has_reason else 'NULL'} AS reason,
-               {'f.label' if feedback_table else 'NULL'} AS label,
-               {'f.received_unix_ms' if feedback_table else 'NULL'} AS received_unix_ms
+               s.refused, {"s.reason" if has_reason else "NULL"} AS reason,
+               {"f.label" if feedback_table else "NULL"} AS label,
+               {"f.received_unix_ms" if feedback_table else "NULL"} AS received_unix_ms
         FROM studies s
-        {'LEFT JOIN study_feedback f ON f.study_id = s.study_id' if feedback_table else ''}
+        {"LEFT JOIN study_feedback f ON f.study_id = s.study_id" if feedback_table else ""}
         WHERE s.created_unix_ms > ? AND s.created_unix_ms <= ?
         ORDER BY s.created_unix_ms
     """
@@ -537,6 +605,5 @@ def models_seen(frame: pd.DataFrame) -> list:
     versions = frame.get("model_version", pd.Series([""] * len(frame))).fillna("").astype(str)
     counts = pd.DataFrame({"model_name": names, "model_version": versions}).value_counts(sort=True)
     return [
-        {"model_name": name, "model_version": version, "rows": int(count)}
-        for (name, version), count in counts.items()
+        {"model_name": name, "model_version": version, "rows": int(count)} for (name, version), count in counts.items()
     ]

@@ -12,7 +12,6 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 RUN_DIR_RE = re.compile(r"^\d{8}T\d{6}Z(?:-\d+)?$")
 LATEST = "latest"
@@ -65,7 +64,7 @@ def remove_if_exists(path: Path) -> None:
 # ---------------------------------------------------------------- run history
 
 
-def new_run_name(root: Path, moment: Optional[datetime] = None) -> str:
+def new_run_name(root: Path, moment: datetime | None = None) -> str:
     moment = moment or datetime.now(timezone.utc)
     base = moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     name, n = base, 1
@@ -87,7 +86,7 @@ def list_runs(root: Path) -> list:
     return sorted(names, key=_run_sort_key)
 
 
-def latest_target(root: Path) -> Optional[str]:
+def latest_target(root: Path) -> str | None:
     link = root / LATEST
     if link.is_symlink():
         return os.path.basename(os.readlink(link))
@@ -157,8 +156,8 @@ def format_value(value, missing: str = "—") -> str:
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_e(title)}</title><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<title>{_e(title)}</title><meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
 
@@ -167,8 +166,8 @@ def render_index(summary: dict) -> str:
     """The run's index.html: status, test table, links to the Evidently reports."""
     status = summary.get("status", "error")
     parts = [
-        f"<h1>covidct monitoring <span class=\"badge {_e(status)}\">{_e(status.upper())}</span></h1>",
-        f"<p class=\"muted\">Generated {_e(summary.get('generated_at'))}</p>",
+        f'<h1>covidct monitoring <span class="badge {_e(status)}">{_e(status.upper())}</span></h1>',
+        f'<p class="muted">Generated {_e(summary.get("generated_at"))}</p>',
     ]
     links = []
     for key, label in (
@@ -178,8 +177,8 @@ def render_index(summary: dict) -> str:
     ):
         name = summary.get("files", {}).get(key)
         if name:
-            links.append(f"<li><a href=\"{_e(name)}\">{_e(label)}</a> (<code>{_e(name)}</code>)</li>")
-    links.append("<li><a href=\"summary.json\">summary.json</a></li>")
+            links.append(f'<li><a href="{_e(name)}">{_e(label)}</a> (<code>{_e(name)}</code>)</li>')
+    links.append('<li><a href="summary.json">summary.json</a></li>')
     parts.append("<h2>Reports</h2><ul>" + "".join(links) + "</ul>")
 
     rows = []
@@ -187,7 +186,7 @@ def render_index(summary: dict) -> str:
         st = test.get("status", "")
         rows.append(
             f"<tr><td><code>{_e(test.get('name'))}</code></td><td>{_e(format_value(test.get('value')))}</td>"
-            f"<td>{_e(test.get('condition'))}</td><td class=\"{_e(st)}\">{_e(st.upper())}</td>"
+            f'<td>{_e(test.get("condition"))}</td><td class="{_e(st)}">{_e(st.upper())}</td>'
             f"<td>{_e(test.get('description'))}</td></tr>"
         )
     parts.append(
@@ -202,9 +201,15 @@ def render_index(summary: dict) -> str:
         f"{m.get('model_name')} {m.get('model_version')} ({m.get('rows')} rows)" for m in cur.get("models", [])
     )
     info_rows = [
-        ("window", f"{window.get('length')} ({window.get('start')} – {window.get('end')})" if window else "not applied"),
+        (
+            "window",
+            f"{window.get('length')} ({window.get('start')} – {window.get('end')})" if window else "not applied",
+        ),
         ("reference", f"{ref.get('path')} — {ref.get('rows')} rows"),
-        ("current", f"{cur.get('path')} ({cur.get('kind')}) — {cur.get('rows')} rows, {cur.get('labelled_rows')} with feedback labels"),
+        (
+            "current",
+            f"{cur.get('path')} ({cur.get('kind')}) — {cur.get('rows')} rows, {cur.get('labelled_rows')} with feedback labels",
+        ),
         ("models seen", models or "—"),
         (
             "refused by the out-of-distribution gate",
@@ -235,15 +240,17 @@ def render_index(summary: dict) -> str:
             drow.append(
                 f"<tr><td><code>{_e(column)}</code></td><td>{_e(item.get('method'))}</td>"
                 f"<td>{_e(format_value(item.get('score')))}</td><td>{_e(format_value(item.get('threshold')))}</td>"
-                f"<td class=\"{flag}\">{'drift' if item.get('drifted') else 'no drift'}</td></tr>"
+                f'<td class="{flag}">{"drift" if item.get("drifted") else "no drift"}</td></tr>'
             )
         parts.append(
             f"<h2>Drift per column</h2><p>{_e(drift.get('count'))} of {len(drift.get('columns', []))} columns drifted "
             f"(share {_e(format_value(drift.get('share')))}).{_e(refused_note)}</p>"
-            "<table><tr><th>column</th><th>method</th><th>score</th><th>threshold</th><th>result</th></tr>" + "".join(drow) + "</table>"
+            "<table><tr><th>column</th><th>method</th><th>score</th><th>threshold</th><th>result</th></tr>"
+            + "".join(drow)
+            + "</table>"
         )
     else:
-        parts.append(f"<h2>Drift</h2><p class=\"skipped\">Skipped: {_e(drift.get('reason'))}</p>")
+        parts.append(f'<h2>Drift</h2><p class="skipped">Skipped: {_e(drift.get("reason"))}</p>')
 
     cls = summary.get("classification", {})
     refused_labelled = (cls.get("left_out_refused") or {}).get("current")
@@ -260,7 +267,7 @@ def render_index(summary: dict) -> str:
         )
     else:
         parts.append(
-            f"<h2>Classification quality on feedback</h2><p class=\"skipped\">Skipped: {_e(cls.get('reason'))}</p>"
+            f'<h2>Classification quality on feedback</h2><p class="skipped">Skipped: {_e(cls.get("reason"))}</p>'
         )
     parts.append(_render_studies(summary.get("study_quality") or {}))
     notes = summary.get("notes") or []
@@ -283,7 +290,7 @@ def _render_studies(study: dict) -> str:
             f"{_e(study.get('labelled_studies'))} labelled studies with a verdict.</p>"
         )
     if study.get("status") != "run":
-        return f"{title}{counts}<p class=\"skipped\">Skipped: {_e(study.get('reason'))}</p>"
+        return f'{title}{counts}<p class="skipped">Skipped: {_e(study.get("reason"))}</p>'
     rows = "".join(
         f"<tr><th>{_e(k)}</th><td>{_e(format_value(v))}</td></tr>" for k, v in study.get("metrics", {}).items()
     )
@@ -308,15 +315,15 @@ def render_history(root: Path) -> str:
         share = summary.get("drift", {}).get("share")
         refusal = cur.get("refusal_rate")
         rows.append(
-            f"<tr><td><a href=\"{_e(name)}/index.html\">{_e(name)}</a></td>"
-            f"<td class=\"{_e(status)}\">{_e(str(status).upper())}</td><td>{_e(cur.get('rows'))}</td>"
+            f'<tr><td><a href="{_e(name)}/index.html">{_e(name)}</a></td>'
+            f'<td class="{_e(status)}">{_e(str(status).upper())}</td><td>{_e(cur.get("rows"))}</td>'
             f"<td>{_e(cur.get('labelled_rows'))}</td><td>{_e(format_value(refusal))}</td>"
             f"<td>{_e(format_value(share))}</td>"
             f"<td>{_e(', '.join(summary.get('failed_tests', [])))}</td></tr>"
         )
     body = (
         "<h1>covidct monitoring runs</h1>"
-        f"<p><a href=\"{LATEST}/index.html\">Latest report</a></p>"
+        f'<p><a href="{LATEST}/index.html">Latest report</a></p>'
         "<table><tr><th>run (UTC)</th><th>status</th><th>current rows</th><th>labelled</th>"
         "<th>refusal rate</th><th>drifted share</th><th>failed tests</th></tr>" + "".join(rows) + "</table>"
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -23,9 +22,9 @@ class Thresholds:
     min_rows: int = 30
     max_refusal_rate: float = 0.05
     max_drift_share: float = 0.3
-    drift_method: Optional[str] = None
-    drift_threshold: Optional[float] = None
-    probability_drift_threshold: Optional[float] = None
+    drift_method: str | None = None
+    drift_threshold: float | None = None
+    probability_drift_threshold: float | None = None
     min_labelled_rows: int = 30
     min_accuracy: float = 0.80
     min_roc_auc: float = 0.85
@@ -142,7 +141,7 @@ def drift_info(plain: dict, columns: list) -> dict:
 
 
 def run_classification(
-    reference: Optional[pd.DataFrame],
+    reference: pd.DataFrame | None,
     current: pd.DataFrame,
     positive_class: str,
     probas_threshold: float,
@@ -152,8 +151,12 @@ def run_classification(
     classes). Returns (snapshot, plain dict, metrics dict)."""
     _, _, _, _, _, _, gte = _evidently()
     return _classification_report(
-        reference, current, positive_class, probas_threshold,
-        accuracy_tests=[gte(thresholds.min_accuracy)], rocauc_tests=[gte(thresholds.min_roc_auc)],
+        reference,
+        current,
+        positive_class,
+        probas_threshold,
+        accuracy_tests=[gte(thresholds.min_accuracy)],
+        rocauc_tests=[gte(thresholds.min_roc_auc)],
     )
 
 
@@ -165,13 +168,17 @@ def run_study_classification(
     (the reference set holds single images). Returns (snapshot, plain dict, metrics dict)."""
     _, _, _, _, _, _, gte = _evidently()
     return _classification_report(
-        None, studies, positive_class, probas_threshold,
-        accuracy_tests=[gte(thresholds.min_study_accuracy)], rocauc_tests=None,
+        None,
+        studies,
+        positive_class,
+        probas_threshold,
+        accuracy_tests=[gte(thresholds.min_study_accuracy)],
+        rocauc_tests=None,
     )
 
 
 def _classification_report(
-    reference: Optional[pd.DataFrame],
+    reference: pd.DataFrame | None,
     current: pd.DataFrame,
     positive_class: str,
     probas_threshold: float,

@@ -8,7 +8,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -26,9 +25,9 @@ class Options:
     reference: str
     current: str
     window: str = "24h"
-    now: Optional[str] = None
+    now: str | None = None
     reference_split: list = field(default_factory=list)
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     experiment: str = "covidct-monitoring"
     thresholds: Thresholds = field(default_factory=Thresholds)
 
@@ -37,16 +36,16 @@ def _test(name, value, condition, status, description):
     return {"name": name, "value": value, "condition": condition, "status": status, "description": description}
 
 
-def _rate(part: int, whole: int) -> Optional[float]:
+def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _median(series: pd.Series) -> Optional[float]:
+def _median(series: pd.Series) -> float | None:
     values = series.dropna()
     return float(values.median()) if len(values) else None
 
 
-def _mode(series: pd.Series) -> Optional[float]:
+def _mode(series: pd.Series) -> float | None:
     values = series.dropna()
     if values.empty:
         return None
@@ -149,8 +148,9 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
             "pass" if enough else "fail",
             f"{n} current rows judged by the model"
             + (f" ({refused_cur} refused rows do not count)" if refused_cur else "")
-            + ("" if enough else f"; fewer than {th.min_rows}: drift on so few rows means nothing, "
-                                 "drift tests skipped"),
+            + (
+                "" if enough else f"; fewer than {th.min_rows}: drift on so few rows means nothing, drift tests skipped"
+            ),
         )
     )
 
@@ -237,7 +237,9 @@ def run_report(opts: Options, out_dir: Path, log=None) -> dict:
     classes_seen = sorted(labelled["label"].unique().tolist())
     reason = None
     if len(labelled) < th.min_labelled_rows:
-        reason = f"{len(labelled)} current rows with feedback labels, fewer than --min-labelled-rows {th.min_labelled_rows}"
+        reason = (
+            f"{len(labelled)} current rows with feedback labels, fewer than --min-labelled-rows {th.min_labelled_rows}"
+        )
     elif len(classes_seen) < 2:
         reason = f"feedback labels hold one class only ({classes_seen[0]}): ROC-AUC is undefined"
     if reason is None:
@@ -316,7 +318,7 @@ def write_summary(out_dir: Path, summary: dict) -> None:
     output.write_atomic(Path(out_dir) / INDEX, output.render_index(summary))
 
 
-def log_to_mlflow(opts: Options, out_dir: Path, summary: dict) -> Optional[dict]:
+def log_to_mlflow(opts: Options, out_dir: Path, summary: dict) -> dict | None:
     """Logs the run to MLflow when a tracking URI is configured; records the outcome in the
     summary (rewritten in place). Returns the outcome or None when tracking is off."""
     from .tracking import log_run, tracking_uri

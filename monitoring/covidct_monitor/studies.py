@@ -10,7 +10,6 @@ module reads only the study tables."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ STUDY_HTML, STUDY_JSON = "study_quality.html", "study_quality.json"
 TEST_NAME = "study_accuracy"
 
 
-def roc_auc(positive: np.ndarray, scores: np.ndarray) -> Optional[float]:
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC-AUC of `scores` for the boolean truth `positive` (Mann–Whitney U, ties count half);
     None unless both classes are present."""
     positive = np.asarray(positive, dtype=bool)
@@ -56,7 +55,7 @@ def verdict_metrics(frame: pd.DataFrame, positive_class: str) -> tuple:
     return metrics, {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
-def _mode(series: pd.Series) -> Optional[float]:
+def _mode(series: pd.Series) -> float | None:
     values = series.dropna()
     if values.empty:
         return None
@@ -72,9 +71,7 @@ def _remove_report(out_dir: Path) -> None:
     output.remove_if_exists(out_dir / STUDY_JSON)
 
 
-def evaluate_studies(
-    current: Current, reference: Reference, th: Thresholds, out_dir: Path, notes: list
-) -> tuple:
+def evaluate_studies(current: Current, reference: Reference, th: Thresholds, out_dir: Path, notes: list) -> tuple:
     """Study-level quality of the window. Returns (summary section, the `study_accuracy` test,
     files written {key: name}); appends to `notes`. Skipped (test `skipped`, nothing fails) when
     the current data has no study tables or holds fewer than --min-labelled-studies labelled
@@ -181,7 +178,7 @@ def evaluate_studies(
         report = {
             "status": "skipped",
             "reason": f"study feedback labels hold one class only ({classes_seen[0]}): the Evidently report needs "
-                      "both; ROC-AUC is undefined",
+            "both; ROC-AUC is undefined",
         }
     section.update(
         {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
 
 KIND_TAG = "covidct.kind"
 STATUS_TAG = "covidct.monitoring.status"
@@ -18,7 +17,7 @@ def _key(text: str) -> str:
     return _SAFE_KEY.sub("_", str(text))
 
 
-def tracking_uri(option: Optional[str]) -> Optional[str]:
+def tracking_uri(option: str | None) -> str | None:
     uri = option if option else os.environ.get("MLFLOW_TRACKING_URI")
     return uri or None
 
@@ -33,7 +32,7 @@ def log_run(uri: str, experiment: str, summary: dict, run_dir: Path, evidently_v
     run_id = None
     client = None
     try:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=uri)
@@ -47,9 +46,7 @@ def log_run(uri: str, experiment: str, summary: dict, run_dir: Path, evidently_v
         run_id = run.info.run_id
         timestamp = int(summary.get("generated_unix_ms") or 0) or None
         params = [Param(k, v) for k, v in build_params(summary, evidently_version).items()]
-        metrics = [
-            Metric(k, float(v), timestamp or 0, 0) for k, v in build_metrics(summary).items() if v is not None
-        ]
+        metrics = [Metric(k, float(v), timestamp or 0, 0) for k, v in build_metrics(summary).items() if v is not None]
         client.log_batch(run_id, metrics=metrics, params=params, tags=[])
         for path in sorted(Path(run_dir).iterdir()):
             if path.is_file() and not path.name.startswith("."):

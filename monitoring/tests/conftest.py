@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .monitor_synth import MONITORING, NOW_MS, make_frame, write_log, write_reference
+from .monitor_synth import NOW_MS, make_frame, write_log, write_reference
 
 WATCH_TEST = "test_monitor_watch.py"
 
@@ -43,14 +43,32 @@ class WatchProcess:
         self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
         self.latest_seen: list = []
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env["PYTHONPATH"] = str(MONITORING)
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "covidct_monitor", "watch", "--reference", str(reference),
-                "--current", str(self.log), "--out", str(self.out), "--now", str(NOW_MS),
-                "--interval", "0.5s", "--keep", "1", "--tracking-uri", self.tracking_uri,
+                sys.executable,
+                "-m",
+                "covidct_monitor",
+                "watch",
+                "--reference",
+                str(reference),
+                "--current",
+                str(self.log),
+                "--out",
+                str(self.out),
+                "--now",
+                str(NOW_MS),
+                "--interval",
+                "0.5s",
+                "--keep",
+                "1",
+                "--tracking-uri",
+                self.tracking_uri,
             ],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,
         )
         self.stdout = self.stderr = ""
         self.signalled = False

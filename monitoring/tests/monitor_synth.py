@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-MONITORING = Path(__file__).resolve().parent.parent
-if str(MONITORING) not in sys.path:
-    sys.path.insert(0, str(MONITORING))
-
-from covidct_monitor.data import FEATURES, GATE_COLUMNS, REFERENCE_COLUMNS  # noqa: E402
+from covidct_monitor.data import FEATURES, GATE_COLUMNS, REFERENCE_COLUMNS
 
 POSITIVE, NEGATIVE = "COVID", "non-COVID"
 THRESHOLD = 0.42
@@ -76,7 +71,9 @@ CREATE VIEW IF NOT EXISTS labelled_studies AS
     FROM studies s JOIN study_feedback f USING (study_id);
 """
 assert SCHEMA.count(_LAST_PREDICTIONS_COLUMN + ");") == 1
-STUDY_SCHEMA = SCHEMA.replace(_LAST_PREDICTIONS_COLUMN + ");", _LAST_PREDICTIONS_COLUMN + _STUDY_COLUMNS_DDL + ");") + STUDY_TABLES
+STUDY_SCHEMA = (
+    SCHEMA.replace(_LAST_PREDICTIONS_COLUMN + ");", _LAST_PREDICTIONS_COLUMN + _STUDY_COLUMNS_DDL + ");") + STUDY_TABLES
+)
 STUDY_THRESHOLD = 0.47
 NO_VERDICT_REASONS = [
     "every slice refused by the out-of-distribution gate",
@@ -198,12 +195,19 @@ def _insert_predictions(con, frame, times, labelled, model_name, model_version, 
         rid = f"{study_id}-s{i:03d}" if study_id is not None else f"req-{offset + i:06d}"
         features = {k: float(getattr(row, k)) for k in FEATURES}
         values = {
-            "request_id": rid, "created_unix_ms": int(created), "model_name": model_name,
-            "model_version": model_version, "label": row.predicted_label if row.in_distribution else "",
-            "probability": float(row.probability), "threshold": float(row.threshold),
-            "features": json.dumps(features), "image_path": f"/uploads/{rid}.png",
-            "in_distribution": int(row.in_distribution), "ood_score": float(row.ood_score),
-            "study_id": study_id, "slice_index": i if study_id is not None else None,
+            "request_id": rid,
+            "created_unix_ms": int(created),
+            "model_name": model_name,
+            "model_version": model_version,
+            "label": row.predicted_label if row.in_distribution else "",
+            "probability": float(row.probability),
+            "threshold": float(row.threshold),
+            "features": json.dumps(features),
+            "image_path": f"/uploads/{rid}.png",
+            "in_distribution": int(row.in_distribution),
+            "ood_score": float(row.ood_score),
+            "study_id": study_id,
+            "slice_index": i if study_id is not None else None,
         }
         values = {k: v for k, v in values.items() if k in have}
         con.execute(
@@ -215,8 +219,14 @@ def _insert_predictions(con, frame, times, labelled, model_name, model_version, 
 
 
 def make_studies(
-    n: int, seed: int, *, model: str = "good", no_verdict: int = 0, threshold: float = STUDY_THRESHOLD,
-    rule: str = "mean-logit", slices: int = 6,
+    n: int,
+    seed: int,
+    *,
+    model: str = "good",
+    no_verdict: int = 0,
+    threshold: float = STUDY_THRESHOLD,
+    rule: str = "mean-logit",
+    slices: int = 6,
 ) -> pd.DataFrame:
     """`n` studies, one row each with the columns of the `studies` table plus the true label
     (`true_label`). Model 'good': the study probability separates the classes (but not
@@ -233,10 +243,19 @@ def make_studies(
     rows = []
     for i in range(n):
         row = {
-            "study_id": f"study-{seed}-{i:04d}", "model_name": "covidct", "model_version": "3",
-            "label": POSITIVE if probability[i] >= threshold else NEGATIVE, "probability": float(probability[i]),
-            "threshold": threshold, "rule": rule, "slices": slices, "used": slices, "refused": 0,
-            "study_uid": f"1.2.826.0.1.{seed}.{i}", "series_uid": f"1.2.826.0.1.{seed}.{i}.1", "reason": None,
+            "study_id": f"study-{seed}-{i:04d}",
+            "model_name": "covidct",
+            "model_version": "3",
+            "label": POSITIVE if probability[i] >= threshold else NEGATIVE,
+            "probability": float(probability[i]),
+            "threshold": threshold,
+            "rule": rule,
+            "slices": slices,
+            "used": slices,
+            "refused": 0,
+            "study_uid": f"1.2.826.0.1.{seed}.{i}",
+            "series_uid": f"1.2.826.0.1.{seed}.{i}.1",
+            "reason": None,
             "true_label": POSITIVE if truth[i] else NEGATIVE,
         }
         k = i - (n - no_verdict)
@@ -268,8 +287,20 @@ def write_studies(
     con = _open_log(path, STUDY_SCHEMA)
     try:
         columns = [
-            "study_id", "created_unix_ms", "model_name", "model_version", "label", "probability", "threshold",
-            "rule", "slices", "used", "refused", "study_uid", "series_uid", "reason",
+            "study_id",
+            "created_unix_ms",
+            "model_name",
+            "model_version",
+            "label",
+            "probability",
+            "threshold",
+            "rule",
+            "slices",
+            "used",
+            "refused",
+            "study_uid",
+            "series_uid",
+            "reason",
         ]
         for i, (row, created) in enumerate(zip(studies.to_dict("records"), _times(len(studies), end_ms, span_ms))):
             values = {**row, "created_unix_ms": int(created)}
@@ -281,15 +312,21 @@ def write_studies(
             )
             if i < labelled:
                 con.execute(
-                    "INSERT INTO study_feedback VALUES (?,?,?)", (row["study_id"], row["true_label"], int(created) + 5000)
+                    "INSERT INTO study_feedback VALUES (?,?,?)",
+                    (row["study_id"], row["true_label"], int(created) + 5000),
                 )
             if with_slices:
                 seed = zlib.crc32(str(row["study_id"]).encode())
                 judged = make_frame(int(row["slices"]) - int(row["refused"]), seed=seed)
                 frame = pd.concat([judged, make_refused(int(row["refused"]), seed=seed)], ignore_index=True)
                 _insert_predictions(
-                    con, frame, _times(len(frame), int(created) - 60_000, 50_000), 0,
-                    row["model_name"], row["model_version"], study_id=row["study_id"],
+                    con,
+                    frame,
+                    _times(len(frame), int(created) - 60_000, 50_000),
+                    0,
+                    row["model_name"],
+                    row["model_version"],
+                    study_id=row["study_id"],
                 )
         con.commit()
     finally:
@@ -299,8 +336,18 @@ def write_studies(
 
 def report_args(reference, current, out, *extra) -> list:
     return [
-        "report", "--reference", str(reference), "--current", str(current), "--out", str(out),
-        "--window", "24h", "--now", str(NOW_MS), *map(str, extra),
+        "report",
+        "--reference",
+        str(reference),
+        "--current",
+        str(current),
+        "--out",
+        str(out),
+        "--window",
+        "24h",
+        "--now",
+        str(NOW_MS),
+        *map(str, extra),
     ]
 
 

@@ -12,13 +12,19 @@ from datetime import datetime, timezone
 
 import pytest
 
-from .monitor_synth import (
-    HOUR_MS, MONITORING, NOW_MS, SCHEMA, make_frame, report_args, run_main, write_log, write_reference,
-)
-
 from covidct_monitor import output
 from covidct_monitor.data import InputError, load_current, load_reference, parse_now, parse_window
 
+from .monitor_synth import (
+    HOUR_MS,
+    NOW_MS,
+    SCHEMA,
+    make_frame,
+    report_args,
+    run_main,
+    write_log,
+    write_reference,
+)
 
 # ---------------------------------------------------------------- window
 
@@ -223,10 +229,16 @@ def test_bad_drift_method(tmp_path, reference_csv):
 
 def test_python_m_bad_input_subprocess(tmp_path):
     """`python -m covidct_monitor` itself: exit 2, the file named, no traceback."""
-    env = {**os.environ, "PYTHONPATH": str(MONITORING)}
     result = subprocess.run(
-        [sys.executable, "-m", "covidct_monitor", *report_args(tmp_path / "missing.csv", tmp_path / "x.sqlite", tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "covidct_monitor",
+            *report_args(tmp_path / "missing.csv", tmp_path / "x.sqlite", tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "missing.csv" in result.stderr and "Traceback" not in result.stderr

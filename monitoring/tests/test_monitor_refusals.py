@@ -11,18 +11,48 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .monitor_synth import (
-    HOUR_MS, NOW_MS, make_frame, make_refused, read_summary, report_args, run_main, write_log, write_reference,
-)
-
 from covidct_monitor.data import load_current, load_reference, parse_now
 from covidct_monitor.tracking import build_metrics
 
+from .monitor_synth import (
+    HOUR_MS,
+    NOW_MS,
+    make_frame,
+    make_refused,
+    read_summary,
+    report_args,
+    run_main,
+    write_log,
+    write_reference,
+)
+
 # The column order of `covidct monitor export-reference` (crates/cli/src/commands/monitor.rs).
 EXPORTED_COLUMNS = [
-    "path", "split", "group", "label", "predicted_label", "probability", "threshold", "positive_class",
-    "file_bytes", "in_distribution", "ood_score", "width", "height", "mean", "std", "p01", "p05", "p25",
-    "p50", "p75", "p95", "p99", "entropy", "contrast", "sharpness",
+    "path",
+    "split",
+    "group",
+    "label",
+    "predicted_label",
+    "probability",
+    "threshold",
+    "positive_class",
+    "file_bytes",
+    "in_distribution",
+    "ood_score",
+    "width",
+    "height",
+    "mean",
+    "std",
+    "p01",
+    "p05",
+    "p25",
+    "p50",
+    "p75",
+    "p95",
+    "p99",
+    "entropy",
+    "contrast",
+    "sharpness",
 ]
 
 
@@ -204,8 +234,17 @@ def test_refusal_rate_threshold_is_inclusive(gated, tmp_path, no_tracking, limit
     # Without enough rows for the Evidently reports: only the row count and refusal rate tests run.
     out = tmp_path / "out"
     code, stdout, stderr = run_main(
-        report_args(gated["reference"], gated["log"], out, "--max-refusal-rate", limit,
-                    "--min-rows", "1000", "--min-labelled-rows", "1000")
+        report_args(
+            gated["reference"],
+            gated["log"],
+            out,
+            "--max-refusal-rate",
+            limit,
+            "--min-rows",
+            "1000",
+            "--min-labelled-rows",
+            "1000",
+        )
     )
     assert code == 1, stdout + stderr  # min_current_rows fails in both
     assert _statuses(read_summary(out))["refusal_rate"] == status

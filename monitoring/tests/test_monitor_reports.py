@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .monitor_synth import HOUR_MS, NOW_MS, make_frame, read_summary, report_args, run_main, write_log
-
 from covidct_monitor.runner import Options, log_to_mlflow
+
+from .monitor_synth import HOUR_MS, NOW_MS, make_frame, read_summary, report_args, run_main, write_log
 
 
 def _statuses(summary):
@@ -28,8 +28,12 @@ def same(reference_csv, tmp_path_factory):
     logging of full runs is tested with the watch process, test_monitor_watch.py.)"""
     base = tmp_path_factory.mktemp("same")
     log = base / "predictions.sqlite"
-    write_log(log, make_frame(200, seed=70, brightness=60, spread=1.6, sharpness=4, model="bad"),
-              labelled=200, end_ms=NOW_MS - 30 * HOUR_MS)
+    write_log(
+        log,
+        make_frame(200, seed=70, brightness=60, spread=1.6, sharpness=4, model="bad"),
+        labelled=200,
+        end_ms=NOW_MS - 30 * HOUR_MS,
+    )
     write_log(log, make_frame(150, seed=7), labelled=100, end_ms=NOW_MS)
     write_log(log, make_frame(1, seed=8, brightness=80), labelled=1, end_ms=NOW_MS + 60_000)
     with pytest.MonkeyPatch.context() as mp:
@@ -91,8 +95,21 @@ def test_summary_contents(same, reference_csv):
     assert tests["roc_auc"]["condition"] == ">= 0.85"
     # file_bytes exists only in the reference: not a drift column.
     assert summary["drift"]["columns"] == [
-        "width", "height", "mean", "std", "p01", "p05", "p25", "p50", "p75", "p95", "p99",
-        "entropy", "contrast", "sharpness", "probability",
+        "width",
+        "height",
+        "mean",
+        "std",
+        "p01",
+        "p05",
+        "p25",
+        "p50",
+        "p75",
+        "p95",
+        "p99",
+        "entropy",
+        "contrast",
+        "sharpness",
+        "probability",
     ]
     assert set(summary["drift"]["per_column"]) == set(summary["drift"]["columns"])
     cls = summary["classification"]

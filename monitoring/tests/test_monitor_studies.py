@@ -13,17 +13,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .monitor_synth import (
-    HOUR_MS, NEGATIVE, NOW_MS, POSITIVE, SCHEMA, STUDY_THRESHOLD, make_frame, make_studies, read_summary,
-    report_args, run_main, write_log, write_studies,
-)
-
 from covidct_monitor.data import load_current, parse_now
 from covidct_monitor.tracking import build_metrics
 
+from .monitor_synth import (
+    HOUR_MS,
+    NEGATIVE,
+    NOW_MS,
+    POSITIVE,
+    SCHEMA,
+    STUDY_THRESHOLD,
+    make_frame,
+    make_studies,
+    read_summary,
+    report_args,
+    run_main,
+    write_log,
+    write_studies,
+)
+
 SECTION_KEYS = {
-    "status", "tables", "studies", "with_verdict", "without_verdict", "without_verdict_share",
-    "labelled_studies", "labelled_without_verdict",
+    "status",
+    "tables",
+    "studies",
+    "with_verdict",
+    "without_verdict",
+    "without_verdict_share",
+    "labelled_studies",
+    "labelled_without_verdict",
 }
 
 
@@ -76,8 +93,14 @@ def studied(reference_csv, tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         code, out, err = run_main(report_args(reference_csv, log, base / "out"))
     return {
-        "code": code, "out": out, "err": err, "dir": base / "out", "log": log, "studies": studies,
-        "labelled": labelled, "expected": expected,
+        "code": code,
+        "out": out,
+        "err": err,
+        "dir": base / "out",
+        "log": log,
+        "studies": studies,
+        "labelled": labelled,
+        "expected": expected,
     }
 
 
@@ -116,7 +139,9 @@ def test_study_quality_figures(studied):
     test = _tests(summary)["study_accuracy"]
     assert test["status"] == "pass" and test["condition"] == ">= 0.8"
     assert test["value"] == pytest.approx(expected["accuracy"])
-    assert "45 labelled studies" in test["description"] and "2 labelled studies without a verdict" in test["description"]
+    assert (
+        "45 labelled studies" in test["description"] and "2 labelled studies without a verdict" in test["description"]
+    )
     assert summary["thresholds"]["min_labelled_studies"] == 30 and summary["thresholds"]["min_study_accuracy"] == 0.8
     assert "PASS    study_accuracy" in studied["out"]
     assert "studies: 60 in the window (6 without a verdict), 45 labelled" in studied["out"]
@@ -130,8 +155,16 @@ def test_study_report_files(studied):
     assert summary["files"]["study_quality_json"] == "study_quality.json"
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["drift.html", "drift.json", "classification.html", "classification.json", "study_quality.html",
-         "study_quality.json", "summary.json", "index.html"]
+        [
+            "drift.html",
+            "drift.json",
+            "classification.html",
+            "classification.json",
+            "study_quality.html",
+            "study_quality.json",
+            "summary.json",
+            "index.html",
+        ]
     )
     report = json.loads((out / "study_quality.json").read_text())
     assert [t["name"] for t in report["tests"]] == ["Accuracy metric: Greater or Equal 0.800"]
@@ -276,7 +309,9 @@ def test_too_few_labelled_studies_are_skipped(reference_csv, tmp_path, no_tracki
     code, stdout, stderr = run_main(report_args(reference_csv, log, out, "--min-labelled-studies", "12"))
     summary = read_summary(out)
     assert summary["study_quality"]["status"] == "run" and summary["thresholds"]["min_labelled_studies"] == 12
-    assert summary["study_quality"]["metrics"]["accuracy"] == pytest.approx(expected_figures(studies.iloc[:12])["accuracy"])
+    assert summary["study_quality"]["metrics"]["accuracy"] == pytest.approx(
+        expected_figures(studies.iloc[:12])["accuracy"]
+    )
     assert _tests(summary)["study_accuracy"]["status"] in ("pass", "fail")
     assert (out / "study_quality.html").exists()
 
@@ -296,7 +331,10 @@ def test_log_without_study_tables_skips_study_quality(reference_csv, tmp_path, n
     study = summary["study_quality"]
     assert SECTION_KEYS <= set(study)
     assert study["status"] == "skipped" and study["tables"] is False
-    assert "the log has no table 'studies'" in study["reason"] and "written before study-level prediction" in study["reason"]
+    assert (
+        "the log has no table 'studies'" in study["reason"]
+        and "written before study-level prediction" in study["reason"]
+    )
     assert study["studies"] is None and study["labelled_studies"] == 0
     assert summary["current"]["study_rows"] == 0
     assert _tests(summary)["study_accuracy"]["status"] == "skipped"

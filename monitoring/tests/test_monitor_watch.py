@@ -71,4 +71,11 @@ def test_watch_logs_each_run_to_mlflow(background_watch):
     assert run.data.metrics["refusal_rate"] == 0.0 and run.data.metrics["test.refusal_rate.passed"] == 1.0
     assert run.data.params["threshold.max_refusal_rate"] == "0.05"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"drift.html", "drift.json", "classification.html", "classification.json", "summary.json", "index.html"} <= artifacts
+    assert {
+        "drift.html",
+        "drift.json",
+        "classification.html",
+        "classification.json",
+        "summary.json",
+        "index.html",
+    } <= artifacts

@@ -13,6 +13,7 @@ import collections
 import http.client
 import json
 import os
+import runpy
 import sys
 import tempfile
 import threading
@@ -24,9 +25,7 @@ from pathlib import Path
 def png() -> bytes:
     """The first COVID slice of the deployed tiny model's training data (tests/conftest.py:
     shapes_dataset, same seed): an image its out-of-distribution gate accepts."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from conftest import shapes_dataset
-
+    shapes_dataset = runpy.run_path(str(Path(__file__).resolve().parent.parent / "conftest.py"))["shapes_dataset"]
     with tempfile.TemporaryDirectory() as tmp:
         root = shapes_dataset(Path(tmp) / "data")
         return (root / "COVID" / "COVID (1).png").read_bytes()
@@ -89,8 +88,14 @@ def main() -> int:
             with lock:
                 counts[f"{method} {path} {outcome}"] += 1
                 if not ok:
-                    failures.append({"t": round(t0 - started, 3), "request": f"{method} {path}",
-                                     "outcome": outcome, "detail": detail})
+                    failures.append(
+                        {
+                            "t": round(t0 - started, 3),
+                            "request": f"{method} {path}",
+                            "outcome": outcome,
+                            "detail": detail,
+                        }
+                    )
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.threads)]
     for t in threads:
@@ -99,9 +104,14 @@ def main() -> int:
         t.join()
     elapsed = time.monotonic() - started
     total = sum(counts.values())
-    summary = {"requests": total, "failed": len(failures), "seconds": round(elapsed, 1),
-               "per_second": round(total / elapsed, 1) if elapsed else 0.0,
-               "counts": dict(counts), "failures": failures[:50]}
+    summary = {
+        "requests": total,
+        "failed": len(failures),
+        "seconds": round(elapsed, 1),
+        "per_second": round(total / elapsed, 1) if elapsed else 0.0,
+        "counts": dict(counts),
+        "failures": failures[:50],
+    }
     print(f"load: {total} requests in {elapsed:.1f} s ({summary['per_second']}/s), {len(failures)} failed")
     for key, value in sorted(counts.items()):
         print(f"  {key}: {value}")

@@ -30,7 +30,10 @@ def test_feedback_finds_the_prediction_whichever_replica_answered(server):
     for _ in range(6):
         status, answer = server.json("POST", "/v1/predict", png(), "image/png")
         assert status == 200, answer
-        status, body = server.json("POST", "/v1/feedback",
-                                   json.dumps({"request_id": answer["request_id"], "label": "COVID"}),
-                                   "application/json")
+        status, body = server.json(
+            "POST",
+            "/v1/feedback",
+            json.dumps({"request_id": answer["request_id"], "label": "COVID"}),
+            "application/json",
+        )
         assert status == 200, body
