@@ -16,6 +16,7 @@ COPY crates/data/Cargo.toml crates/data/
 COPY crates/evaluation/Cargo.toml crates/evaluation/
 COPY crates/fetch/Cargo.toml crates/fetch/
 COPY crates/imaging/Cargo.toml crates/imaging/
+COPY crates/lint/Cargo.toml crates/lint/
 COPY crates/model/Cargo.toml crates/model/
 COPY crates/serve/Cargo.toml crates/serve/
 COPY crates/study/Cargo.toml crates/study/
