@@ -16,7 +16,7 @@ mod split;
 
 pub use analyze::{Analysis, ImageRecord};
 pub use bench::*;
-pub use error::{DataError, write_atomically};
+pub use error::DataError;
 pub use inspect::{
     ClassSummary, Distribution, DuplicateGroup, InspectConfig, InspectReport, NearDuplicatePair,
     ShortcutCheck, TellingValue,

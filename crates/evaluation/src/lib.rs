@@ -62,10 +62,11 @@ pub use calibration::{
     TEMPERATURE_RANGE, apply_temperature, fit_temperature, fit_temperature_smoothed,
     negative_log_likelihood, sigmoid, softplus,
 };
+pub use covidct_common::write_atomically;
 pub use cross_validation::{
     CrossValidationSummary, FoldRefusals, FoldSpread, fold_refusals, summarize_folds,
 };
-pub use error::{EvalError, write_atomically};
+pub use error::EvalError;
 pub use group::{
     GroupCalibration, GroupEvaluation, GroupRule, GroupRuleScore, GroupScores,
     fit_group_calibration, group_metrics,

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{BootstrapConfig, MetricsWithCi, bootstrap_metrics};
-use crate::error::{EvalError, check_lengths, check_threshold, write_atomically};
+use covidct_common::write_atomically;
+
+use crate::error::{EvalError, check_lengths, check_threshold};
 use crate::group::{GroupCalibration, GroupEvaluation, group_metrics};
 use crate::metrics::{PrPoint, ReliabilityBin, RocPoint, pr_curve, reliability_bins, roc_curve};
 use crate::threshold::ThresholdRule;

@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use credentials::{CredentialSources, KaggleCredentials};
-pub use download::http_client;
 pub use error::FetchError;
 pub use extract::{
     ExistingDir, ExtractLimits, ExtractReport, extract_zip_safely, extract_zip_with,
@@ -184,7 +183,7 @@ pub fn fetch_kaggle(
     let reuse = !options.redownload && archive_path.is_file();
     let (sha256, bytes_downloaded, resumed_from) = if reuse {
         tracing::info!(archive = %archive_path.display(), "reusing the archive already downloaded (set redownload to fetch it again)");
-        (download::sha256_file(&archive_path)?, 0, None)
+        (covidct_common::sha256_file(&archive_path)?, 0, None)
     } else {
         let outcome = download::download(
             &url,

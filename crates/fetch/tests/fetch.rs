@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, build_zip, sha256_hex, tree};
+use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, build_zip, tree};
+use covidct_common::sha256_hex;
 use covidct_fetch::{
     ExtractLimits, FetchError, KaggleCredentials, KaggleFetchOptions, fetch_kaggle,
 };

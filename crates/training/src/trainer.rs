@@ -1007,7 +1007,7 @@ impl FeatureStore {
     /// Stores `row` under `key` (temp file, then rename).
     fn put(&self, key: &str, row: &[f32]) -> Result<(), TrainError> {
         let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-        covidct_data::write_atomically(&self.path(key), &bytes)?;
+        covidct_common::write_atomically(&self.path(key), &bytes)?;
         Ok(())
     }
 }

@@ -34,10 +34,9 @@ mod torch;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+pub use covidct_common::{sha256_file, verify_sha256};
 
 pub use crate::error::WeightsError;
 pub use crate::inflated::collapse_depth;
@@ -506,41 +505,6 @@ pub fn load_checkpoint_bytes(
         "loaded checkpoint"
     );
     Ok(checkpoint)
-}
-
-/// SHA-256 of the file at `path`, as lowercase hex.
-pub fn sha256_file(path: impl AsRef<Path>) -> Result<String, WeightsError> {
-    let path = path.as_ref();
-    let read_err = |source| WeightsError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Checks that the file at `path` has the SHA-256 `expected` (hex, any case).
-pub fn verify_sha256(path: impl AsRef<Path>, expected: &str) -> Result<(), WeightsError> {
-    let path = path.as_ref();
-    let actual = sha256_file(path)?;
-    if actual.eq_ignore_ascii_case(expected.trim()) {
-        Ok(())
-    } else {
-        Err(WeightsError::ChecksumMismatch {
-            path: path.to_path_buf(),
-            expected: expected.trim().to_ascii_lowercase(),
-            actual,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -456,6 +456,9 @@ fn sha256_helpers() {
     assert_eq!(sha256_file(&path).unwrap(), abc);
     verify_sha256(&path, &abc.to_uppercase()).unwrap();
     let err = verify_sha256(&path, covidct_weights::EFFICIENTNET_LITE0_SHA256).unwrap_err();
-    assert!(matches!(err, WeightsError::ChecksumMismatch { .. }));
+    assert!(matches!(
+        err,
+        covidct_common::CommonError::ChecksumMismatch { .. }
+    ));
     assert!(err.to_string().contains(abc), "{err}");
 }
