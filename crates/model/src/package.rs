@@ -26,8 +26,10 @@ use covidct_imaging::{HuWindow, PreprocessConfig};
 use covidct_weights::Checkpoint;
 use serde::{Deserialize, Serialize};
 
+use crate::architecture::Architecture;
 use crate::error::ModelError;
-use crate::network::{Architecture, Network};
+use crate::import::StateDict;
+use crate::network::Network;
 
 /// Magic bytes that open every package.
 const MAGIC: &[u8; 12] = b"COVIDCT-PKG\0";
@@ -303,7 +305,7 @@ impl ModelPackage {
             meta.class_names.len(),
             device,
         )?;
-        network.load_state(&self.weights)
+        network.load_pretrained(&self.weights)
     }
 }
 

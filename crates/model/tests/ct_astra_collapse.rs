@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use covidct_model::{Architecture, Network, ResNet};
+use covidct_model::{Architecture, Network, ResNet, StateDict};
 use covidct_weights::{Checkpoint, ct_astra};
 
 /// torchvision's BatchNorm epsilon.

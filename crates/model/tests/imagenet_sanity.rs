@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use covidct_model::{EfficientNetLite, EfficientNetLiteConfig};
+use covidct_model::{EfficientNetLite, EfficientNetLiteConfig, StateDict};
 use image::imageops::FilterType;
 
 const SIZE: u32 = 224;
