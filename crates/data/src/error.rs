@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::problem::Problem;
+
 /// Why a dataset operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -26,7 +28,7 @@ pub enum DataError {
     },
     /// Files that could not be used (without `--skip-invalid`).
     #[error("{} invalid file(s) in the dataset (use --skip-invalid to continue without them):\n{}", .0.len(), render_problems(.0))]
-    InvalidFiles(Vec<crate::Problem>),
+    InvalidFiles(Vec<Problem>),
     /// A manifest or user CSV is malformed or inconsistent.
     #[error("{path}: {reason}")]
     Manifest {
@@ -53,7 +55,7 @@ pub enum DataError {
     },
 }
 
-fn render_problems(problems: &[crate::Problem]) -> String {
+fn render_problems(problems: &[Problem]) -> String {
     const SHOWN: usize = 20;
     let mut text: Vec<String> = problems
         .iter()

@@ -11,6 +11,7 @@ mod inspect;
 mod leakage;
 mod loader;
 mod manifest;
+mod problem;
 mod scan;
 mod split;
 
@@ -24,7 +25,6 @@ pub use inspect::{
 pub use leakage::{LeakageSummary, NEAR_COPY_DISTANCE, leakage_table, measure_leakage};
 pub use loader::*;
 pub use manifest::{Manifest, ManifestRow};
-pub use scan::{
-    DatasetFile, FolderLayout, IMAGE_EXTENSIONS, Problem, Scan, SplitName, scan_dataset,
-};
+pub use problem::Problem;
+pub use scan::{DatasetFile, FolderLayout, IMAGE_EXTENSIONS, Scan, SplitName, scan_dataset};
 pub use split::{Ratios, SplitConfig, SplitStrategy, split_dataset};

@@ -11,7 +11,9 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
 
-use crate::{FetchError, KaggleCredentials, parse_dataset};
+use crate::credentials::KaggleCredentials;
+use crate::dataset::parse_dataset;
+use crate::error::FetchError;
 
 /// Most redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod credentials;
+mod dataset;
 mod download;
 mod error;
 mod extract;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use credentials::{CredentialSources, KaggleCredentials};
+pub use dataset::parse_dataset;
 pub use error::FetchError;
 pub use extract::{
     ExistingDir, ExtractLimits, ExtractReport, extract_zip_safely, extract_zip_with,
@@ -247,38 +249,6 @@ pub fn fetch_kaggle(
     };
     tracing::info!(dataset = %report.dataset, files = report.files_extracted, bytes = report.bytes_extracted, dir = %report.dataset_dir.display(), "dataset fetched");
     Ok(report)
-}
-
-/// Splits `owner/name` after checking both parts are non-empty and made of safe characters
-/// (ASCII letters, digits, `-`, `_`, `.`; not starting with `.`; at most 100 characters).
-pub fn parse_dataset(dataset: &str) -> Result<(&str, &str), FetchError> {
-    let invalid = |reason: &str| FetchError::InvalidDataset {
-        dataset: dataset.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let (owner, name) = dataset
-        .split_once('/')
-        .ok_or_else(|| invalid("expected owner/name"))?;
-    for part in [owner, name] {
-        if part.is_empty() {
-            return Err(invalid("expected owner/name with both parts non-empty"));
-        }
-        if part.len() > 100 {
-            return Err(invalid("a part is longer than 100 characters"));
-        }
-        if part.starts_with('.') {
-            return Err(invalid("a part starts with '.'"));
-        }
-        if !part
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(invalid(
-                "only ASCII letters, digits, '-', '_' and '.' are allowed, with exactly one '/'",
-            ));
-        }
-    }
-    Ok((owner, name))
 }
 
 /// Checks a SHA-256 given by the user (64 hex digits, any case) and returns it lowercase.

@@ -202,7 +202,8 @@ fn resolve_written(
             }
             Some([base, rest.to_vec()].concat())
         }
-        // A `use` path may start at a child module of this one (`use child::Item`).
+        // A path may start at a child module of this one (`use child::Item`, `child::f()`);
+        // any other first segment is another crate (`std::…`) or a local name.
         child => {
             let mut candidate = here;
             candidate.push(child.to_owned());
@@ -295,10 +296,14 @@ mod tests {
     fn mod_declarations_make_no_edge_but_use_and_paths_do() {
         let found = edges(&[
             ("src/lib.rs", "mod a; mod b;"),
-            ("src/a.rs", "use crate::b::Thing; fn f() { super::b::g(); }"),
+            (
+                "src/a.rs",
+                "mod inner; fn f() { super::b::g(); inner::h(); std::mem::drop(1); }",
+            ),
+            ("src/a/inner.rs", "pub fn h() { crate::b::Thing; }"),
             ("src/b.rs", "pub struct Thing; pub fn g() {}"),
         ]);
-        assert_eq!(found, vec!["a -> b"]);
+        assert_eq!(found, vec!["a -> a::inner", "a -> b", "a::inner -> b"]);
     }
 
     #[test]

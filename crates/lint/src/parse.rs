@@ -12,8 +12,8 @@ pub struct ModuleBody {
     pub children: Vec<ChildModule>,
     /// The paths `use` declarations import.
     pub imports: Vec<Import>,
-    /// Every other path that starts with `crate`, `super` or `self`, as segments (in code or
-    /// in attributes such as `#[arg(value_parser = crate::parse)]`).
+    /// Every other path that starts with `crate`, `super`, `self` or a lower-case name, as
+    /// segments (in code or in attributes such as `#[arg(value_parser = crate::parse)]`).
     pub paths: Vec<Vec<String>>,
     /// The names of the items it defines (`fn`, `struct`, `enum`, `trait`, `type`, `const`,
     /// `static`, `union`, `macro_rules!`), for following glob re-exports.
@@ -68,12 +68,19 @@ const DEFINING_KEYWORDS: [&str; 9] = [
     "macro_rules",
 ];
 
-/// Whether a path starting with `crate`, `super` or `self` begins at `tokens[at]` (`$crate`, a
-/// macro's, does not count).
+/// Whether a path that may name a module of this crate begins at `tokens[at]`: `crate::`,
+/// `super::`, `self::`, or `name::` with a lower-case `name` (a child module, or an outside
+/// crate that resolution drops). Not the tail of a longer path, and not `$crate`, a macro's.
 fn starts_path(tokens: &[Token], at: usize) -> bool {
-    matches!(&tokens[at], Token::Ident(n) if matches!(n.as_str(), "crate" | "super" | "self"))
+    let first_is_module_like = matches!(
+        &tokens[at],
+        Token::Ident(n) if n.starts_with(|c: char| c.is_lowercase() || c == '_')
+    );
+    let previous = at.checked_sub(1).map(|i| &tokens[i]);
+    first_is_module_like
         && tokens.get(at + 1) == Some(&Token::PathSep)
-        && (at == 0 || tokens[at - 1] != Token::Punct('$'))
+        && previous != Some(&Token::PathSep)
+        && previous != Some(&Token::Punct('$'))
 }
 
 /// The segments `a::b::c` starting at `tokens[at]`, and the index after them.
@@ -364,9 +371,9 @@ mod tests {
     }
 
     #[test]
-    fn code_paths_are_collected_but_not_macro_or_visibility_paths() {
+    fn code_paths_are_collected_but_not_macro_type_or_visibility_paths() {
         let body = parse_file(
-            "pub(in crate::x) fn f() { crate::a::b(); super::super::c::D; self::e::F; $crate::g::H; Self::new(); }",
+            "pub(in crate::x) fn f() { crate::a::b(); super::super::c::D; self::e::F; $crate::g::H; Self::new(); child::g(); }",
         );
         assert_eq!(
             body.paths,
@@ -374,6 +381,7 @@ mod tests {
                 segments("crate::a::b"),
                 segments("super::super::c::D"),
                 segments("self::e::F"),
+                segments("child::g"),
             ]
         );
     }

@@ -15,6 +15,7 @@
 pub mod diagnose;
 mod error;
 pub mod input;
+mod order;
 pub mod series;
 pub mod verdict;
 
@@ -23,8 +24,7 @@ pub use diagnose::{
     plan,
 };
 pub use error::{SeriesSummary, StudyError};
-pub use input::{
-    SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, natural_order, read_zip,
-};
+pub use input::{SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, read_zip};
+pub use order::natural_order;
 pub use series::{Series, SeriesKey, SliceOrder, group_series};
 pub use verdict::{SliceScore, StudyRules, StudyVerdict, study_verdict};
