@@ -4,6 +4,8 @@
 //! This crate knows nothing of any deep-learning framework: the model crate turns its
 //! [`Batch`]es into tensors.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod analyze;
 mod bench;
 mod error;

@@ -17,7 +17,7 @@
 //! Tracing: `info` when a fetch starts, a download resumes or finishes, and extraction ends;
 //! `warn` when a resume has to restart from zero.
 
-#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod credentials;
 mod dataset;

@@ -1,5 +1,7 @@
 //! `fetch_kaggle` end to end against a local server that answers like Kaggle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, build_zip, tree};

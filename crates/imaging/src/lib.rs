@@ -5,6 +5,8 @@
 //! format can never leak into a model. The original layout is kept as metadata
 //! ([`SourceInfo`]) for dataset audits.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod augment;
 mod decode;
 mod dicom;

@@ -24,7 +24,7 @@
 //!
 //! Tracing: `info` when a checkpoint is loaded or saved, `debug` for each skipped entry.
 
-#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod checkpoint;
 mod error;

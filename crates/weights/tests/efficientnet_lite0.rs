@@ -13,6 +13,8 @@
 //! Without `COVIDCT_EFFNET_PTH` the test prints why it is skipped and passes, except in CI
 //! (`CI` set), where the file must be there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_weights::{
     CheckpointFormat, DType, EFFICIENTNET_LITE0_SHA256, efficientnet_lite0, load_checkpoint,
     save_safetensors, sha256_file,

@@ -8,6 +8,8 @@
 //! torch's `persistent_id` (`('storage', type, key, 'cpu', numel)`, plus `None` in the legacy
 //! format): the same calls `torch.save` makes. They pin the test writer to CPython's output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::path::Path;
