@@ -12,10 +12,12 @@ ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
 #    every crates/*/Cargo.toml is listed), with empty sources, then the dependencies.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/cli/Cargo.toml crates/cli/
+COPY crates/common/Cargo.toml crates/common/
 COPY crates/data/Cargo.toml crates/data/
 COPY crates/evaluation/Cargo.toml crates/evaluation/
 COPY crates/fetch/Cargo.toml crates/fetch/
 COPY crates/imaging/Cargo.toml crates/imaging/
+COPY crates/lint/Cargo.toml crates/lint/
 COPY crates/model/Cargo.toml crates/model/
 COPY crates/serve/Cargo.toml crates/serve/
 COPY crates/study/Cargo.toml crates/study/

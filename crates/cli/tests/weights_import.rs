@@ -9,7 +9,7 @@ mod torch_writer;
 use std::path::Path;
 
 use assert_cmd::Command;
-use covidct_model::{Architecture, Network};
+use covidct_model::{Architecture, Network, StateDict as _};
 use torch_writer::{Dt, StateDict};
 
 /// A ResNet-18 ImageNet state dict in torchvision's names, as `resnet18-f37072fd.pth` holds.

@@ -2,7 +2,8 @@
 //! splitting need: original layout, content hash, thumbnail and perceptual hash.
 
 use crate::error::DataError;
-use crate::scan::{DatasetFile, Problem, Scan};
+use crate::problem::Problem;
+use crate::scan::{DatasetFile, Scan};
 use covidct_imaging::{
     ContentHash, DecodeOptions, PerceptualHash, SourceInfo, Thumbnail, content_hash, decode_file,
     perceptual_hash, thumbnail,

@@ -2,9 +2,14 @@
 
 use std::path::PathBuf;
 
+use crate::problem::Problem;
+
 /// Why a dataset operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// A shared helper failed (an atomic write).
+    #[error(transparent)]
+    Common(#[from] covidct_common::CommonError),
     /// The dataset root is missing or not a folder.
     #[error("dataset folder {path}: {reason}")]
     Root {
@@ -23,7 +28,7 @@ pub enum DataError {
     },
     /// Files that could not be used (without `--skip-invalid`).
     #[error("{} invalid file(s) in the dataset (use --skip-invalid to continue without them):\n{}", .0.len(), render_problems(.0))]
-    InvalidFiles(Vec<crate::Problem>),
+    InvalidFiles(Vec<Problem>),
     /// A manifest or user CSV is malformed or inconsistent.
     #[error("{path}: {reason}")]
     Manifest {
@@ -50,7 +55,7 @@ pub enum DataError {
     },
 }
 
-fn render_problems(problems: &[crate::Problem]) -> String {
+fn render_problems(problems: &[Problem]) -> String {
     const SHOWN: usize = 20;
     let mut text: Vec<String> = problems
         .iter()
@@ -61,36 +66,4 @@ fn render_problems(problems: &[crate::Problem]) -> String {
         text.push(format!("  … and {} more", problems.len() - SHOWN));
     }
     text.join("\n")
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// crash or error never leaves a half-written file where a good one was.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), DataError> {
-    use std::io::Write;
-    let io_error = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&folder).map_err(io_error)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let temp_name = format!(
-        ".{}.tmp-{}",
-        file_name.unwrap_or_else(|| "output".into()),
-        std::process::id()
-    );
-    let temp_path = folder.join(temp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp_path)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp_path, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp_path);
-    }
-    result.map_err(io_error)
 }

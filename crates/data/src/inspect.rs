@@ -2,7 +2,8 @@
 //! shortcut warnings, exact and near duplicates, and unusable files.
 
 use crate::analyze::{Analysis, ImageRecord};
-use crate::scan::{FolderLayout, Problem};
+use crate::problem::Problem;
+use crate::scan::FolderLayout;
 
 use serde::Serialize;
 use std::collections::BTreeMap;

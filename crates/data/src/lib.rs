@@ -4,6 +4,8 @@
 //! This crate knows nothing of any deep-learning framework: the model crate turns its
 //! [`Batch`]es into tensors.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod analyze;
 mod bench;
 mod error;
@@ -11,12 +13,13 @@ mod inspect;
 mod leakage;
 mod loader;
 mod manifest;
+mod problem;
 mod scan;
 mod split;
 
 pub use analyze::{Analysis, ImageRecord};
 pub use bench::*;
-pub use error::{DataError, write_atomically};
+pub use error::DataError;
 pub use inspect::{
     ClassSummary, Distribution, DuplicateGroup, InspectConfig, InspectReport, NearDuplicatePair,
     ShortcutCheck, TellingValue,
@@ -24,7 +27,6 @@ pub use inspect::{
 pub use leakage::{LeakageSummary, NEAR_COPY_DISTANCE, leakage_table, measure_leakage};
 pub use loader::*;
 pub use manifest::{Manifest, ManifestRow};
-pub use scan::{
-    DatasetFile, FolderLayout, IMAGE_EXTENSIONS, Problem, Scan, SplitName, scan_dataset,
-};
+pub use problem::Problem;
+pub use scan::{DatasetFile, FolderLayout, IMAGE_EXTENSIONS, Scan, SplitName, scan_dataset};
 pub use split::{Ratios, SplitConfig, SplitStrategy, split_dataset};

@@ -1,6 +1,8 @@
 //! The split manifest (`path,label,group,split`) that training and evaluation read.
 
-use crate::error::{DataError, write_atomically};
+use covidct_common::write_atomically;
+
+use crate::error::DataError;
 use crate::scan::SplitName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -81,7 +83,7 @@ impl Manifest {
 
     /// Writes the manifest atomically (temporary file, then rename).
     pub fn write(&self, path: &Path) -> Result<(), DataError> {
-        write_atomically(path, &self.to_csv()?)
+        Ok(write_atomically(path, &self.to_csv()?)?)
     }
 
     /// Reads and validates a manifest written by [`Manifest::write`] (or by hand).

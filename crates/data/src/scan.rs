@@ -2,6 +2,7 @@
 //! `train/ val/ test/` folders.
 
 use crate::error::DataError;
+use crate::problem::Problem;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,25 +49,6 @@ impl SplitName {
 impl std::fmt::Display for SplitName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A file that could not be used, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// The file or folder at fault, as the user would type it.
-    pub path: String,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl Problem {
-    /// A problem with a path on disk.
-    pub fn new(path: &Path, reason: impl Into<String>) -> Self {
-        Self {
-            path: path.display().to_string(),
-            reason: reason.into(),
-        }
     }
 }
 

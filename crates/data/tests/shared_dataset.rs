@@ -1,6 +1,8 @@
 //! Checks on the real SARS-CoV-2 CT-scan dataset in `../shared/data/sarscov2-ct` (or
 //! `COVIDCT_DATASET_DIR`). Skipped, with the reason printed, when the folder is absent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_data::{
     Analysis, InspectConfig, InspectReport, SplitConfig, SplitStrategy, measure_leakage,
     scan_dataset, split_dataset,

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Why an evaluation step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
+    /// A shared helper failed (an atomic write).
+    #[error(transparent)]
+    Common(#[from] covidct_common::CommonError),
     /// No samples were given.
     #[error("no samples: `{what}` is empty")]
     Empty {
@@ -152,42 +155,4 @@ pub(crate) fn require_both_classes(labels: &[bool], what: &'static str) -> Resul
     } else {
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// crash or error never leaves a half-written file where a good one was. The file gets the
-/// usual permissions of a new file (as the process's umask allows).
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), EvalError> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let io_error = |source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&folder).map_err(io_error)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let temp_path = folder.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.unwrap_or_else(|| "output".into()),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp_path, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp_path);
-    }
-    result.map_err(io_error)
 }

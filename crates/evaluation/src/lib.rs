@@ -49,6 +49,7 @@ mod html;
 pub mod metrics;
 mod plot;
 pub mod report;
+mod report_files;
 pub mod robustness;
 pub mod shortcut;
 pub mod subgroups;
@@ -62,10 +63,11 @@ pub use calibration::{
     TEMPERATURE_RANGE, apply_temperature, fit_temperature, fit_temperature_smoothed,
     negative_log_likelihood, sigmoid, softplus,
 };
+pub use covidct_common::write_atomically;
 pub use cross_validation::{
     CrossValidationSummary, FoldRefusals, FoldSpread, fold_refusals, summarize_folds,
 };
-pub use error::{EvalError, write_atomically};
+pub use error::EvalError;
 pub use group::{
     GroupCalibration, GroupEvaluation, GroupRule, GroupRuleScore, GroupScores,
     fit_group_calibration, group_metrics,
@@ -78,9 +80,9 @@ pub use metrics::{
 };
 pub use report::{
     Curves, DatasetInfo, EvaluationReport, ExtraSection, LinePlot, ModelInfo, PlotGuide,
-    PlotSeries, REPORT_FORMAT_VERSION, RefusalSummary, Refused, ReportFiles, ReportInput,
-    ThresholdInfo, read_json, read_report, write_report,
+    PlotSeries, REPORT_FORMAT_VERSION, RefusalSummary, Refused, ReportInput, ThresholdInfo,
 };
+pub use report_files::{ReportFiles, read_json, read_report, write_report};
 pub use robustness::{
     DEFAULT_MAX_ACCURACY_DROP, LevelScores, PerturbationScores, RobustnessAnalysis,
     RobustnessCurve, RobustnessLevel, robustness_analysis,

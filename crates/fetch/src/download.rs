@@ -1,17 +1,19 @@
 //! Resumable HTTP download of a Kaggle dataset archive, with SHA-256 and a progress bar.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use covidct_common::{Sha256Stream, http_client};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
-use sha2::{Digest, Sha256};
 
-use crate::{FetchError, KaggleCredentials, parse_dataset};
+use crate::credentials::KaggleCredentials;
+use crate::dataset::parse_dataset;
+use crate::error::FetchError;
 
 /// Most redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
@@ -195,9 +197,9 @@ fn receive(
     settings: &DownloadSettings<'_>,
 ) -> Result<DownloadOutcome, FetchError> {
     let url = redacted(response.url());
-    let mut hasher = Sha256::new();
+    let mut hasher = Sha256Stream::new();
     let file = if offset > 0 {
-        hash_into(part, &mut hasher)?;
+        hasher.update_from_file(part)?;
         OpenOptions::new().append(true).open(part)
     } else {
         OpenOptions::new()
@@ -258,30 +260,10 @@ fn receive(
     progress.finish_and_clear();
     tracing::info!(url = %url, bytes = received, total = offset + received, "download finished");
     Ok(DownloadOutcome {
-        sha256: hex::encode(hasher.finalize()),
+        sha256: hasher.finish_hex(),
         bytes_downloaded: received,
         resumed_from: (offset > 0).then_some(offset),
     })
-}
-
-/// SHA-256 of a file, lowercase hex.
-pub(crate) fn sha256_file(path: &Path) -> Result<String, FetchError> {
-    let mut hasher = Sha256::new();
-    hash_into(path, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
-fn hash_into(path: &Path, hasher: &mut Sha256) -> Result<(), FetchError> {
-    let mut file = File::open(path).map_err(|e| FetchError::io("open", path, e))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FetchError::io("read", path, e)),
-        }
-    }
 }
 
 /// Length of an existing `.part` file, 0 when there is none.
@@ -355,38 +337,6 @@ fn status_error(
     }
 }
 
-/// A blocking HTTP client builder as covidct's clients use it: no redirects followed, `timeout`
-/// for connecting and for whole requests, and no proxy for a server on this machine (a proxy
-/// from the environment could not reach it).
-pub fn http_client(
-    url: &Url,
-    timeout: Duration,
-    user_agent: &str,
-) -> reqwest::blocking::ClientBuilder {
-    let builder = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .user_agent(user_agent);
-    if is_loopback(url) {
-        builder.no_proxy()
-    } else {
-        builder
-    }
-}
-
-/// Whether the URL points at this machine (`localhost`, 127.0.0.0/8 or `::1`).
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The URL without its query: storage links carry signatures that do not belong in logs.
 fn redacted(url: &Url) -> String {
     let mut shown = url.clone();
@@ -455,23 +405,6 @@ mod tests {
             dataset_url("https://x", "o/../n"),
             Err(FetchError::InvalidDataset { .. })
         ));
-    }
-
-    #[test]
-    fn loopback_hosts_are_recognized() {
-        for (url, expected) in [
-            ("http://127.0.0.1:8080/api", true),
-            ("http://localhost/api", true),
-            ("http://[::1]:9/api", true),
-            ("https://www.kaggle.com/api/v1", false),
-            ("http://10.0.0.1/api", false),
-        ] {
-            assert_eq!(
-                is_loopback(&Url::parse(url).expect("url")),
-                expected,
-                "{url}"
-            );
-        }
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub enum FetchError {
         reason: String,
     },
 
+    /// A shared helper failed (reading a file to hash it).
+    #[error(transparent)]
+    Common(#[from] covidct_common::CommonError),
+
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up the HTTP client: {source}")]
     HttpClient {

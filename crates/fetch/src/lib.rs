@@ -17,9 +17,10 @@
 //! Tracing: `info` when a fetch starts, a download resumes or finishes, and extraction ends;
 //! `warn` when a resume has to restart from zero.
 
-#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod credentials;
+mod dataset;
 mod download;
 mod error;
 mod extract;
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use credentials::{CredentialSources, KaggleCredentials};
-pub use download::http_client;
+pub use dataset::parse_dataset;
 pub use error::FetchError;
 pub use extract::{
     ExistingDir, ExtractLimits, ExtractReport, extract_zip_safely, extract_zip_with,
@@ -184,7 +185,7 @@ pub fn fetch_kaggle(
     let reuse = !options.redownload && archive_path.is_file();
     let (sha256, bytes_downloaded, resumed_from) = if reuse {
         tracing::info!(archive = %archive_path.display(), "reusing the archive already downloaded (set redownload to fetch it again)");
-        (download::sha256_file(&archive_path)?, 0, None)
+        (covidct_common::sha256_file(&archive_path)?, 0, None)
     } else {
         let outcome = download::download(
             &url,
@@ -248,38 +249,6 @@ pub fn fetch_kaggle(
     };
     tracing::info!(dataset = %report.dataset, files = report.files_extracted, bytes = report.bytes_extracted, dir = %report.dataset_dir.display(), "dataset fetched");
     Ok(report)
-}
-
-/// Splits `owner/name` after checking both parts are non-empty and made of safe characters
-/// (ASCII letters, digits, `-`, `_`, `.`; not starting with `.`; at most 100 characters).
-pub fn parse_dataset(dataset: &str) -> Result<(&str, &str), FetchError> {
-    let invalid = |reason: &str| FetchError::InvalidDataset {
-        dataset: dataset.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let (owner, name) = dataset
-        .split_once('/')
-        .ok_or_else(|| invalid("expected owner/name"))?;
-    for part in [owner, name] {
-        if part.is_empty() {
-            return Err(invalid("expected owner/name with both parts non-empty"));
-        }
-        if part.len() > 100 {
-            return Err(invalid("a part is longer than 100 characters"));
-        }
-        if part.starts_with('.') {
-            return Err(invalid("a part starts with '.'"));
-        }
-        if !part
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(invalid(
-                "only ASCII letters, digits, '-', '_' and '.' are allowed, with exactly one '/'",
-            ));
-        }
-    }
-    Ok((owner, name))
 }
 
 /// Checks a SHA-256 given by the user (64 hex digits, any case) and returns it lowercase.

@@ -1,5 +1,7 @@
 //! `extract_zip_safely` against normal and malicious archives built here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::path::Path;

@@ -1,8 +1,11 @@
 //! `fetch_kaggle` end to end against a local server that answers like Kaggle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
-use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, build_zip, sha256_hex, tree};
+use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, build_zip, tree};
+use covidct_common::sha256_hex;
 use covidct_fetch::{
     ExtractLimits, FetchError, KaggleCredentials, KaggleFetchOptions, fetch_kaggle,
 };

@@ -30,6 +30,9 @@
 //! file ([`DecodeError`]).
 
 use crate::dicom::{self, DicomStart, ProbeError};
+use crate::failure::{DecodeError, Failure, FailureKind, check_pixel_count, error_chain};
+use crate::luma::{COLOUR_TOLERANCE, luma8, luma16_to_8};
+use crate::options::DecodeOptions;
 use crate::types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};
 use image::codecs::bmp::BmpDecoder;
 use image::codecs::jpeg::JpegDecoder;
@@ -37,159 +40,12 @@ use image::codecs::png::PngDecoder;
 use image::codecs::tiff::TiffDecoder;
 use image::{ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageError, ImageFormat};
 use image::{Limits, error::LimitErrorKind};
-use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-
-/// A Hounsfield-unit display window applied to DICOM data (centre/level and width).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HuWindow {
-    /// Window centre (level) in HU.
-    pub center: f32,
-    /// Window width in HU.
-    pub width: f32,
-}
-
-impl Default for HuWindow {
-    /// The lung window: W 1500 / L -600.
-    fn default() -> Self {
-        Self {
-            center: -600.0,
-            width: 1500.0,
-        }
-    }
-}
-
-/// Limits and settings for decoding.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DecodeOptions {
-    /// Refuse images with more pixels than this, checked from the header before allocating.
-    pub max_pixels: u64,
-    /// Window applied to DICOM Hounsfield units.
-    pub dicom_window: HuWindow,
-}
-
-impl Default for DecodeOptions {
-    fn default() -> Self {
-        Self {
-            max_pixels: 64 * 1024 * 1024,
-            dicom_window: HuWindow::default(),
-        }
-    }
-}
+use std::path::Path;
 
 /// The path reported by [`decode_bytes`] and [`probe_bytes`] for in-memory input.
 pub const MEMORY_PATH: &str = "<memory>";
-
-/// The broad class of a [`DecodeError`], for callers that count or route failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum DecodeErrorKind {
-    /// The file could not be read: not found, permission denied, a directory, read failure.
-    Io,
-    /// The file is empty (0 bytes).
-    Empty,
-    /// The content is not any supported image format (text, an archive, random bytes).
-    NotAnImage,
-    /// A recognised format, or a variant of one, that this decoder does not handle.
-    Unsupported,
-    /// The content is truncated or corrupt.
-    Corrupt,
-    /// The image is larger than [`DecodeOptions::max_pixels`] allows.
-    TooLarge,
-    /// The [`DecodeOptions`] themselves are invalid (e.g. a non-positive DICOM window width).
-    InvalidOptions,
-}
-
-/// Why a file could not be decoded; always names the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct DecodeError {
-    /// The file at fault (`<memory>` for in-memory input).
-    pub path: PathBuf,
-    /// The class of failure.
-    pub kind: DecodeErrorKind,
-    /// Human-readable reason.
-    pub reason: String,
-}
-
-impl DecodeError {
-    /// Builds an error for `path`.
-    pub fn new(path: impl Into<PathBuf>, kind: DecodeErrorKind, reason: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            kind,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Crate-internal alias: a failure not yet attached to a path.
-pub(crate) type FailureKind = DecodeErrorKind;
-
-/// A decoding failure before the path is attached.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    kind: FailureKind,
-    reason: String,
-}
-
-impl Failure {
-    pub(crate) fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
-        Self {
-            kind,
-            reason: reason.into(),
-        }
-    }
-
-    fn at(self, path: &Path) -> DecodeError {
-        DecodeError::new(path, self.kind, self.reason)
-    }
-}
-
-/// Formats an error with its chain of sources.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
-}
-
-/// Refuses empty images and images over the pixel budget; called with header dimensions only.
-pub(crate) fn check_pixel_count(
-    width: u32,
-    height: u32,
-    options: &DecodeOptions,
-) -> Result<(), Failure> {
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels == 0 {
-        return Err(Failure::new(
-            FailureKind::Corrupt,
-            format!("image is {width}×{height}: it has no pixels"),
-        ));
-    }
-    if pixels > options.max_pixels {
-        return Err(Failure::new(
-            FailureKind::TooLarge,
-            format!(
-                "image is {width}×{height} = {pixels} pixels, over the limit of {} (raise \
-                 --max-pixels to allow it)",
-                options.max_pixels
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// The format suggested by a file name's extension (case-insensitive), if any.
 ///
@@ -775,30 +631,6 @@ fn coloured_pixels(image: &DynamicImage) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Canonicalisation
 
-/// Largest difference between the RGB channels of a pixel (8-bit scale) that still counts as
-/// grey: lossy compression of grey content leaves a few levels.
-pub const COLOUR_TOLERANCE: u8 = 24;
-
-/// BT.601 luma weights in 16.16 fixed point; they sum to exactly 65536.
-const LUMA_R: u64 = 19595;
-const LUMA_G: u64 = 38470;
-const LUMA_B: u64 = 7471;
-
-/// BT.601 luma of 8-bit RGB, rounded.
-#[inline]
-pub(crate) fn luma8(r: u32, g: u32, b: u32) -> u8 {
-    let y = LUMA_R * u64::from(r) + LUMA_G * u64::from(g) + LUMA_B * u64::from(b);
-    ((y + 32768) >> 16) as u8
-}
-
-/// BT.601 luma of 16-bit RGB scaled to 8 bits (`/ 257`), rounded once.
-#[inline]
-fn luma16_to_8(r: u16, g: u16, b: u16) -> u8 {
-    const DIV: u64 = 65536 * 257;
-    let y = LUMA_R * u64::from(r) + LUMA_G * u64::from(g) + LUMA_B * u64::from(b);
-    ((y + DIV / 2) / DIV) as u8
-}
-
 /// 16-bit sample to 8 bits: `round(x / 257)`.
 #[inline]
 fn scale16(x: u16) -> u8 {
@@ -873,14 +705,6 @@ mod tests {
             let expected = (f64::from(x) / 257.0).round() as u8;
             assert_eq!(scale16(x), expected, "x = {x}");
         }
-    }
-
-    #[test]
-    fn luma_weights_are_bt601() {
-        assert_eq!(luma8(255, 0, 0), 76); // 0.299 × 255 = 76.2
-        assert_eq!(luma8(0, 255, 0), 150); // 0.587 × 255 = 149.7
-        assert_eq!(luma8(0, 0, 255), 29); // 0.114 × 255 = 29.1
-        assert_eq!(LUMA_R + LUMA_G + LUMA_B, 65536);
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!    Little Endian and Explicit VR Big Endian. Encapsulated (JPEG, JPEG 2000, RLE, ...) and
 //!    deflated files are refused with a clear reason.
 
-use crate::decode::{DecodeOptions, Failure, FailureKind, HuWindow, check_pixel_count};
+use crate::failure::{Failure, FailureKind, check_pixel_count, error_chain};
+use crate::luma::{COLOUR_TOLERANCE, luma8};
+use crate::options::{DecodeOptions, HuWindow};
 use crate::types::{DecodedImage, FileFormat, GreyImage, PixelLayout, SeriesInfo, SourceInfo};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::header::HasLength;
@@ -562,7 +564,7 @@ fn parse_attributes(
     result.map_err(|e| {
         Failure::new(
             FailureKind::Corrupt,
-            format!("corrupt DICOM data: {}", crate::decode::error_chain(&e)),
+            format!("corrupt DICOM data: {}", error_chain(&e)),
         )
     })
 }
@@ -1000,10 +1002,10 @@ fn rgb_to_grey(samples: &Samples, module: &PixelModule, npix: usize) -> (Vec<u8>
             } else {
                 (channel(3 * p), channel(3 * p + 1), channel(3 * p + 2))
             };
-            if r.max(g).max(b) - r.min(g).min(b) > u32::from(crate::COLOUR_TOLERANCE) {
+            if r.max(g).max(b) - r.min(g).min(b) > u32::from(COLOUR_TOLERANCE) {
                 coloured += 1;
             }
-            crate::decode::luma8(r, g, b)
+            luma8(r, g, b)
         })
         .collect();
     (grey, coloured)

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::augment::{
     Crop, add_gaussian_noise, gaussian_blur, map_intensities, mean_intensity, warp,
 };
-use crate::decode::{DecodeOptions, decode_bytes};
+use crate::decode::decode_bytes;
+use crate::options::DecodeOptions;
 use crate::preprocess::resize_exact;
 use crate::types::{FileFormat, GreyImage};
 

@@ -1,5 +1,7 @@
 //! Decoding tests: every image is generated here, nothing is read from the repository.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_imaging::{
     DecodeErrorKind, DecodeOptions, FileFormat, GreyImage, MEMORY_PATH, PixelLayout, SourceInfo,
     decode_bytes, decode_bytes_named, decode_file, probe_bytes, probe_file,

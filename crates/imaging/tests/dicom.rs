@@ -1,5 +1,7 @@
 //! DICOM decoding tests on files written here with `dicom-object`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_imaging::{
     DecodeErrorKind, DecodeOptions, FileFormat, HuWindow, PixelLayout, SourceInfo, decode_bytes,
     decode_file, probe_bytes, probe_file,

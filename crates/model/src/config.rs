@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::architecture::Architecture;
 use crate::error::ModelError;
-use crate::network::Architecture;
 
 /// Depth of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,11 +10,10 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use covidct_weights::Checkpoint;
 
 use crate::config::EfficientNetLiteConfig;
 use crate::error::ModelError;
-use crate::import::{ParamVisitor, StateDict};
+use crate::import::{Layout, ParamVisitor};
 use crate::layers::{self, head, norm};
 
 /// BatchNorm epsilon of EfficientNet-Lite.
@@ -204,28 +203,9 @@ impl EfficientNetLite {
     pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(features))
     }
-
-    /// Loads an `efficientnet_pytorch`-layout state dict (e.g. `efficientnet-lite0-57934424.pth`):
-    /// every parameter and BatchNorm running statistic is taken by name, with its shape checked;
-    /// a `module.` prefix is stripped and `num_batches_tracked` ignored. The error lists every
-    /// missing, unexpected and mismatched name.
-    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_from(checkpoint, false)
-    }
-
-    /// Like [`Self::load_pretrained`], but the classifier (`_fc`) is not loaded (it may be absent,
-    /// as in a backbone-only encoder): it stays as initialised.
-    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_from(checkpoint, true)
-    }
-
-    /// The parameters and running statistics as a state dict in `efficientnet_pytorch` names.
-    pub fn export(&self) -> Result<Checkpoint, ModelError> {
-        self.to_checkpoint()
-    }
 }
 
-impl StateDict for EfficientNetLite {
+impl Layout for EfficientNetLite {
     fn visit_params(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("_conv_stem", &mut self.conv_stem);
         v.batch_norm_slot("_bn0", &mut self.bn0);

@@ -15,7 +15,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
 
 use crate::error::ModelError;
-use crate::import::{ParamVisitor, StateDict};
+use crate::import::{Layout, ParamVisitor};
 use crate::network::Network;
 
 /// First pass: each BatchNorm's inference scale `s` and shift `β − s μ`, in visiting order.
@@ -89,7 +89,7 @@ impl ParamVisitor for Fold {
 impl Network {
     /// The same inference function with every BatchNorm folded into the convolution before it
     /// (see the module documentation). For inference only: the folded network has convolution
-    /// biases that the PyTorch layouts lack, so [`Network::export`] of it does not round-trip.
+    /// biases that the PyTorch layouts lack, so [`crate::StateDict::export`] of it does not round-trip.
     pub fn fold_batch_norm(mut self) -> Result<Self, ModelError> {
         let mut collect = Collect::default();
         self.visit_params(&mut collect);
@@ -114,13 +114,6 @@ impl Network {
             None => Ok(self),
         }
     }
-
-    fn visit_params(&mut self, visitor: &mut impl ParamVisitor) {
-        match self {
-            Network::ResNet(n) => n.visit_params(visitor),
-            Network::EfficientNetLite(n) => n.visit_params(visitor),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -129,8 +122,10 @@ mod tests {
     use burn::tensor::{Device, Distribution, Tensor};
 
     use super::Collect;
-    use crate::network::{Architecture, Network};
-    use crate::transfer::tensor_to_vec;
+    use crate::architecture::Architecture;
+    use crate::import::Layout;
+    use crate::network::Network;
+    use crate::tensor::tensor_to_vec;
 
     /// A network with non-trivial BatchNorm statistics: a few training-mode forward passes on
     /// an autodiff device update the running means and variances.

@@ -10,7 +10,7 @@ use burn::tensor::activation::relu;
 
 use crate::error::ModelError;
 use crate::network::Network;
-use crate::transfer::tensor_to_vec;
+use crate::tensor::tensor_to_vec;
 
 /// A class-activation map at the resolution of the last feature map.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -79,7 +79,7 @@ mod tests {
     use burn::tensor::{Device, Distribution, Tensor};
 
     use super::*;
-    use crate::network::Architecture;
+    use crate::architecture::Architecture;
 
     /// With global average pooling and a linear head, `∂y_c/∂A_kij = w_kc / (h·w)`, so Grad-CAM
     /// must equal `ReLU(Σ_k w_kc A_k)` up to scale: checked against that closed form.

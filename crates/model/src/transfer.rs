@@ -6,11 +6,12 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use covidct_weights::Checkpoint;
 
+use crate::architecture::Architecture;
 use crate::config::check_num_classes;
 use crate::efficientnet::EfficientNetLite;
 use crate::error::ModelError;
 use crate::layers::head;
-use crate::network::{Architecture, Network};
+use crate::network::Network;
 use crate::resnet::ResNet;
 
 /// Converts a 3-input-channel stem convolution to 1 input channel by summing its kernel over the
@@ -30,21 +31,6 @@ pub fn sum_stem_to_grey(name: &'static str, mut conv: Conv2d) -> Result<Conv2d, 
     let summed: Tensor<4> = conv.weight.val().sum_dim(1).detach();
     conv.weight = Param::from_tensor(summed);
     Ok(conv)
-}
-
-/// Reads a tensor's values back as row-major f32 (`name` names it in the error).
-pub fn tensor_to_vec<const D: usize>(
-    name: &str,
-    tensor: Tensor<D>,
-) -> Result<Vec<f32>, ModelError> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|err| ModelError::TensorData {
-            name: name.to_owned(),
-            reason: format!("{err:?}"),
-        })
 }
 
 impl ResNet {

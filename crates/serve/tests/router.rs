@@ -1,6 +1,8 @@
 //! The whole router, request by request, without a port (tower `oneshot`): every endpoint,
 //! authentication, limits, JSON errors, reload under load.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::io::Cursor;
 use std::time::Duration;
 

@@ -10,11 +10,12 @@
 //! - [`diagnose`]: the whole path on one machine (the CLI); the service runs the same steps with
 //!   its own decoding pool and micro-batched forward passes.
 
-#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod diagnose;
 mod error;
 pub mod input;
+mod order;
 pub mod series;
 pub mod verdict;
 
@@ -23,8 +24,7 @@ pub use diagnose::{
     plan,
 };
 pub use error::{SeriesSummary, StudyError};
-pub use input::{
-    SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, natural_order, read_zip,
-};
+pub use input::{SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, read_zip};
+pub use order::natural_order;
 pub use series::{Series, SeriesKey, SliceOrder, group_series};
 pub use verdict::{SliceScore, StudyRules, StudyVerdict, study_verdict};

@@ -5,7 +5,7 @@ use std::fmt;
 use covidct_imaging::SeriesInfo;
 use serde::Serialize;
 
-use crate::input::natural_order;
+use crate::order::natural_order;
 
 /// Which study and series a slice belongs to; both absent for formats without a header
 /// (PNG, JPEG…), whose slices form one series per request.

@@ -1,6 +1,8 @@
 //! Study diagnosis end to end on a small random network: slices from a folder, natural order,
 //! unreadable files left out, the package's rule applied; and the verdict's rules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::io::Cursor;
 
 use burn::tensor::Device;

@@ -225,7 +225,7 @@ impl MlflowClient {
         } else {
             config.timeout
         };
-        let http = covidct_fetch::http_client(
+        let http = covidct_common::http_client(
             &base,
             timeout,
             concat!("covidct-tracking/", env!("CARGO_PKG_VERSION")),

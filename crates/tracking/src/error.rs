@@ -167,6 +167,10 @@ pub enum TrackingError {
         reason: String,
     },
 
+    /// A shared helper failed (an atomic write).
+    #[error(transparent)]
+    Common(#[from] covidct_common::CommonError),
+
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up the HTTP client: {source}")]
     HttpClient {

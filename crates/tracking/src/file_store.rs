@@ -12,6 +12,8 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use covidct_common::write_atomically_from;
+
 use crate::error::TrackingError;
 use crate::sink::{ModelRecord, Sink, StoredRun};
 use crate::{Metric, Param, RunStatus, Tag};
@@ -144,11 +146,17 @@ impl FileStore {
 
     fn copy_into(&self, dir: &Path, relative: &str, file: &Path) -> Result<(), TrackingError> {
         let mut source = fs::File::open(file).map_err(|e| TrackingError::io(file, e))?;
-        write_atomically(&key_path(dir, relative)?, &self.root, &mut source)
+        Ok(write_atomically_from(
+            &key_path(dir, relative)?,
+            &self.root,
+            &mut source,
+        )?)
     }
 
+    /// Writes `path` atomically, the temporary file in the store's root: outside the folders
+    /// MLflow lists (params/, metrics/, tags/…), so a crash leaves no stray key.
     fn write_file(&self, path: &Path, mut bytes: &[u8]) -> Result<(), TrackingError> {
-        write_atomically(path, &self.root, &mut bytes)
+        Ok(write_atomically_from(path, &self.root, &mut bytes)?)
     }
 }
 
@@ -404,24 +412,6 @@ fn safe_relative(path: &str) -> Result<&Path, TrackingError> {
             reason: "a key or artifact path must be relative and must not contain `..`".to_owned(),
         })
     }
-}
-
-/// Writes `path` from `source` through a synced temporary file in `temp_dir` (on the same
-/// filesystem) and a rename: readers see the old file or the new one. The temporary file lives
-/// outside the folders MLflow lists (params/, metrics/, tags/…), so a crash leaves no stray key.
-pub(crate) fn write_atomically(
-    path: &Path,
-    temp_dir: &Path,
-    source: &mut dyn std::io::Read,
-) -> Result<(), TrackingError> {
-    let mut temp =
-        tempfile::NamedTempFile::new_in(temp_dir).map_err(|e| TrackingError::io(temp_dir, e))?;
-    std::io::copy(source, &mut temp)
-        .and_then(|_| temp.as_file().sync_data())
-        .map_err(|e| TrackingError::io(temp.path(), e))?;
-    temp.persist(path)
-        .map_err(|e| TrackingError::io(path, e.error))?;
-    Ok(())
 }
 
 fn create_dir(dir: &Path) -> Result<(), TrackingError> {

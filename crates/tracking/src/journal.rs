@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrackingError;
-use crate::file_store::{random_hex_id, write_atomically};
+use covidct_common::write_atomically;
+
+use crate::file_store::random_hex_id;
 use crate::sink::{ModelRecord, Sink, StoredRun};
 use crate::{Metric, Param, RunStatus, Tag};
 
@@ -375,7 +377,7 @@ impl Journal {
             endpoint: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        write_atomically(&path, &self.dir, &mut bytes.as_slice())
+        Ok(write_atomically(&path, &bytes)?)
     }
 
     /// Deletes the journal's folder.

@@ -41,6 +41,7 @@ mod journal;
 mod recorder;
 mod registry;
 mod sink;
+mod target;
 mod tracking;
 mod types;
 mod uri;
@@ -50,7 +51,8 @@ pub use error::TrackingError;
 pub use file_store::FileStore;
 pub use journal::{Delivery, Entry, Journal, JournalState, Record, Rejected};
 pub use recorder::{RunRecorder, RunSummary, SyncOutcome, sync_spool};
-pub use sink::{ModelRecord, ServerSink, Sink, StoredRun, TrackingTarget};
+pub use sink::{ModelRecord, ServerSink, Sink, StoredRun};
+pub use target::TrackingTarget;
 pub use tracking::{
     MAX_ENTRIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAGS_PER_BATCH,
 };

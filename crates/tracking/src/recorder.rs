@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::error::TrackingError;
 use crate::file_store::now_ms;
 use crate::journal::{Journal, Record};
-use crate::sink::{ModelRecord, Sink, StoredRun, TrackingTarget};
+use crate::sink::{ModelRecord, Sink, StoredRun};
+use crate::target::TrackingTarget;
 use crate::{Metric, Param, RunStatus, Tag};
 
 /// After an outage, delivery is not tried again for this long (records keep being journaled).

@@ -46,6 +46,9 @@ pub enum TrainError {
     /// Data error.
     #[error(transparent)]
     Data(#[from] covidct_data::DataError),
+    /// A shared helper failed (an atomic write).
+    #[error(transparent)]
+    Common(#[from] covidct_common::CommonError),
     /// Model error.
     #[error(transparent)]
     Model(#[from] covidct_model::ModelError),

@@ -418,7 +418,7 @@ pub fn finalize(
     );
     let package_path = run_dir.join(format!("model.{}", covidct_model::PACKAGE_EXTENSION));
     package.save(&package_path)?;
-    covidct_data::write_atomically(
+    covidct_common::write_atomically(
         &run_dir.join("MODEL_CARD.md"),
         package.model_card.as_bytes(),
     )?;

@@ -12,7 +12,7 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use covidct_data::{BatchLoader, ImageCache, LoaderConfig};
 use covidct_imaging::{DecodeOptions, PreprocessConfig};
-use covidct_model::{Network, tensor_to_vec};
+use covidct_model::{Network, StateDict, tensor_to_vec};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -242,7 +242,7 @@ impl<'a> Trainer<'a> {
         // An inflated-3D encoder becomes its 2D twin (a no-op for 2D checkpoints).
         covidct_weights::collapse_depth(&mut checkpoint);
         let network = Network::from_pretrained(arch, &checkpoint, classes, device)
-            .or_else(|_| Network::new(arch, 1, classes, device)?.load_state(&checkpoint))
+            .or_else(|_| Network::new(arch, 1, classes, device)?.load_pretrained(&checkpoint))
             .map_err(|e| TrainError::Weights(format!("{}: {e}", file.display())))?;
         Ok(network.materialized()?)
     }
@@ -1007,7 +1007,7 @@ impl FeatureStore {
     /// Stores `row` under `key` (temp file, then rename).
     fn put(&self, key: &str, row: &[f32]) -> Result<(), TrainError> {
         let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-        covidct_data::write_atomically(&self.path(key), &bytes)?;
+        covidct_common::write_atomically(&self.path(key), &bytes)?;
         Ok(())
     }
 }

@@ -100,21 +100,6 @@ pub enum WeightsError {
         reason: String,
     },
 
-    /// A file's SHA-256 is not the one expected.
-    #[error(
-        "{}: SHA-256 mismatch: expected {expected}, got {actual} (the file is corrupt or not the \
-         one expected; delete it and obtain it again)",
-        path.display()
-    )]
-    ChecksumMismatch {
-        /// The file.
-        path: PathBuf,
-        /// The expected digest (lowercase hex).
-        expected: String,
-        /// The digest of the file (lowercase hex).
-        actual: String,
-    },
-
     /// A [`crate::Tensor`]'s shape does not match its number of values.
     #[error(
         "tensor '{name}' has shape {shape:?}, which needs {expected} values, but holds {actual}"

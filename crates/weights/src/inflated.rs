@@ -7,7 +7,7 @@
 //! kernel. Depth strides and depth pooling leave a constant volume constant, and BatchNorm acts
 //! per channel, so the whole network then equals its collapsed 2D twin on that slice.
 
-use crate::{Checkpoint, Tensor};
+use crate::checkpoint::{Checkpoint, Tensor};
 
 /// Sums every 5-D tensor `[out, in, T, kh, kw]` over `T`, giving `[out, in, kh, kw]`; other
 /// tensors, their order and their source types are kept. Returns the number of tensors

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::DType;
+use crate::checkpoint::DType;
 
 /// Most values on the stack at once.
 const MAX_STACK: usize = 1 << 20;

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use ::safetensors::tensor::{Dtype, SafeTensors, View};
 
-use crate::{Checkpoint, CheckpointFormat, DType, SkippedEntry, Tensor, WeightsError};
+use crate::checkpoint::{Checkpoint, CheckpointFormat, DType, SkippedEntry, Tensor};
+use crate::error::WeightsError;
 
 /// `__metadata__` key holding the tensor names in checkpoint order, as a JSON array (safetensors
 /// itself stores tensors sorted, not in insertion order).

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use zip::ZipArchive;
 
+use crate::checkpoint::{Checkpoint, CheckpointFormat, DType, SkippedEntry, Tensor};
+use crate::error::WeightsError;
 use crate::pickle::{self, Obj, Pickle, PickleError, StorageRef, TensorRef, Value};
-use crate::{Checkpoint, CheckpointFormat, DType, SkippedEntry, Tensor, WeightsError};
 
 /// First pickle of a legacy file.
 const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;

@@ -13,6 +13,8 @@
 //! Without `COVIDCT_EFFNET_PTH` the test prints why it is skipped and passes, except in CI
 //! (`CI` set), where the file must be there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_weights::{
     CheckpointFormat, DType, EFFICIENTNET_LITE0_SHA256, efficientnet_lite0, load_checkpoint,
     save_safetensors, sha256_file,
@@ -35,14 +37,13 @@ fn real_efficientnet_lite0_checkpoint() {
     let checkpoint = load_checkpoint(&path).unwrap();
     assert_eq!(checkpoint.format(), CheckpointFormat::TorchLegacy);
     if std::env::var_os("COVIDCT_EFFNET_LIST").is_some() {
-        use sha2::Digest;
         for (name, tensor) in checkpoint.iter() {
             let bytes: Vec<u8> = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             println!(
                 "{name} {:?} {:?} {}",
                 tensor.shape,
                 checkpoint.source_dtype(name),
-                hex::encode(sha2::Sha256::digest(&bytes))
+                covidct_common::sha256_hex(&bytes)
             );
         }
         for s in checkpoint.skipped() {

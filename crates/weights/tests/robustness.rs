@@ -1,6 +1,8 @@
 //! Property tests: damaged checkpoints give errors, never panics; strided tensors of any
 //! layout load in row-major order.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use common::{Dt, Entry, StateDict, Storage};

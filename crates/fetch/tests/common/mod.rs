@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
@@ -75,11 +74,6 @@ pub fn patch_declared_size(zip: &mut [u8], name: &str, size: u32) {
         patched, 2,
         "expected one local and one central header for {name}"
     );
-}
-
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Every path under `root`, relative, sorted (to prove nothing else was written).
