@@ -25,19 +25,23 @@ use std::process::ExitCode;
 
 use crate::modules::{crate_graph, display};
 
-const USAGE: &str = "usage: covidct-lint [--cli-rules] [WORKSPACE_ROOT]\n\
+const USAGE: &str = "usage: covidct-lint [--cli-rules] [--skip=CRATE]... [WORKSPACE_ROOT]\n\
     Lists module cycles inside each crate under WORKSPACE_ROOT/crates (default: the current \
-    folder); --cli-rules also checks crates/cli/src/commands/.";
+    folder); --cli-rules also checks crates/cli/src/commands/; --skip=CRATE leaves a crate out.";
 
 fn main() -> ExitCode {
     let mut cli_rules = false;
     let mut root = PathBuf::from(".");
+    let mut skipped: Vec<String> = Vec::new();
     for argument in std::env::args().skip(1) {
         match argument.as_str() {
             "--cli-rules" => cli_rules = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
+            }
+            flag if flag.starts_with("--skip=") => {
+                skipped.push(flag.trim_start_matches("--skip=").to_owned());
             }
             flag if flag.starts_with('-') => {
                 eprintln!("covidct-lint: unknown flag {flag}\n{USAGE}");
@@ -47,7 +51,10 @@ fn main() -> ExitCode {
         }
     }
     let crates = match workspace::read_crates(&root) {
-        Ok(crates) => crates,
+        Ok(crates) => crates
+            .into_iter()
+            .filter(|sources| !skipped.contains(&sources.name))
+            .collect::<Vec<_>>(),
         Err(err) => {
             eprintln!(
                 "covidct-lint: cannot read {}/crates ({err}); run it from the repository root",
