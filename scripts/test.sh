@@ -46,8 +46,8 @@ for phase in "${PHASES[@]}"; do
             cargo fmt --all --check
             echo "== cargo clippy"
             cargo clippy --locked --workspace --all-targets -- -D warnings
-            echo "== module cycles (covidct-lint; the CLI crate's own cycles wait for issue 20's thin commands)"
-            cargo run -q --locked -p covidct-lint -- --skip=cli
+            echo "== module cycles and thin CLI commands (covidct-lint)"
+            cargo run -q --locked -p covidct-lint -- --cli-rules
             echo "== ruff (Python: tests/, monitoring/, bench/; ruff.toml)"
             .venv-lint/bin/ruff check .
             .venv-lint/bin/ruff format --check .

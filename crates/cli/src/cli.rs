@@ -3,6 +3,7 @@
 //! Options that are `Option<T>` come from the flag, else the `COVIDCT_*` variable named in the
 //! help, else the config file's section for the command, else the library default.
 
+use crate::config::ConfigFile;
 use crate::logging::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use covidct_data::{Ratios, SplitStrategy};
@@ -234,13 +235,68 @@ pub struct TrainArgs {
     pub settings: TrainSettings,
     #[command(flatten)]
     pub tracking: TrackingArgs,
-    /// Tags added to the MLflow run (set by `cross-validate` for its folds).
-    #[arg(skip)]
-    pub extra_tags: Vec<covidct_tracking::Tag>,
-    /// Whether the package is logged to MLflow as a model (`cross-validate` turns it off for its
-    /// folds: their metrics, reports and cards are tracked, their packages stay on disk).
-    #[arg(skip = true)]
-    pub log_package: bool,
+}
+
+impl TrainArgs {
+    /// The library's training request, settings resolved from the configuration file and flags.
+    pub fn request(&self, config: &ConfigFile) -> anyhow::Result<covidct_training::TrainRequest> {
+        let base = TrainingRun {
+            data_dir: &self.data_dir,
+            out: &self.out,
+            name: &self.name,
+            settings: &self.settings,
+            tracking: &self.tracking,
+        };
+        Ok(covidct_training::TrainRequest {
+            manifest: self.manifest.clone(),
+            resume: self.resume,
+            cross_validation: self.cross_validation.clone(),
+            ..base.request(config)?
+        })
+    }
+}
+
+impl CrossValidateArgs {
+    /// The library's request for each fold (the folds fill in their manifest and run folder).
+    pub fn request(&self, config: &ConfigFile) -> anyhow::Result<covidct_training::TrainRequest> {
+        TrainingRun {
+            data_dir: &self.data_dir,
+            out: &self.out,
+            name: &self.name,
+            settings: &self.settings,
+            tracking: &self.tracking,
+        }
+        .request(config)
+    }
+}
+
+/// The flags every training command shares.
+struct TrainingRun<'a> {
+    data_dir: &'a std::path::Path,
+    out: &'a std::path::Path,
+    name: &'a str,
+    settings: &'a TrainSettings,
+    tracking: &'a TrackingArgs,
+}
+
+impl TrainingRun<'_> {
+    /// A new run's request: settings and split resolved from the configuration and flags.
+    fn request(&self, config: &ConfigFile) -> anyhow::Result<covidct_training::TrainRequest> {
+        Ok(covidct_training::TrainRequest {
+            settings: config.resolve("train", self.settings)?,
+            split: config.resolve("data.split", &serde_json::json!({}))?,
+            data_dir: self.data_dir.to_path_buf(),
+            manifest: None,
+            out: self.out.to_path_buf(),
+            resume: false,
+            name: self.name.to_owned(),
+            cross_validation: None,
+            tracking: self.tracking.options(),
+            extra_tags: Vec::new(),
+            log_package: true,
+            feature_cache: self.settings.feature_cache_dir(),
+        })
+    }
 }
 
 /// `covidct cross-validate`
@@ -380,6 +436,19 @@ pub struct ModelArgs {
     pub model_cache: PathBuf,
 }
 
+impl ModelArgs {
+    /// Resolves the model (pulling a `models:/` URI from the registry of `store`) and builds
+    /// its predictor.
+    pub fn load(&self, store: &StoreArgs) -> anyhow::Result<covidct_training::LoadedModel> {
+        Ok(covidct_training::load_model(
+            &self.model,
+            &self.device,
+            &store.tracking_uri,
+            &self.model_cache,
+        )?)
+    }
+}
+
 /// The MLflow tracking store.
 #[derive(Clone, Debug, Args)]
 pub struct StoreArgs {
@@ -404,6 +473,24 @@ pub struct TrackingArgs {
     /// Do not track this run.
     #[arg(long, env = "COVIDCT_NO_TRACKING")]
     pub no_tracking: bool,
+}
+
+impl TrackingArgs {
+    /// The library's view of these flags.
+    pub fn options(&self) -> covidct_tracking::TrackingOptions {
+        covidct_tracking::TrackingOptions {
+            enabled: !self.no_tracking,
+            tracking_uri: self.store.tracking_uri.clone(),
+            spool_dir: self.spool_dir.clone(),
+            experiment: self.experiment.clone(),
+        }
+    }
+}
+
+/// Parses one `--robustness-kinds` name.
+fn parse_perturbation(text: &str) -> Result<covidct_imaging::Perturbation, String> {
+    text.parse()
+        .map_err(|error: covidct_imaging::PerturbError| error.to_string())
 }
 
 /// Labelled images to evaluate on.
@@ -433,6 +520,28 @@ pub struct SampleArgs {
     /// Which split of the manifest.
     #[arg(long, default_value = "test")]
     pub split: String,
+}
+
+impl EvalDataArgs {
+    /// The library's evaluation request.
+    pub fn request(&self) -> covidct_training::EvaluationRequest {
+        covidct_training::EvaluationRequest {
+            samples: self.samples.source(),
+            bootstrap: self.bootstrap,
+            seed: self.seed,
+        }
+    }
+}
+
+impl SampleArgs {
+    /// The library's view of these flags.
+    pub fn source(&self) -> covidct_training::SampleSource {
+        covidct_training::SampleSource {
+            data_dir: self.data_dir.clone(),
+            manifest: self.manifest.clone(),
+            split: self.split.clone(),
+        }
+    }
 }
 
 /// `covidct evaluate`
@@ -472,7 +581,7 @@ pub struct RobustnessArgs {
         long,
         value_delimiter = ',',
         requires = "robustness",
-        value_parser = crate::commands::robustness::parse_perturbation
+        value_parser = parse_perturbation
     )]
     pub robustness_kinds: Vec<covidct_imaging::Perturbation>,
     /// With --robustness: severities per perturbation, picked evenly from its 4 defaults and

@@ -1,17 +1,22 @@
 //! `covidct`: the command-line entry point. It parses arguments, sets up logging and
 //! configuration, and hands each subcommand to the libraries.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod cli;
 mod commands;
 mod config;
+mod exit;
 mod logging;
 mod progress;
+mod training;
 
 use clap::Parser;
 use cli::{
     BenchCommand, Cli, Command, DataCommand, ModelsCommand, MonitorCommand, RunsCommand,
     WeightsCommand,
 };
+use exit::ExitStatus;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -21,43 +26,40 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match run(&cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(status) => status.into(),
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitStatus::Failure.into()
         }
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<u8> {
+/// Runs the parsed command.
+fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
     let config = config::ConfigFile::load(cli.config.as_deref())?;
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitStatus::Success);
     match &cli.command {
-        Command::Data(DataCommand::Inspect(args)) => {
-            Ok(commands::data::inspect(&config, args)? as u8)
-        }
-        Command::Data(DataCommand::Split(args)) => commands::data::split(&config, args).map(|_| 0),
-        Command::Data(DataCommand::Shortcut(args)) => {
-            commands::bias::shortcut_command(&config, args)
-        }
-        Command::Data(DataCommand::Fetch(args)) => commands::data::fetch(args).map(|_| 0),
-        Command::Bench(BenchCommand::Data(args)) => commands::bench::data(&config, args).map(|_| 0),
-        Command::Bench(BenchCommand::Train(args)) => commands::bench::train(args).map(|_| 0),
+        Command::Data(DataCommand::Inspect(args)) => commands::data::inspect(&config, args),
+        Command::Data(DataCommand::Split(args)) => done(commands::data::split(&config, args)),
+        Command::Data(DataCommand::Shortcut(args)) => commands::shortcut::shortcut(&config, args),
+        Command::Data(DataCommand::Fetch(args)) => done(commands::data::fetch(args)),
+        Command::Bench(BenchCommand::Data(args)) => done(commands::bench::data(&config, args)),
+        Command::Bench(BenchCommand::Train(args)) => done(commands::bench::train(args)),
         Command::Train(args) => commands::train::train(&config, args),
         Command::CrossValidate(args) => commands::cross_validate::cross_validate(&config, args),
-        Command::Evaluate(args) => commands::evaluate::evaluate(args).map(|_| 0),
-        Command::Predict(args) => commands::evaluate::predict(args),
-        Command::Serve(args) => commands::serve::serve(&config, args).map(|_| 0),
-        Command::Weights(WeightsCommand::Import(args)) => {
-            commands::weights::import(args).map(|_| 0)
-        }
+        Command::Evaluate(args) => commands::evaluate::evaluate(args),
+        Command::Predict(args) if args.study => commands::study::predict_study(args),
+        Command::Predict(args) => commands::predict::predict(args),
+        Command::Serve(args) => done(commands::serve::serve(&config, args)),
+        Command::Weights(WeightsCommand::Import(args)) => done(commands::weights::import(args)),
         Command::Models(ModelsCommand::Register(args)) => commands::models::register(args),
         Command::Models(ModelsCommand::List(args)) => commands::models::list(args),
         Command::Models(ModelsCommand::Promote(args)) => commands::models::promote(args),
-        Command::Models(ModelsCommand::Pull(args)) => commands::models::pull_command(args),
-        Command::Runs(RunsCommand::Sync(args)) => commands::tracking::sync(args),
+        Command::Models(ModelsCommand::Pull(args)) => commands::models::pull(args),
+        Command::Runs(RunsCommand::Sync(args)) => commands::runs::sync(args),
         Command::Monitor(MonitorCommand::ExportReference(args)) => {
-            commands::monitor::export_reference(args).map(|_| 0)
+            done(commands::monitor::export_reference(args))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Black-box tests of the real `covidct` binary on datasets the tests generate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use assert_cmd::Command;
 use image::{ImageBuffer, Rgb, Rgba};
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! integer `num_batches_tracked` buffers), generated here because no torchvision checkpoint can
 //! reach this machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 #[path = "../../weights/tests/common/mod.rs"]
 mod torch_writer;
 

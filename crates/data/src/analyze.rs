@@ -37,6 +37,33 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// Scans the dataset folder `dir` and decodes every image: `on_scanned` gets the number of
+    /// files before decoding starts, `on_progress` is called once per file; the problems met
+    /// are logged as warnings.
+    pub fn of_dir(
+        dir: &std::path::Path,
+        skip_invalid: bool,
+        decode: &DecodeOptions,
+        on_scanned: impl FnOnce(usize),
+        on_progress: &(dyn Fn() + Sync),
+    ) -> Result<Self, crate::DataError> {
+        let started = std::time::Instant::now();
+        let scan = crate::scan_dataset(dir, skip_invalid)?;
+        on_scanned(scan.files.len());
+        let analysis = Self::run(scan, decode, on_progress);
+        tracing::info!(
+            images = analysis.records.len(),
+            invalid = analysis.invalid.len(),
+            skipped = analysis.scan.problems.len(),
+            seconds = started.elapsed().as_secs_f32(),
+            "dataset decoded"
+        );
+        for problem in &analysis.scan.problems {
+            tracing::warn!(path = %problem.path, "{}", problem.reason);
+        }
+        Ok(analysis)
+    }
+
     /// Decodes all files of `scan` in parallel; `on_progress` is called once per file.
     pub fn run(scan: Scan, decode: &DecodeOptions, on_progress: &(dyn Fn() + Sync)) -> Self {
         let results: Vec<Result<ImageRecord, Problem>> = scan

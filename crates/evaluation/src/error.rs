@@ -54,6 +54,12 @@ pub enum EvalError {
         /// Number of negative labels.
         negatives: usize,
     },
+    /// A metric asked for has no value on this data (one class only, say).
+    #[error("{metric} is undefined on this data")]
+    UndefinedMetric {
+        /// The metric's key.
+        metric: &'static str,
+    },
     /// A setting or argument is out of range.
     #[error("invalid setting `{field}`: {reason}")]
     InvalidSetting {

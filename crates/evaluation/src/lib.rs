@@ -37,6 +37,7 @@
 //! # Ok::<(), covidct_evaluation::EvalError>(())
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod attribution;
@@ -53,6 +54,7 @@ mod report_files;
 pub mod robustness;
 pub mod shortcut;
 pub mod subgroups;
+mod text;
 pub mod threshold;
 
 pub use attribution::{AttributionStats, AttributionSummary, INSIDE_CUTOFF, summarize_attribution};

@@ -77,6 +77,11 @@ impl RobustnessCurve {
             .fold(0.0, f64::max)
     }
 
+    /// The severities tried, mildest first, as written.
+    pub fn severities(&self) -> Vec<String> {
+        self.levels.iter().map(|l| l.severity.to_string()).collect()
+    }
+
     /// The verdict in words: the breaking severity, or `none up to <most severe>`.
     pub fn verdict(&self) -> String {
         match (self.breaking_severity, self.levels.last()) {

@@ -1,5 +1,7 @@
 //! Group bootstrap: determinism, coverage of the point estimate, use of the groups.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_evaluation::{BootstrapConfig, Metric, bootstrap_metrics};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

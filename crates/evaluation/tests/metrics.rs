@@ -1,5 +1,7 @@
 //! Metrics against hand-computed fixtures (cross-checked with scikit-learn 1.x).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_evaluation::{
     BinaryMetrics, ConfusionMatrix, EvalError, Metric, average_precision, brier_score,
     expected_calibration_error, pr_curve, reliability_bins, roc_auc, roc_curve,

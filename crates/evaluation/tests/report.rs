@@ -1,5 +1,7 @@
 //! Report computation and writing: PNGs, JSON round trip, escaped HTML.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use covidct_evaluation::{
     BootstrapConfig, EvalError, EvaluationReport, Metric, ModelInfo, ReportInput, ThresholdInfo,
     ThresholdRule, read_report, write_report,

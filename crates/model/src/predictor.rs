@@ -36,6 +36,25 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// The prediction as `covidct predict --json` shows it: the gate's score and threshold,
+    /// then the label, probability and threshold, or, for a refused image, the failed checks.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ood = self.ood.as_ref();
+        let mut line = serde_json::json!({
+            "in_distribution": self.in_distribution(),
+            "ood_score": ood.map(|o| o.score),
+            "ood_threshold": ood.map(|o| o.threshold),
+        });
+        if self.in_distribution() {
+            line["label"] = self.label.clone().into();
+            line["probability"] = self.probability.into();
+            line["threshold"] = self.threshold.into();
+        } else if let Some(ood) = ood {
+            line["refusals"] = serde_json::to_value(&ood.refusals).unwrap_or_default();
+        }
+        line
+    }
+
     /// Whether the model may judge the input: false only when the gate refused it.
     pub fn in_distribution(&self) -> bool {
         self.ood.as_ref().is_none_or(|o| o.in_distribution)

@@ -17,6 +17,7 @@ mod error;
 pub mod input;
 mod order;
 pub mod series;
+mod text;
 pub mod verdict;
 
 pub use diagnose::{

@@ -167,6 +167,29 @@ pub enum TrackingError {
         reason: String,
     },
 
+    /// A local file exists but does not hold what it should.
+    #[error("{}: {reason}", path.display())]
+    InvalidFile {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A downloaded file's SHA-256 differs from the one the registry recorded.
+    #[error(
+        "{what}: the downloaded package has SHA-256 {actual}, the registry recorded {expected}; \
+         refusing it"
+    )]
+    PackageMismatch {
+        /// The model version, e.g. `models:/covidct@champion (version 3)`.
+        what: String,
+        /// The SHA-256 of the file received.
+        actual: String,
+        /// The SHA-256 recorded at registration.
+        expected: String,
+    },
+
     /// A shared helper failed (an atomic write).
     #[error(transparent)]
     Common(#[from] covidct_common::CommonError),

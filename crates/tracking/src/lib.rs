@@ -31,6 +31,7 @@
 //! created, an alias set, or an artifact transferred; `warn` before each retry; `debug` per
 //! request.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 mod artifacts;
@@ -38,9 +39,12 @@ mod client;
 mod error;
 mod file_store;
 mod journal;
+mod models;
 mod recorder;
 mod registry;
+mod run_link;
 mod sink;
+pub mod tags;
 mod target;
 mod tracking;
 mod types;
@@ -50,7 +54,13 @@ pub use client::{Auth, DEFAULT_TIMEOUT, MlflowClient, RetryPolicy, ServerConfig}
 pub use error::TrackingError;
 pub use file_store::FileStore;
 pub use journal::{Delivery, Entry, Journal, JournalState, Record, Rejected};
+pub use models::{
+    CHAMPION, Contender, GateOutcome, GateRequest, GateVerdict, MODEL_CARD_FILE, PACKAGE_FILE,
+    PREVIOUS_CHAMPION, PulledModel, Registered, Registration, passes_gate, promote, pull, register,
+    resolve_source,
+};
 pub use recorder::{RunRecorder, RunSummary, SyncOutcome, sync_spool};
+pub use run_link::{LINK_FILE, RunLink, TrackingOptions, finish_run, params_of, start_run};
 pub use sink::{ModelRecord, ServerSink, Sink, StoredRun};
 pub use target::TrackingTarget;
 pub use tracking::{

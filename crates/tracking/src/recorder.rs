@@ -106,19 +106,23 @@ impl RunRecorder {
 
     /// Logs metric values at `step`, all with the current time. Non-finite values are left out
     /// (MLflow's JSON cannot carry them) with a warning.
-    pub fn log_metrics(&mut self, step: i64, values: &[(&str, f64)]) {
+    pub fn log_metrics<K: AsRef<str>>(&mut self, step: i64, values: &[(K, f64)]) {
         let timestamp_ms = now_ms();
         let metrics = values
             .iter()
             .filter(|(key, value)| {
                 let finite = value.is_finite();
                 if !finite {
-                    tracing::warn!(metric = key, value, "not tracking a non-finite metric");
+                    tracing::warn!(
+                        metric = key.as_ref(),
+                        value,
+                        "not tracking a non-finite metric"
+                    );
                 }
                 finite
             })
             .map(|(key, value)| Metric {
-                key: (*key).to_owned(),
+                key: key.as_ref().to_owned(),
                 value: *value,
                 timestamp_ms,
                 step,

@@ -1,6 +1,8 @@
 //! Credentials against a real `mlflow server --app-name basic-auth` (MLflow 3.17.2 with
 //! Flask-WTF, the `mlflow[auth]` extra).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::LazyLock;

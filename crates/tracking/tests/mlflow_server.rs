@@ -1,6 +1,8 @@
 //! The client against a real MLflow 3.17.2 server (one per test binary, started on first use),
 //! plus failure modes against closed ports and a fake server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -23,6 +23,14 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A request names data that does not fit the model or cannot be evaluated.
+    #[error("{what}: {reason}")]
+    Request {
+        /// The argument or file at fault.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Pretrained weights are missing or do not fit.
     #[error("pretrained weights: {0}")]
     Weights(String),
@@ -52,7 +60,10 @@ pub enum TrainError {
     /// Model error.
     #[error(transparent)]
     Model(#[from] covidct_model::ModelError),
-    /// Evaluation error.
+    /// The tracking server or model registry failed.
+    #[error(transparent)]
+    Tracking(#[from] covidct_tracking::TrackingError),
+    /// An evaluation step failed.
     #[error(transparent)]
     Eval(#[from] covidct_evaluation::EvalError),
     /// Reading or writing a file failed.

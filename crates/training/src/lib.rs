@@ -16,26 +16,36 @@
 //! out-of-distribution gate ([`fit_gate`]) on training and validation, evaluates the test split
 //! and writes the model package with its card.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bias;
 pub mod checkpoint;
 mod config;
 mod data;
 mod error;
+mod evaluation;
 mod finalize;
 mod gate;
 mod model_card;
 pub mod probe;
+pub mod reference;
 mod robustness;
 mod schedule;
+pub mod tracked;
 mod trainer;
+mod workflow;
 
 pub use crate::config::{
     CT_ASTRA_FILES, ClassWeights, HeadSolver, Pretrained, TrainConfig, imported_name,
 };
 pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
+pub use crate::evaluation::{
+    EvaluationRequest, LoadedModel, SampleSource, dataset_name, evaluate_package,
+    evaluation_target, load_model, load_predictor, target_samples,
+};
 pub use crate::finalize::{
     EvaluationTarget, Provenance, Release, ScoredSplit, evaluate_predictor, finalize,
     positive_logits, positive_probabilities, report_of_probabilities, score_split, split_logits,
@@ -47,3 +57,4 @@ pub use crate::schedule::WarmupCosine;
 pub use crate::trainer::{
     Silent, SplitFeatures, SplitLogits, TrainEvent, TrainObserver, TrainOutcome, Trainer,
 };
+pub use crate::workflow::{RunEnd, TrainRequest, cross_validate, git_commit, train_run};

@@ -1,6 +1,8 @@
 //! End-to-end training on small generated images: convergence, determinism, exact resume after
 //! an interruption, and the released package.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,38 +2,23 @@
 
 use crate::cli::{DatasetArgs, FetchArgs, InspectArgs, SplitArgs};
 use crate::config::ConfigFile;
+use crate::exit::ExitStatus;
 use crate::progress;
 use anyhow::Result;
 use covidct_data::{
     Analysis, FolderLayout, InspectConfig, InspectReport, SplitConfig, SplitStrategy,
-    leakage_table, measure_leakage, scan_dataset, split_dataset,
+    leakage_table, measure_leakage, split_dataset,
 };
 use covidct_imaging::DecodeOptions;
-use std::time::Instant;
 
 /// Scans and decodes the whole dataset once, with a progress bar.
-pub fn analyze(config: &ConfigFile, dataset: &DatasetArgs) -> Result<Analysis> {
+fn analyze(config: &ConfigFile, dataset: &DatasetArgs) -> Result<Analysis> {
     let decode: DecodeOptions = config.resolve("decode", &dataset.decode)?;
-    let started = Instant::now();
-    let scan = scan_dataset(&dataset.dir, dataset.skip_invalid)?;
-    let bar = progress::bar(scan.files.len(), "decoding");
-    let analysis = Analysis::run(scan, &decode, &|| bar.inc(1));
-    bar.finish_and_clear();
-    tracing::info!(
-        images = analysis.records.len(),
-        invalid = analysis.invalid.len(),
-        skipped = analysis.scan.problems.len(),
-        seconds = started.elapsed().as_secs_f32(),
-        "dataset decoded"
-    );
-    for problem in &analysis.scan.problems {
-        tracing::warn!(path = %problem.path, "{}", problem.reason);
-    }
-    Ok(analysis)
+    progress::decode_dataset(&dataset.dir, dataset.skip_invalid, &decode)
 }
 
-/// `covidct data inspect`: returns the process exit code.
-pub fn inspect(config: &ConfigFile, args: &InspectArgs) -> Result<i32> {
+/// `covidct data inspect`: [`ExitStatus::Refused`] for warnings under `--deny-warnings`.
+pub fn inspect(config: &ConfigFile, args: &InspectArgs) -> Result<ExitStatus> {
     let settings: InspectConfig = config.resolve("data.inspect", &args.settings)?;
     let analysis = analyze(config, &args.dataset)?;
     let report = InspectReport::build(&analysis, &settings);
@@ -42,11 +27,9 @@ pub fn inspect(config: &ConfigFile, args: &InspectArgs) -> Result<i32> {
     } else {
         print!("{report}");
     }
-    Ok(if args.deny_warnings && report.has_warnings() {
-        3
-    } else {
-        0
-    })
+    Ok(ExitStatus::refused_if(
+        args.deny_warnings && report.has_warnings(),
+    ))
 }
 
 /// `covidct data split`.

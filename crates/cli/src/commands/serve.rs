@@ -9,8 +9,8 @@ use covidct_serve::{
 };
 
 use crate::cli::ServeArgs;
-use crate::commands::models::resolve_source;
 use crate::config::ConfigFile;
+use covidct_tracking::resolve_source;
 
 /// Keys from the inline list and the file, else those of the config file.
 fn keys(inline: Option<&str>, file: Option<&Path>, configured: ApiKeys) -> Result<ApiKeys> {

@@ -1,6 +1,5 @@
-//! Bias and shortcut checks: `covidct evaluate --bias` (subgroup metrics, the metadata shortcut
-//! test, Grad-CAM attribution inside the body) and `covidct data shortcut` (the shortcut test
-//! alone, without a model).
+//! Bias and shortcut checks of an evaluation: metrics per subgroup of image properties, the
+//! metadata shortcut test, and how much of the Grad-CAM attribution lies inside the body.
 //!
 //! The shortcut test runs on the evaluated images and, when a manifest is given, on the whole
 //! manifest (train + val + test): it needs only the files, labels and groups, and more data
@@ -9,8 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use covidct_data::{Manifest, scan_dataset};
+use covidct_data::Manifest;
 use covidct_evaluation::{
     AttributionStats, AttributionSummary, BootstrapConfig, EvaluationReport, ImageMetadata,
     Interval, Property, ShortcutConfig, ShortcutReport, SubgroupAnalysis, SubgroupConfig,
@@ -22,12 +20,14 @@ use covidct_imaging::{
     probe_file,
 };
 use covidct_model::Predictor;
-use covidct_training::SplitSamples;
 use serde_json::{Map, Value, json};
 
-use crate::cli::{BiasArgs, SampleArgs, ShortcutArgs};
-use crate::config::ConfigFile;
-use crate::progress;
+use crate::data::SplitSamples;
+use crate::error::TrainError;
+use crate::evaluation::SampleSource;
+
+/// Reports (stage, done, total) while images are probed or explained.
+pub type StageProgress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
 /// The shortcut test on one set of images, or why it could not run.
 #[derive(Debug)]
@@ -81,9 +81,12 @@ pub struct EvaluatedImages<'a> {
 
 /// The metadata the shortcut test reads of one file: original size and layout from `source`,
 /// the file size from disk.
-fn metadata_of(path: &Path, source: &SourceInfo) -> Result<ImageMetadata> {
+fn metadata_of(path: &Path, source: &SourceInfo) -> Result<ImageMetadata, TrainError> {
     let file_bytes = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the size of {}", path.display()))?
+        .map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
         .len();
     Ok(ImageMetadata {
         width: source.width,
@@ -94,17 +97,23 @@ fn metadata_of(path: &Path, source: &SourceInfo) -> Result<ImageMetadata> {
 }
 
 /// Probes the headers (no pixel decoding) of `paths`: original size, layout, file size.
-fn probe_metadata(paths: &[PathBuf], decode: &DecodeOptions) -> Result<Vec<ImageMetadata>> {
-    let bar = progress::bar(paths.len(), "probing");
-    let metadata = paths
+pub fn probe_metadata(
+    paths: &[PathBuf],
+    decode: &DecodeOptions,
+    progress: StageProgress<'_>,
+) -> Result<Vec<ImageMetadata>, TrainError> {
+    paths
         .iter()
-        .map(|path| {
-            bar.inc(1);
-            metadata_of(path, &probe_file(path, decode)?)
+        .enumerate()
+        .map(|(done, path)| {
+            progress("probing", done + 1, paths.len());
+            let source = probe_file(path, decode).map_err(|e| TrainError::Request {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            metadata_of(path, &source)
         })
-        .collect();
-    bar.finish_and_clear();
-    metadata
+        .collect()
 }
 
 /// Images to explain: at most `max`, spread evenly over each class in proportion to its size
@@ -146,21 +155,26 @@ fn attribution_shares(
     predictor: &Predictor,
     paths: &[&Path],
     decode: &DecodeOptions,
-) -> Result<Vec<Option<f64>>> {
+    progress: StageProgress<'_>,
+) -> Result<Vec<Option<f64>>, TrainError> {
     let pre = predictor.metadata().preprocess;
-    let bar = progress::bar(paths.len(), "grad-cam");
     let mut shares = Vec::with_capacity(paths.len());
-    for path in paths {
-        let image = decode_file(path, decode)?.image;
+    for (done, path) in paths.iter().enumerate() {
+        let at_fault = |reason: String| TrainError::Request {
+            what: format!("Grad-CAM of {}", path.display()),
+            reason,
+        };
+        let image = decode_file(path, decode)
+            .map_err(|e| at_fault(e.to_string()))?
+            .image;
         let cam = predictor
             .explain(&image)
-            .with_context(|| format!("Grad-CAM of {}", path.display()))?;
+            .map_err(|e| at_fault(e.to_string()))?;
         // The map is aligned with the network input: find the body on that same image.
         let mask = body_mask(&fit_input(&image, &pre));
         shares.push(mask.share_inside(&cam.map, cam.width, cam.height));
-        bar.inc(1);
+        progress("grad-cam", done + 1, paths.len());
     }
-    bar.finish_and_clear();
     Ok(shares)
 }
 
@@ -171,7 +185,8 @@ fn manifest_shortcut(
     positive_class: &str,
     decode: &DecodeOptions,
     config: &ShortcutConfig,
-) -> Result<ShortcutReport> {
+    progress: StageProgress<'_>,
+) -> Result<ShortcutReport, TrainError> {
     let manifest = Manifest::read(manifest_path)?;
     let paths: Vec<PathBuf> = manifest
         .rows
@@ -184,20 +199,22 @@ fn manifest_shortcut(
         .map(|r| r.label.eq_ignore_ascii_case(positive_class))
         .collect();
     let groups: Vec<&str> = manifest.rows.iter().map(|r| r.group.as_str()).collect();
-    let metadata = probe_metadata(&paths, decode)?;
+    let metadata = probe_metadata(&paths, decode, progress)?;
     Ok(shortcut_test(&metadata, &labels, &groups, config)?)
 }
 
-/// Runs the `--bias` analyses on the evaluated `samples` (scored `probabilities`) and adds
-/// them to `report` as sections.
-pub fn analyse(
+/// Runs the bias analyses on the evaluated images and adds them to `report` as sections; the
+/// shortcut test also runs on the whole manifest of `source` when it has one, and Grad-CAM
+/// explains at most `attribution_max_images` images (none with 0).
+pub fn analyse_bias(
     report: &mut EvaluationReport,
     predictor: &Predictor,
     evaluated: EvaluatedImages<'_>,
-    data: &SampleArgs,
-    args: &BiasArgs,
+    source: &SampleSource,
+    attribution_max_images: usize,
     bootstrap: &BootstrapConfig,
-) -> Result<BiasOutcome> {
+    progress: StageProgress<'_>,
+) -> Result<BiasOutcome, TrainError> {
     let meta = predictor.metadata();
     let decode = predictor.decode_options();
     let EvaluatedImages {
@@ -207,18 +224,21 @@ pub fn analyse(
     } = evaluated;
     let labels = samples.positives(meta.positive_class);
     if properties.len() != samples.len() {
-        bail!(
-            "{} image properties for {} samples",
-            properties.len(),
-            samples.len()
-        );
+        return Err(TrainError::Request {
+            what: "bias analysis".into(),
+            reason: format!(
+                "{} image properties for {} samples",
+                properties.len(),
+                samples.len()
+            ),
+        });
     }
     let metadata = samples
         .samples
         .iter()
         .zip(properties)
         .map(|(sample, p)| metadata_of(&sample.path, &p.source))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let intensity: Vec<f64> = properties.iter().map(|p| p.mean_intensity).collect();
 
     let property = |name: &str, values: Vec<String>| Property {
@@ -265,27 +285,28 @@ pub fn analyse(
         result: shortcut_test(&metadata, &labels, &samples.groups, &config)
             .map_err(|e| e.to_string()),
     }];
-    if let Some(manifest) = &data.manifest {
+    if let Some(manifest) = &source.manifest {
         shortcut.push(ShortcutScope {
             scope: "whole manifest",
             result: manifest_shortcut(
                 manifest,
-                &data.data_dir,
+                &source.data_dir,
                 meta.positive_class_name(),
                 &decode,
                 &config,
+                progress,
             )
-            .map_err(|e| format!("{e:#}")),
+            .map_err(|e| e.to_string()),
         });
     }
 
-    let attribution = if args.attribution_max_images > 0 {
-        let chosen = attribution_sample(&labels, args.attribution_max_images);
+    let attribution = if attribution_max_images > 0 {
+        let chosen = attribution_sample(&labels, attribution_max_images);
         let paths: Vec<&Path> = chosen
             .iter()
             .map(|&i| samples.samples[i].path.as_path())
             .collect();
-        let shares = attribution_shares(predictor, &paths, &decode)?;
+        let shares = attribution_shares(predictor, &paths, &decode, progress)?;
         let chosen_labels: Vec<bool> = chosen.iter().map(|&i| labels[i]).collect();
         Some(summarize_attribution(&shares, &chosen_labels)?)
     } else {
@@ -460,42 +481,50 @@ impl BiasOutcome {
         }
         values
     }
+}
 
-    /// A few lines for the terminal.
-    pub fn print(&self) {
-        println!("Bias and shortcuts:");
+/// A few lines for the terminal.
+impl std::fmt::Display for BiasOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "Bias and shortcuts:")?;
         let flagged: Vec<_> = self.subgroups.flagged().collect();
-        println!(
+        writeln!(
+            f,
             "  subgroups: {} flagged of {}",
             flagged.len(),
             self.subgroups.rows.len()
-        );
+        )?;
         for row in flagged {
-            println!(
+            writeln!(
+                f,
                 "    {} = {} ({} images): {}",
                 row.property,
                 row.value,
                 row.n,
                 row.reasons.join("; ")
-            );
+            )?;
         }
         for scope in &self.shortcut {
             match &scope.result {
-                Ok(report) => println!(
+                Ok(report) => writeln!(
+                    f,
                     "  shortcut test on the {} ({} images, {} groups): {}",
                     scope.scope,
                     report.n,
                     report.groups,
                     report.summary()
-                ),
-                Err(reason) => {
-                    println!("  shortcut test on the {}: not run: {reason}", scope.scope)
-                }
+                )?,
+                Err(reason) => writeln!(
+                    f,
+                    "  shortcut test on the {}: not run: {reason}",
+                    scope.scope
+                )?,
             }
         }
         if let Some(a) = &self.attribution {
             let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
-            println!(
+            writeln!(
+                f,
                 "  Grad-CAM inside the body ({} images): mean {}, median {}, p10 {}; below 50% \
                  for a share of {}",
                 a.all.images,
@@ -503,95 +532,10 @@ impl BiasOutcome {
                 show(a.all.median),
                 show(a.all.p10),
                 show(a.all.mostly_outside)
-            );
+            )?;
         }
+        Ok(())
     }
-}
-
-/// `covidct data shortcut`: the shortcut test on a dataset's files without a model; returns
-/// the exit status (3 for a shortcut under `--deny-shortcut`).
-pub fn shortcut_command(config: &ConfigFile, args: &ShortcutArgs) -> Result<u8> {
-    let decode: DecodeOptions = config.resolve("decode", &args.dataset.decode)?;
-    let dir = &args.dataset.dir;
-    let (mut paths, mut classes, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-    match &args.manifest {
-        Some(manifest) => {
-            for row in Manifest::read(manifest)?.rows {
-                paths.push(dir.join(&row.path));
-                classes.push(row.label);
-                groups.push(row.group);
-            }
-        }
-        None => {
-            tracing::warn!(
-                "no --manifest: every image is its own group, so slices of one patient can sit \
-                 in training and test folds and inflate the result"
-            );
-            for file in scan_dataset(dir, args.dataset.skip_invalid)?.files {
-                paths.push(file.path);
-                classes.push(file.class);
-                groups.push(file.relative);
-            }
-        }
-    }
-    if !classes
-        .iter()
-        .any(|c| c.eq_ignore_ascii_case(&args.positive_class))
-    {
-        let mut names = classes.clone();
-        names.sort();
-        names.dedup();
-        bail!(
-            "the positive class `{}` is not among the labels {names:?} (--positive-class)",
-            args.positive_class
-        );
-    }
-    let labels: Vec<bool> = classes
-        .iter()
-        .map(|c| c.eq_ignore_ascii_case(&args.positive_class))
-        .collect();
-    let metadata = probe_metadata(&paths, &decode)?;
-    let report = shortcut_test(
-        &metadata,
-        &labels,
-        &groups,
-        &ShortcutConfig {
-            seed: args.seed,
-            ..ShortcutConfig::default()
-        },
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "{} images ({} {}), {} groups, {}-fold cross-validation by group",
-            report.n, report.positives, args.positive_class, report.groups, report.folds
-        );
-        println!(
-            "  metadata model: ROC-AUC {:.3}, accuracy {:.3} (majority baseline {:.3})",
-            report.cv_roc_auc, report.cv_accuracy, report.majority_baseline
-        );
-        for feature in &report.features {
-            println!(
-                "  {:<16} alone: ROC-AUC {:.3}",
-                feature.feature, feature.cv_roc_auc
-            );
-        }
-        for layout in &report.layouts {
-            println!(
-                "  layout {:<20} {} {} / {} other",
-                layout.layout, layout.positives, args.positive_class, layout.negatives
-            );
-        }
-        println!("{}", report.summary());
-    }
-    Ok(
-        if args.deny_shortcut && report.verdict == covidct_evaluation::ShortcutVerdict::Shortcut {
-            3
-        } else {
-            0
-        },
-    )
 }
 
 #[cfg(test)]
