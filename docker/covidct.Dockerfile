@@ -10,7 +10,7 @@ WORKDIR /src
 ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
 # 1. Manifests only (one line per workspace crate: scripts/validate-delivery.sh checks that
 #    every crates/*/Cargo.toml is listed), with empty sources, then the dependencies.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock weights.lock ./
 COPY crates/cli/Cargo.toml crates/cli/
 COPY crates/common/Cargo.toml crates/common/
 COPY crates/data/Cargo.toml crates/data/
@@ -21,6 +21,7 @@ COPY crates/lint/Cargo.toml crates/lint/
 COPY crates/model/Cargo.toml crates/model/
 COPY crates/serve/Cargo.toml crates/serve/
 COPY crates/study/Cargo.toml crates/study/
+COPY crates/testkit/Cargo.toml crates/testkit/
 COPY crates/tracking/Cargo.toml crates/tracking/
 COPY crates/training/Cargo.toml crates/training/
 COPY crates/weights/Cargo.toml crates/weights/

@@ -66,6 +66,12 @@ def test_page_predicts_explains_and_shows_the_model_card(browser, covidct_bin, m
         assert "label" in text and "threshold" in text and "probability of COVID" in text
         assert "COVID" in text.split("label")[1]
         assert "resnet18" in browser.find_element(By.ID, "model").text
+        # The card is rendered, not shown as Markdown: headings and tables, no `|---|` or `## `.
+        card = browser.find_element(By.ID, "card")
+        headings = [h.text for h in card.find_elements(By.TAG_NAME, "h2")]
+        assert "Intended use" in headings and any(h.startswith("Evaluation") for h in headings), headings
+        assert card.find_elements(By.TAG_NAME, "table")
+        assert "|---" not in card.text and "## " not in card.text
         screenshot = tmp_path / "page.png"
         browser.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000

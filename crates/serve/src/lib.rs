@@ -17,6 +17,7 @@
 
 mod auth;
 pub mod batching;
+mod card_html;
 pub mod config;
 mod error;
 mod input;

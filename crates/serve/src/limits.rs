@@ -34,16 +34,7 @@ pub async fn limit_concurrency(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let _permit = state.limiter().try_acquire_owned().map_err(|_| {
-        ApiError::unavailable(
-            "overloaded",
-            format!(
-                "{} requests are already in progress: retry shortly",
-                state.config().max_concurrency
-            ),
-            1,
-        )
-    })?;
+    let _slot = state.try_admit()?;
     Ok(next.run(request).await)
 }
 

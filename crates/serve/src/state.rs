@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use covidct_model::{ModelPackage, Predictor, select_device};
 use serde::Serialize;
-use tokio::sync::{Mutex, Semaphore, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
 use utoipa::ToSchema;
 
 use crate::batching::Batcher;
@@ -245,9 +245,19 @@ impl AppState {
         &self.inner.log
     }
 
-    /// The limiter of concurrent `/v1` requests.
-    pub(crate) fn limiter(&self) -> Arc<Semaphore> {
-        self.inner.limiter.clone()
+    /// Takes one of the `max_concurrency` request slots, held until the permit is dropped, or
+    /// answers 503 `overloaded` (`Retry-After: 1`) when every slot is taken.
+    pub fn try_admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inner.limiter.clone().try_acquire_owned().map_err(|_| {
+            ApiError::unavailable(
+                "overloaded",
+                format!(
+                    "{} requests are already in progress: retry shortly",
+                    self.inner.config.max_concurrency
+                ),
+                1,
+            )
+        })
     }
 
     /// Runs CPU-bound work (decoding, features, Grad-CAM) on the decoding pool, off the async

@@ -4,16 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::io::Cursor;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine;
-use burn::tensor::Device;
-use covidct_imaging::{HuWindow, PreprocessConfig, ResizeMode};
-use covidct_model::{Architecture, ModelPackage, Network, PackageMetadata};
+use covidct_imaging::{PreprocessConfig, ResizeMode};
+use covidct_model::PackageMetadata;
 use covidct_serve::{ApiKeys, AppState, ModelSource, ServeConfig, router};
+use covidct_testkit::images::grey_png;
+use covidct_testkit::package;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -24,17 +24,8 @@ const ADMIN: &str = "admin-key";
 /// A random ResNet-18 package; with `study_rule`, a study rule (mean of the slice
 /// probabilities, temperature 1, threshold 0.5) as training would fit on validation patients.
 fn write_package(dir: &std::path::Path, study_rule: bool) -> std::path::PathBuf {
-    let device = Device::flex();
-    device.seed(5);
-    let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
     let metadata = PackageMetadata {
         name: "covidct-test".into(),
-        covidct_version: "test".into(),
-        created_unix: 0,
-        architecture: Architecture::Resnet18,
-        in_channels: 1,
-        class_names: vec!["COVID".into(), "non-COVID".into()],
-        positive_class: 0,
         preprocess: PreprocessConfig {
             size: 64,
             resize: ResizeMode::Pad,
@@ -42,27 +33,13 @@ fn write_package(dir: &std::path::Path, study_rule: bool) -> std::path::PathBuf 
             std: 0.5,
             ..PreprocessConfig::default()
         },
-        dicom_window: HuWindow::default(),
-        threshold: 0.5,
-        threshold_rule: "fixed:0.5".into(),
-        temperature: 1.0,
-        dataset_fingerprint: "d".into(),
-        split_fingerprint: "s".into(),
         training: json!({}),
         evaluation: json!({"accuracy": 0.5}),
-        weights_sha256: String::new(),
-        group: study_rule.then(|| {
-            serde_json::from_value(json!({
-                "rule": "mean", "temperature": 1.0, "threshold": 0.5,
-                "threshold_rule": "youden", "fitted_on_groups": 10, "candidates": []
-            }))
-            .expect("group calibration")
-        }),
-        ood: None,
+        group: study_rule.then(package::mean_study_rule),
+        ..package::metadata()
     };
-    let package = ModelPackage::new(&network, metadata, "# Model card\ntest".into()).expect("pkg");
     let path = dir.join("model.ctpkg");
-    package.save(&path).expect("save");
+    package::write_package(&path, metadata, 5, "# Model card\ntest");
     path
 }
 
@@ -105,14 +82,7 @@ async fn app() -> App {
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::GrayImage::from_fn(width, height, |x, y| {
-        image::Luma([((x * 7 + y * 3) % 256) as u8])
-    });
-    let mut out = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("png");
-    out
+    grey_png(width, height, |x, y| ((x * 7 + y * 3) % 256) as u8)
 }
 
 fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
@@ -499,6 +469,10 @@ async fn model_card_metrics_docs_and_page() {
             .as_str()
             .is_some_and(|c| c.starts_with("# Model card"))
     );
+    assert_eq!(
+        model["model_card_html"],
+        "<h1>Model card</h1>\n<p>test</p>\n"
+    );
     send_json(&app.router, post("/v1/predict", "image/png", png(20, 20))).await;
     let (status, _, text) = send(&app.router, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
@@ -553,19 +527,9 @@ async fn model_card_metrics_docs_and_page() {
 
 #[tokio::test]
 async fn overload_answers_503_with_retry_after_and_slow_requests_time_out() {
-    // One slot, and a forward pass that waits up to a second for company.
-    let app = app_with(|c| {
-        c.max_concurrency = 1;
-        c.batch_size = 64;
-        c.batch_wait_ms = 800;
-    })
-    .await;
-    let first = tokio::spawn(app.router.clone().oneshot(post(
-        "/v1/predict",
-        "image/png",
-        png(8, 8),
-    )));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The test holds the only slot: the next request is refused, whatever the timing.
+    let app = app_with(|c| c.max_concurrency = 1).await;
+    let slot = app.state.try_admit().expect("the only slot is free");
     let (status, headers, body) =
         send(&app.router, post("/v1/predict", "image/png", png(8, 8))).await;
     assert_eq!(
@@ -576,13 +540,16 @@ async fn overload_answers_503_with_retry_after_and_slow_requests_time_out() {
     );
     assert_eq!(headers[header::RETRY_AFTER], "1");
     assert!(String::from_utf8_lossy(&body).contains("overloaded"));
-    let first = first.await.expect("join").expect("response");
-    assert_eq!(first.status(), StatusCode::OK);
+    assert!(app.state.try_admit().is_err(), "still one slot in all");
+    drop(slot);
+    let (status, _, _) = send(&app.router, post("/v1/predict", "image/png", png(8, 8))).await;
+    assert_eq!(status, StatusCode::OK, "the slot is free again");
 
+    // A lone image waits a second (the most allowed) for company: a thousand times the timeout.
     let slow = app_with(|c| {
-        c.request_timeout_ms = 100;
+        c.request_timeout_ms = 1;
         c.batch_size = 64;
-        c.batch_wait_ms = 800;
+        c.batch_wait_ms = 1000;
     })
     .await;
     let (status, body) = send_json(&slow.router, post("/v1/predict", "image/png", png(8, 8))).await;
@@ -709,14 +676,9 @@ async fn the_latest_monitoring_report_is_served_to_admins_only() {
 
 /// Pixel values of a 16×16 slice; `seed` varies the content.
 fn slice_png(seed: u32) -> Vec<u8> {
-    let image = image::GrayImage::from_fn(16, 16, |x, y| {
-        image::Luma([((x * (7 + seed) + y * 3 + seed * 40) % 256) as u8])
-    });
-    let mut out = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("png");
-    out
+    grey_png(16, 16, |x, y| {
+        ((x * (7 + seed) + y * 3 + seed * 40) % 256) as u8
+    })
 }
 
 /// A minimal explicit-VR little-endian CT file of 16×16 pixels in `series` of study `1.2.3`,

@@ -3,68 +3,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::io::Cursor;
-
-use burn::tensor::Device;
-use covidct_imaging::{HuWindow, PreprocessConfig, ResizeMode};
-use covidct_model::{Architecture, Network, PackageMetadata, Predictor};
+use covidct_model::{PackageMetadata, Predictor};
 use covidct_study::{
     SliceScore, StudyError, StudyLimits, StudyOptions, StudyRules, collect_paths, diagnose,
     study_verdict,
 };
+use covidct_testkit::images::grey_png;
+use covidct_testkit::package;
 
+/// The kit's metadata, with the mean study rule when `study_rule`.
 fn metadata(study_rule: bool) -> PackageMetadata {
     PackageMetadata {
-        name: "covidct".into(),
-        covidct_version: "test".into(),
-        created_unix: 0,
-        architecture: Architecture::Resnet18,
-        in_channels: 1,
-        class_names: vec!["COVID".into(), "non-COVID".into()],
-        positive_class: 0,
-        preprocess: PreprocessConfig {
-            size: 32,
-            resize: ResizeMode::Stretch,
-            mean: 0.5,
-            std: 0.5,
-            ..PreprocessConfig::default()
-        },
-        dicom_window: HuWindow::default(),
-        threshold: 0.5,
-        threshold_rule: "fixed:0.5".into(),
-        temperature: 1.0,
-        dataset_fingerprint: "d".into(),
-        split_fingerprint: "s".into(),
-        training: serde_json::Value::Null,
-        evaluation: serde_json::Value::Null,
-        weights_sha256: String::new(),
-        group: study_rule.then(|| {
-            serde_json::from_value(serde_json::json!({
-                "rule": "mean", "temperature": 1.0, "threshold": 0.5,
-                "threshold_rule": "youden", "fitted_on_groups": 10, "candidates": []
-            }))
-            .expect("group calibration")
-        }),
-        ood: None,
+        group: study_rule.then(package::mean_study_rule),
+        ..package::metadata()
     }
 }
 
 fn png(seed: u32) -> Vec<u8> {
-    let image = image::GrayImage::from_fn(24, 24, |x, y| {
-        image::Luma([((x * (3 + seed) + y * 5 + seed * 30) % 256) as u8])
-    });
-    let mut out = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("png");
-    out
+    grey_png(24, 24, |x, y| {
+        ((x * (3 + seed) + y * 5 + seed * 30) % 256) as u8
+    })
 }
 
 fn predictor() -> Predictor {
-    let device = Device::flex();
-    device.seed(3);
-    let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
-    Predictor::from_parts(network, metadata(true), &device).expect("predictor")
+    package::random_predictor(metadata(true), 3)
 }
 
 #[test]

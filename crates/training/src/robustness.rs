@@ -283,38 +283,7 @@ mod tests {
     /// A random-weight ResNet-18 at 32 px with threshold 0.5 (its scores are arbitrary but
     /// deterministic).
     fn predictor() -> Predictor {
-        use covidct_imaging::{HuWindow, PreprocessConfig, ResizeMode};
-        use covidct_model::{Architecture, Network, PackageMetadata};
-        let device = burn::tensor::Device::flex();
-        let metadata = PackageMetadata {
-            name: "covidct".into(),
-            covidct_version: "test".into(),
-            created_unix: 0,
-            architecture: Architecture::Resnet18,
-            in_channels: 1,
-            class_names: vec!["COVID".into(), "non-COVID".into()],
-            positive_class: 0,
-            preprocess: PreprocessConfig {
-                size: 32,
-                resize: ResizeMode::Stretch,
-                mean: 0.5,
-                std: 0.5,
-                ..PreprocessConfig::default()
-            },
-            dicom_window: HuWindow::default(),
-            threshold: 0.5,
-            threshold_rule: "fixed:0.5".into(),
-            temperature: 1.0,
-            dataset_fingerprint: String::new(),
-            split_fingerprint: String::new(),
-            training: serde_json::Value::Null,
-            evaluation: serde_json::Value::Null,
-            weights_sha256: String::new(),
-            group: None,
-            ood: None,
-        };
-        let network = Network::new(Architecture::Resnet18, 1, 2, &device).expect("network");
-        Predictor::from_parts(network, metadata, &device).expect("predictor")
+        covidct_testkit::package::random_predictor(covidct_testkit::package::metadata(), 0)
     }
 
     /// Eight 40×30 PNGs, half of each class, under `dir`.

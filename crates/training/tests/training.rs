@@ -9,51 +9,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use covidct_data::{Manifest, ManifestRow, SplitName};
 use covidct_model::{Architecture, ModelPackage, Predictor};
+use covidct_testkit::dataset::write_shapes;
 use covidct_training::{
     HeadSolver, Pretrained, Provenance, Silent, TrainConfig, TrainEvent, TrainObserver, Trainer,
     TrainingData, checkpoint::Phase, finalize,
 };
 
-/// Writes a two-class dataset: `Covid` images hold a bright disc, `Normal` images a bright bar,
-/// both on noise, at sizes that vary. Returns the manifest (groups of two images).
+/// The kit's two-class shapes dataset (`Covid` discs, `Normal` bars) and its manifest (groups
+/// of two images).
 fn dataset(root: &Path, per_class: usize) -> Manifest {
-    let mut rows = Vec::new();
-    let mut state = 12345u32;
-    let mut noise = move || {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        (state >> 16) % 60
-    };
-    for (class, label) in ["Covid", "Normal"].into_iter().enumerate() {
-        std::fs::create_dir_all(root.join(label)).unwrap();
-        for i in 0..per_class {
-            let side = 40 + (i as u32 % 3) * 8;
-            let c = side as i32 / 2 + (i as i32 % 5) - 2;
-            let img = image::GrayImage::from_fn(side, side, |x, y| {
-                let (dx, dy) = (x as i32 - c, y as i32 - c);
-                let inside = if class == 0 {
-                    dx * dx + dy * dy < (side as i32 / 4).pow(2)
-                } else {
-                    dx.abs() < side as i32 / 3 && dy.abs() < 3
-                };
-                image::Luma([(if inside { 180 } else { 30 } + noise()) as u8])
-            });
-            let name = format!("{label}/{i:03}.png");
-            img.save(root.join(&name)).unwrap();
-            // Pairs of images form a group; whole groups go to one split.
-            let group = i / 2;
-            let split = match group * 10 / per_class.div_ceil(2) {
-                0..=5 => SplitName::Train,
-                6..=7 => SplitName::Val,
-                _ => SplitName::Test,
-            };
-            rows.push(ManifestRow {
-                path: name,
-                label: label.to_owned(),
-                group: format!("{label}-{group}"),
-                split,
-            });
-        }
-    }
+    let rows = write_shapes(root, ["Covid", "Normal"], per_class)
+        .into_iter()
+        .map(|image| ManifestRow {
+            split: SplitName::parse(image.split).expect("a split name"),
+            path: image.path,
+            label: image.label,
+            group: image.group,
+        })
+        .collect();
     Manifest::new(rows, Path::new("generated")).unwrap()
 }
 

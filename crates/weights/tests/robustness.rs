@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-mod common;
-
-use common::{Dt, Entry, StateDict, Storage};
+use covidct_testkit::torch::{Dt, Entry, StateDict, Storage};
 use covidct_weights::load_checkpoint_bytes;
 use proptest::prelude::*;
 

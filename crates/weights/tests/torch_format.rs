@@ -1,4 +1,4 @@
-//! Round trips and refusals for PyTorch checkpoints written by `tests/common` (zip and legacy
+//! Round trips and refusals for PyTorch checkpoints written by `covidct_testkit::torch` (zip and legacy
 //! formats, byte for byte as `torch.save` lays them out), and for safetensors.
 //!
 //! The golden pickles below were produced by CPython 3.11's `pickle.Pickler(protocol=2)` with a
@@ -10,17 +10,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-mod common;
-
 use std::path::Path;
 
-use common::{Dt, StateDict};
+use covidct_testkit::torch::{Dt, StateDict};
 use covidct_weights::{
     Checkpoint, CheckpointFormat, DType, Tensor, WeightsError, load_checkpoint,
     load_checkpoint_bytes, save_safetensors, sha256_file, verify_sha256,
 };
 
-include!("common/golden.rs");
+include!("fixtures/golden.rs");
 
 fn unhex(parts: &[&str]) -> Vec<u8> {
     hex::decode(parts.concat()).unwrap()

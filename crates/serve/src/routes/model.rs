@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::card_html::card_html;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, ModelRef};
 
@@ -45,6 +46,8 @@ pub struct ModelInfo {
     pub evaluation: serde_json::Value,
     /// The model card (Markdown).
     pub model_card: String,
+    /// The model card as an HTML fragment (raw HTML, links and images of the Markdown inert).
+    pub model_card_html: String,
 }
 
 /// The package's study rule (`/v1/predict/study`).
@@ -101,5 +104,6 @@ pub async fn model_info(State(state): State<AppState>) -> Result<Json<ModelInfo>
         }),
         evaluation: metadata.evaluation.clone(),
         model_card: model.model_card.clone(),
+        model_card_html: card_html(&model.model_card),
     }))
 }

@@ -1,4 +1,4 @@
-//! Test helper: writes PyTorch checkpoints byte for byte as `torch.save` does, without torch.
+//! PyTorch checkpoints written byte for byte as `torch.save` does, without torch.
 //!
 //! [`StateDict`] describes tensors and their storages; [`StateDict::object_pickle`] emits the
 //! pickle (protocol 2) that CPython's pickler produces for such a state dict when torch pickles
@@ -9,7 +9,6 @@
 //! are fetched back with BINGET), dict items in batches of 1000, and the `_metadata` attribute
 //! applied with BUILD. [`StateDict::zip_file`] and [`StateDict::legacy_file`] wrap it in the two
 //! container formats.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,14 +16,20 @@ use std::io::Write;
 /// Element type of a stored tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dt {
+    /// `torch.float32`.
     F32,
+    /// `torch.float64`.
     F64,
+    /// `torch.float16`.
     F16,
+    /// `torch.bfloat16`.
     BF16,
+    /// `torch.int64`.
     I64,
 }
 
 impl Dt {
+    /// The storage class torch pickles for this type (`torch.FloatStorage`, …).
     pub fn storage(self) -> &'static str {
         match self {
             Dt::F32 => "FloatStorage",
@@ -35,6 +40,7 @@ impl Dt {
         }
     }
 
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             Dt::F32 => 4,
@@ -58,22 +64,31 @@ impl Dt {
 /// One entry of the state dict: a strided view of a storage.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Key in the state dict.
     pub name: String,
+    /// Index into [`StateDict::storages`].
     pub storage: usize,
+    /// First element of the view, in elements.
     pub offset: usize,
+    /// Tensor shape.
     pub shape: Vec<usize>,
+    /// Stride of each dimension, in elements.
     pub stride: Vec<usize>,
 }
 
 /// A storage: element type, key and raw little-endian bytes.
 #[derive(Debug, Clone)]
 pub struct Storage {
+    /// Element type.
     pub dtype: Dt,
+    /// Storage key (the zip entry name under `data/`, or the legacy address).
     pub key: String,
+    /// Raw little-endian bytes.
     pub bytes: Vec<u8>,
 }
 
 impl Storage {
+    /// Elements in the storage.
     pub fn numel(&self) -> usize {
         self.bytes.len() / self.dtype.size()
     }
@@ -82,7 +97,9 @@ impl Storage {
 /// A state dict to write, with the values each float entry should load as.
 #[derive(Debug, Clone, Default)]
 pub struct StateDict {
+    /// The tensors, in state-dict order.
     pub entries: Vec<Entry>,
+    /// Their storages, in order of first use.
     pub storages: Vec<Storage>,
     /// `_metadata` of the state dict: module prefix and version.
     pub metadata: Vec<(String, i64)>,
@@ -429,13 +446,22 @@ impl StateDict {
 }
 
 /// Emits pickle opcodes with CPython's memo numbering.
+#[derive(Debug)]
 pub struct Pickler {
+    /// The pickle written so far.
     pub out: Vec<u8>,
     next: u32,
     shared: HashMap<String, u32>,
 }
 
+impl Default for Pickler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pickler {
+    /// A protocol-2 pickle with an empty memo.
     pub fn new() -> Self {
         Pickler {
             out: vec![0x80, 2],
@@ -444,10 +470,12 @@ impl Pickler {
         }
     }
 
+    /// One opcode byte.
     pub fn op(&mut self, op: u8) {
         self.out.push(op);
     }
 
+    /// Memoizes the top of the stack (PUT / LONG_BINPUT); returns its memo index.
     pub fn put(&mut self) -> u32 {
         let i = self.next;
         if i < 256 {
@@ -460,6 +488,7 @@ impl Pickler {
         i
     }
 
+    /// Pushes memo entry `i` (BINGET / LONG_BINGET).
     pub fn get(&mut self, i: u32) {
         if i < 256 {
             self.out.extend_from_slice(&[b'h', i as u8]);
@@ -469,6 +498,7 @@ impl Pickler {
         }
     }
 
+    /// Emits an object once and fetches it back from the memo every later time.
     pub fn shared(&mut self, key: String, emit: impl FnOnce(&mut Self)) {
         if let Some(&i) = self.shared.get(&key) {
             self.get(i);
@@ -479,6 +509,7 @@ impl Pickler {
         }
     }
 
+    /// A `module.name` global, memoized as CPython does.
     pub fn global(&mut self, module: &str, name: &str) {
         self.shared(format!("global {module}.{name}"), |p| {
             p.out.push(b'c');
@@ -487,6 +518,7 @@ impl Pickler {
         });
     }
 
+    /// A BINUNICODE string, not memoized.
     pub fn raw_str(&mut self, s: &str) {
         self.out.push(b'X');
         self.out.extend_from_slice(&(s.len() as u32).to_le_bytes());
