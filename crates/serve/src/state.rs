@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
 use utoipa::ToSchema;
 
 use crate::batching::Batcher;
+use crate::card_html::card_html;
 use crate::config::ServeConfig;
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
@@ -79,6 +80,9 @@ pub struct LoadedModel {
     pub source: String,
     /// The package's model card (Markdown).
     pub model_card: String,
+    /// The model card as an HTML fragment for the page, rendered once at load
+    /// ([`crate::card_html::card_html`]).
+    pub model_card_html: String,
     /// When it was loaded, in seconds since the Unix epoch.
     pub loaded_unix: u64,
     /// Its micro-batching queue.
@@ -209,6 +213,7 @@ impl AppState {
             predictor,
             reference,
             source: self.inner.source.to_string(),
+            model_card_html: card_html(&package.model_card),
             model_card: package.model_card,
             loaded_unix: u64::try_from(crate::prediction_log::now_unix_ms() / 1000).unwrap_or(0),
             batcher,

@@ -5,7 +5,6 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::card_html::card_html;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, ModelRef};
 
@@ -104,6 +103,6 @@ pub async fn model_info(State(state): State<AppState>) -> Result<Json<ModelInfo>
         }),
         evaluation: metadata.evaluation.clone(),
         model_card: model.model_card.clone(),
-        model_card_html: card_html(&model.model_card),
+        model_card_html: model.model_card_html.clone(),
     }))
 }
