@@ -153,6 +153,14 @@ pub enum Expect {
     Study(usize),
 }
 
+/// The one image of a single-image request (`limit`: most body bytes).
+pub async fn read_upload(request: Request, limit: usize) -> Result<Upload, ApiError> {
+    read_uploads(request, limit, Expect::One)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::bad_request("no_image", "no image"))
+}
+
 /// The files of a request, as `expect` says (`limit`: most body bytes).
 pub async fn read_uploads(
     request: Request,

@@ -29,11 +29,38 @@ use crate::evaluation::SampleSource;
 /// Reports (stage, done, total) while images are probed or explained.
 pub type StageProgress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
+/// Which images a shortcut test ran on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShortcutImages {
+    /// The images that were evaluated.
+    Evaluated,
+    /// Every image of the manifest (train + val + test).
+    WholeManifest,
+}
+
+impl ShortcutImages {
+    /// How reports and the terminal name these images.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Evaluated => "evaluated images",
+            Self::WholeManifest => "whole manifest",
+        }
+    }
+
+    /// The prefix of the MLflow metrics of a test on these images.
+    pub fn metric_prefix(self) -> &'static str {
+        match self {
+            Self::Evaluated => "shortcut",
+            Self::WholeManifest => "shortcut_manifest",
+        }
+    }
+}
+
 /// The shortcut test on one set of images, or why it could not run.
 #[derive(Debug)]
 pub struct ShortcutScope {
-    /// Which images: `evaluated images` or `whole manifest`.
-    pub scope: &'static str,
+    /// Which images.
+    pub scope: ShortcutImages,
     /// The result.
     pub result: Result<ShortcutReport, String>,
 }
@@ -281,13 +308,13 @@ pub fn analyse_bias(
         ..ShortcutConfig::default()
     };
     let mut shortcut = vec![ShortcutScope {
-        scope: "evaluated images",
+        scope: ShortcutImages::Evaluated,
         result: shortcut_test(&metadata, &labels, &samples.groups, &config)
             .map_err(|e| e.to_string()),
     }];
     if let Some(manifest) = &source.manifest {
         shortcut.push(ShortcutScope {
-            scope: "whole manifest",
+            scope: ShortcutImages::WholeManifest,
             result: manifest_shortcut(
                 manifest,
                 &source.data_dir,
@@ -340,7 +367,7 @@ fn shortcut_row(scope: &ShortcutScope) -> Value {
     match &scope.result {
         Ok(report) => {
             let mut row = Map::new();
-            row.insert("scope".into(), json!(scope.scope));
+            row.insert("scope".into(), json!(scope.scope.label()));
             row.insert("verdict".into(), json!(report.verdict.as_str()));
             row.insert("cv_roc_auc".into(), json!(report.cv_roc_auc));
             row.insert("cv_accuracy".into(), json!(report.cv_accuracy));
@@ -366,7 +393,9 @@ fn shortcut_row(scope: &ShortcutScope) -> Value {
             row.insert("summary".into(), json!(report.summary()));
             Value::Object(row)
         }
-        Err(reason) => json!({"scope": scope.scope, "verdict": "not run", "summary": reason}),
+        Err(reason) => {
+            json!({"scope": scope.scope.label(), "verdict": "not run", "summary": reason})
+        }
     }
 }
 
@@ -459,10 +488,7 @@ impl BiasOutcome {
         )];
         for scope in &self.shortcut {
             if let Ok(report) = &scope.result {
-                let prefix = match scope.scope {
-                    "whole manifest" => "shortcut_manifest",
-                    _ => "shortcut",
-                };
+                let prefix = scope.scope.metric_prefix();
                 values.push((format!("{prefix}_cv_roc_auc"), report.cv_roc_auc));
                 values.push((format!("{prefix}_cv_accuracy"), report.cv_accuracy));
             }
@@ -509,7 +535,7 @@ impl std::fmt::Display for BiasOutcome {
                 Ok(report) => writeln!(
                     f,
                     "  shortcut test on the {} ({} images, {} groups): {}",
-                    scope.scope,
+                    scope.scope.label(),
                     report.n,
                     report.groups,
                     report.summary()
@@ -517,7 +543,7 @@ impl std::fmt::Display for BiasOutcome {
                 Err(reason) => writeln!(
                     f,
                     "  shortcut test on the {}: not run: {reason}",
-                    scope.scope
+                    scope.scope.label()
                 )?,
             }
         }

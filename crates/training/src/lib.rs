@@ -26,6 +26,7 @@ mod config;
 mod data;
 mod error;
 mod evaluation;
+mod evaluation_run;
 mod finalize;
 mod gate;
 mod model_card;
@@ -45,6 +46,10 @@ pub use crate::error::TrainError;
 pub use crate::evaluation::{
     EvaluationRequest, LoadedModel, SampleSource, dataset_name, evaluate_package,
     evaluation_target, load_model, load_predictor, target_samples,
+};
+pub use crate::evaluation_run::{
+    AnalysedEvaluation, AnalysisRequest, RobustnessRequest, evaluate_with_analyses,
+    track_evaluation,
 };
 pub use crate::finalize::{
     EvaluationTarget, Provenance, Release, ScoredSplit, evaluate_predictor, finalize,

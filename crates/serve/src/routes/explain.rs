@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{Expect, ImageForm, ImageJson, read_uploads};
+use crate::input::{ImageForm, ImageJson, read_upload};
 use crate::limits::RequestId;
 use crate::routes::predict::{judge, prepare};
 use crate::state::{AppState, LoadedModel, ModelRef};
@@ -119,10 +119,7 @@ pub async fn explain(
     let arrived = Instant::now();
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let model = state.model()?;
-    let mut uploads = read_uploads(request, state.config().max_body_bytes, Expect::One).await?;
-    let upload = uploads
-        .pop()
-        .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
+    let upload = read_upload(request, state.config().max_body_bytes).await?;
     let mut prepared = prepare(&state, &model, &upload).await?;
     let (prediction, _) = judge(&model, &mut prepared).await?;
     if let Some(ood) = prediction.ood.as_ref().filter(|o| !o.in_distribution) {

@@ -16,7 +16,9 @@ use tokio::task::JoinSet;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
-use crate::input::{BatchForm, BatchJson, Expect, ImageForm, ImageJson, Upload, read_uploads};
+use crate::input::{
+    BatchForm, BatchJson, Expect, ImageForm, ImageJson, Upload, read_upload, read_uploads,
+};
 use crate::limits::RequestId;
 use crate::prediction_log::{PredictionRecord, now_unix_ms};
 use crate::state::{AppState, LoadedModel, ModelRef};
@@ -319,11 +321,7 @@ pub async fn predict(
     let arrived = Instant::now();
     let policy = PredictQuery::parse(query)?;
     let model = state.model()?;
-    let limit = state.config().max_body_bytes;
-    let mut uploads = read_uploads(request, limit, Expect::One).await?;
-    let upload = uploads
-        .pop()
-        .ok_or_else(|| ApiError::bad_request("no_image", "no image"))?;
+    let upload = read_upload(request, state.config().max_body_bytes).await?;
     score(state, model, upload, request_id, arrived, policy)
         .await
         .map(Json)
