@@ -44,20 +44,19 @@ pub use crate::config::{
 pub use crate::data::{SplitSamples, SplitSummary, TrainingData};
 pub use crate::error::TrainError;
 pub use crate::evaluation::{
-    EvaluationRequest, LoadedModel, SampleSource, dataset_name, evaluate_package,
-    evaluation_target, load_model, load_predictor, target_samples,
+    EvaluationRequest, LoadedModel, SampleSource, evaluate_package, load_model, load_predictor,
+    target_samples,
 };
 pub use crate::evaluation_run::{
     AnalysedEvaluation, AnalysisRequest, RobustnessRequest, evaluate_with_analyses,
     track_evaluation,
 };
 pub use crate::finalize::{
-    EvaluationTarget, Provenance, Release, ScoredSplit, evaluate_predictor, finalize,
-    positive_logits, positive_probabilities, report_of_probabilities, score_split, split_logits,
+    Provenance, Release, finalize, positive_logits, positive_probabilities, split_logits,
 };
 pub use crate::gate::{GateInputs, fit_gate, gate_inputs};
 pub use crate::model_card::model_card;
-pub use crate::robustness::{RobustnessPlan, robustness_of, stratified_subset};
+pub use crate::robustness::RobustnessPlan;
 pub use crate::schedule::WarmupCosine;
 pub use crate::trainer::{
     Silent, SplitFeatures, SplitLogits, TrainEvent, TrainObserver, TrainOutcome, Trainer,
