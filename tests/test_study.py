@@ -624,6 +624,10 @@ def test_cli_study_of_a_folder_a_zip_and_files_matches_the_service(
         assert answer["model"]["name"] and answer["model"]["package"] == str(model_package)
         assert answer["timing"]["total_ms"] > 0
         (study,) = answer["studies"]
+        # One shape: the service's study without the ids only a service has.
+        assert set(study) == set(expected) - {"study_id"}
+        for got, want in zip(study["slices"], expected["slices"]):
+            assert set(got) == set(want) - {"request_id"}
         assert [Path(s["filename"].split(":")[-1]).name for s in study["slices"]] == NATURAL
         assert abs(study["probability"] - expected["probability"]) < SAME
         assert study["label"] == expected["label"] and study["drivers"] == expected["drivers"]
@@ -651,7 +655,7 @@ def test_cli_study_exit_status_and_refusals(covidct_bin, model_package, tmp_path
     assert study["label"] is None and "usable" in study["reason"]
     assert [Path(u["filename"]).name for u in answer["unreadable"]] == ["s9.png"]
     refused = [s for s in study["slices"] if not s["in_distribution"]]
-    assert len(refused) == 3 and all("probability" not in s and s["refusals"] for s in refused)
+    assert len(refused) == 3 and all(s["probability"] is None and s["ood"]["refusals"] for s in refused)
     # --min-slices and --min-usable-share are the CLI's.
     result = cli_study(covidct_bin, model_package, "--json", "--min-slices", 1, "--min-usable-share", 0.2, mostly_blank)
     assert result.returncode == 0, result.stderr

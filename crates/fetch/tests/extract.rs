@@ -6,8 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{NORMAL_ENTRIES, Scratch, build_zip, patch_declared_size, symlink_zip, tree};
+use common::{NORMAL_ENTRIES, Scratch, patch_declared_size, symlink_zip, tree};
 use covidct_fetch::{ExistingDir, ExtractLimits, FetchError, extract_zip_safely, extract_zip_with};
+use covidct_testkit::archive::zip_of;
 
 /// The scratch tree after extracting `NORMAL_ENTRIES` into `out/data`.
 const NORMAL_TREE: [&str; 7] = [
@@ -57,7 +58,7 @@ fn refuse(scratch: &Scratch, zip: &[u8], limits: &ExtractLimits) -> FetchError {
 fn normal_archive_is_extracted() {
     let scratch = Scratch::new();
     let archive = scratch.root().join("archive.zip");
-    std::fs::write(&archive, build_zip(NORMAL_ENTRIES)).expect("write");
+    std::fs::write(&archive, zip_of(NORMAL_ENTRIES)).expect("write");
     let dest = scratch.out().join("data");
 
     let report = extract_zip_safely(&archive, &dest, &ExtractLimits::default()).expect("extract");
@@ -83,7 +84,7 @@ fn normal_archive_is_extracted() {
 #[test]
 fn existing_dataset_is_refused_without_replace_and_replaced_with_it() {
     let scratch = Scratch::new();
-    let (archive, dest) = setup(&scratch, &build_zip(NORMAL_ENTRIES));
+    let (archive, dest) = setup(&scratch, &zip_of(NORMAL_ENTRIES));
 
     let err = extract_zip_safely(&archive, &dest, &ExtractLimits::default()).expect_err("refused");
     assert!(
@@ -109,7 +110,7 @@ fn existing_dataset_is_refused_without_replace_and_replaced_with_it() {
 fn empty_existing_folder_is_filled() {
     let scratch = Scratch::new();
     let archive = scratch.root().join("archive.zip");
-    std::fs::write(&archive, build_zip(NORMAL_ENTRIES)).expect("write");
+    std::fs::write(&archive, zip_of(NORMAL_ENTRIES)).expect("write");
     let dest = scratch.out().join("data");
     std::fs::create_dir_all(&dest).expect("mkdir");
     extract_zip_safely(&archive, &dest, &ExtractLimits::default()).expect("extract");
@@ -119,7 +120,7 @@ fn empty_existing_folder_is_filled() {
 #[test]
 fn parent_traversal_is_refused() {
     let scratch = Scratch::new();
-    let zip = build_zip(&[("COVID/a.png", b"ok"), ("../evil.txt", b"pwned")]);
+    let zip = zip_of(&[("COVID/a.png", b"ok"), ("../evil.txt", b"pwned")]);
     let err = refuse(&scratch, &zip, &ExtractLimits::default());
     assert!(
         matches!(&err, FetchError::UnsafeEntryPath { entry, .. } if entry == "../evil.txt"),
@@ -128,7 +129,7 @@ fn parent_traversal_is_refused() {
     assert!(err.to_string().contains("../evil.txt"), "{err}");
 
     let scratch = Scratch::new();
-    let zip = build_zip(&[("COVID/../../evil.txt", b"pwned")]);
+    let zip = zip_of(&[("COVID/../../evil.txt", b"pwned")]);
     let err = refuse(&scratch, &zip, &ExtractLimits::default());
     assert!(matches!(err, FetchError::UnsafeEntryPath { .. }), "{err:?}");
 }
@@ -136,7 +137,7 @@ fn parent_traversal_is_refused() {
 #[test]
 fn absolute_paths_are_refused() {
     let scratch = Scratch::new();
-    let zip = build_zip(&[("/abs/evil.txt", b"pwned")]);
+    let zip = zip_of(&[("/abs/evil.txt", b"pwned")]);
     let err = refuse(&scratch, &zip, &ExtractLimits::default());
     assert!(
         matches!(&err, FetchError::UnsafeEntryPath { entry, .. } if entry == "/abs/evil.txt"),
@@ -155,7 +156,7 @@ fn windows_path_tricks_are_refused() {
         "a.png:stream",
     ] {
         let scratch = Scratch::new();
-        let zip = build_zip(&[(name, b"pwned")]);
+        let zip = zip_of(&[(name, b"pwned")]);
         let err = refuse(&scratch, &zip, &ExtractLimits::default());
         assert!(
             matches!(&err, FetchError::UnsafeEntryPath { entry, .. } if entry == name),
@@ -178,7 +179,7 @@ fn symlinks_are_refused() {
 #[test]
 fn file_and_folder_clash_is_refused() {
     let scratch = Scratch::new();
-    let zip = build_zip(&[("COVID", b"a file"), ("COVID/a.png", b"png")]);
+    let zip = zip_of(&[("COVID", b"a file"), ("COVID/a.png", b"png")]);
     let err = refuse(&scratch, &zip, &ExtractLimits::default());
     assert!(matches!(err, FetchError::DuplicateEntry { .. }), "{err:?}");
 }
@@ -192,7 +193,7 @@ fn too_many_entries_are_refused() {
         max_entries: 4,
         ..ExtractLimits::default()
     };
-    let err = refuse(&scratch, &build_zip(&entries), &limits);
+    let err = refuse(&scratch, &zip_of(&entries), &limits);
     assert!(
         matches!(
             err,
@@ -209,7 +210,7 @@ fn too_many_entries_are_refused() {
 #[test]
 fn huge_declared_size_is_refused_before_reading() {
     let scratch = Scratch::new();
-    let mut zip = build_zip(&[("COVID/a.png", b"ok"), ("COVID/huge.png", b"tiny really")]);
+    let mut zip = zip_of(&[("COVID/a.png", b"ok"), ("COVID/huge.png", b"tiny really")]);
     patch_declared_size(&mut zip, "COVID/huge.png", 3_000_000_000);
     let err = refuse(&scratch, &zip, &ExtractLimits::default());
     assert!(
@@ -221,7 +222,7 @@ fn huge_declared_size_is_refused_before_reading() {
 #[test]
 fn honest_entry_over_the_limit_is_refused() {
     let scratch = Scratch::new();
-    let zip = build_zip(&[("COVID/big.png", &[7u8; 5000])]);
+    let zip = zip_of(&[("COVID/big.png", &[7u8; 5000])]);
     let limits = ExtractLimits {
         max_entry_bytes: 1000,
         ..ExtractLimits::default()
@@ -243,7 +244,7 @@ fn honest_entry_over_the_limit_is_refused() {
 #[test]
 fn declared_total_over_the_limit_is_refused() {
     let scratch = Scratch::new();
-    let zip = build_zip(&[("COVID/a.png", &[1u8; 800]), ("COVID/b.png", &[2u8; 800])]);
+    let zip = zip_of(&[("COVID/a.png", &[1u8; 800]), ("COVID/b.png", &[2u8; 800])]);
     let limits = ExtractLimits {
         max_total_bytes: 1000,
         ..ExtractLimits::default()
@@ -283,7 +284,7 @@ fn lying_entry_is_stopped_on_actual_bytes() {
     // 1 MiB of zeros deflates to ~1 KiB; the headers claim 100 bytes.
     let scratch = Scratch::new();
     let bomb = vec![0u8; 1 << 20];
-    let mut zip = build_zip(&[("COVID/a.png", b"ok"), ("COVID/bomb.png", &bomb)]);
+    let mut zip = zip_of(&[("COVID/a.png", b"ok"), ("COVID/bomb.png", &bomb)]);
     assert!(
         zip.len() < 16 * 1024,
         "the test archive should be small: {}",
@@ -302,7 +303,7 @@ fn lying_entry_is_stopped_on_actual_bytes() {
 fn lying_entries_are_stopped_on_actual_bytes_even_under_generous_limits() {
     let scratch = Scratch::new();
     let data = vec![0u8; 48 * 1024];
-    let mut zip = build_zip(&[("COVID/a.png", &data), ("COVID/b.png", &data)]);
+    let mut zip = zip_of(&[("COVID/a.png", &data), ("COVID/b.png", &data)]);
     patch_declared_size(&mut zip, "COVID/a.png", 10);
     patch_declared_size(&mut zip, "COVID/b.png", 10);
     let err = refuse(&scratch, &zip, &ExtractLimits::default());
@@ -313,11 +314,7 @@ fn lying_entries_are_stopped_on_actual_bytes_even_under_generous_limits() {
 fn limits_exactly_met_are_accepted() {
     let scratch = Scratch::new();
     let archive = scratch.root().join("archive.zip");
-    std::fs::write(
-        &archive,
-        build_zip(&[("a", &[1u8; 100]), ("b", &[2u8; 100])]),
-    )
-    .expect("write");
+    std::fs::write(&archive, zip_of(&[("a", &[1u8; 100]), ("b", &[2u8; 100])])).expect("write");
     let limits = ExtractLimits {
         max_entries: 2,
         max_entry_bytes: 100,

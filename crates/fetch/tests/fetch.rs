@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, build_zip, tree};
+use common::{KaggleStub, NORMAL_ENTRIES, Scratch, StubConfig, tree};
 use covidct_common::sha256_hex;
 use covidct_fetch::{
     ExtractLimits, FetchError, KaggleCredentials, KaggleFetchOptions, fetch_kaggle,
 };
+use covidct_testkit::archive::zip_of;
 
 fn alice() -> KaggleCredentials {
     KaggleCredentials {
@@ -42,7 +43,7 @@ fn assert_dataset_extracted(scratch: &Scratch) {
 
 #[test]
 fn downloads_through_the_redirect_verifies_and_extracts() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let sha = sha256_hex(&zip);
     let stub = KaggleStub::start(StubConfig::new(zip.clone()));
     let scratch = Scratch::new();
@@ -97,7 +98,7 @@ fn downloads_through_the_redirect_verifies_and_extracts() {
 
 #[test]
 fn interrupted_download_resumes_from_the_part_file() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let cut = zip.len() / 2;
     let stub = KaggleStub::start(StubConfig {
         cut_first_after: Some(cut),
@@ -137,7 +138,7 @@ fn interrupted_download_resumes_from_the_part_file() {
 
 #[test]
 fn server_ignoring_range_restarts_from_zero() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let cut = zip.len() / 3;
     let stub = KaggleStub::start(StubConfig {
         cut_first_after: Some(cut),
@@ -161,7 +162,7 @@ fn server_ignoring_range_restarts_from_zero() {
 
 #[test]
 fn complete_part_file_is_downloaded_again_after_416() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let stub = KaggleStub::start(StubConfig::new(zip.clone()));
     let scratch = Scratch::new();
     std::fs::create_dir_all(scratch.out()).expect("mkdir");
@@ -177,7 +178,7 @@ fn complete_part_file_is_downloaded_again_after_416() {
 
 #[test]
 fn wrong_credentials_are_reported_as_refused() {
-    let stub = KaggleStub::start(StubConfig::new(build_zip(NORMAL_ENTRIES)));
+    let stub = KaggleStub::start(StubConfig::new(zip_of(NORMAL_ENTRIES)));
     let scratch = Scratch::new();
     let wrong = KaggleCredentials {
         username: "alice".into(),
@@ -204,7 +205,7 @@ fn wrong_credentials_are_reported_as_refused() {
 
 #[test]
 fn unknown_dataset_is_reported_as_not_found() {
-    let stub = KaggleStub::start(StubConfig::new(build_zip(NORMAL_ENTRIES)));
+    let stub = KaggleStub::start(StubConfig::new(zip_of(NORMAL_ENTRIES)));
     let scratch = Scratch::new();
     let options = KaggleFetchOptions {
         dataset: "owner/nope".into(),
@@ -223,7 +224,7 @@ fn unknown_dataset_is_reported_as_not_found() {
 
 #[test]
 fn checksum_mismatch_keeps_the_file_and_extracts_nothing() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let stub = KaggleStub::start(StubConfig::new(zip.clone()));
     let scratch = Scratch::new();
     let wrong = "0".repeat(64);
@@ -251,7 +252,7 @@ fn checksum_mismatch_keeps_the_file_and_extracts_nothing() {
 
 #[test]
 fn invalid_expected_checksum_is_refused_before_any_request() {
-    let stub = KaggleStub::start(StubConfig::new(build_zip(NORMAL_ENTRIES)));
+    let stub = KaggleStub::start(StubConfig::new(zip_of(NORMAL_ENTRIES)));
     let scratch = Scratch::new();
     let options = KaggleFetchOptions {
         expected_sha256: Some("abc".into()),
@@ -267,7 +268,7 @@ fn invalid_expected_checksum_is_refused_before_any_request() {
 
 #[test]
 fn unsafe_dataset_names_are_refused_before_any_request() {
-    let stub = KaggleStub::start(StubConfig::new(build_zip(NORMAL_ENTRIES)));
+    let stub = KaggleStub::start(StubConfig::new(zip_of(NORMAL_ENTRIES)));
     let scratch = Scratch::new();
     for dataset in [
         "owner",
@@ -292,7 +293,7 @@ fn unsafe_dataset_names_are_refused_before_any_request() {
 
 #[test]
 fn existing_dataset_folder_is_refused_before_downloading_then_replaced_with_overwrite() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let stub = KaggleStub::start(StubConfig::new(zip.clone()));
     let scratch = Scratch::new();
     let dataset_dir = scratch.out().join("data");
@@ -322,7 +323,7 @@ fn existing_dataset_folder_is_refused_before_downloading_then_replaced_with_over
 
 #[test]
 fn finished_archive_is_reused_unless_redownload() {
-    let zip = build_zip(NORMAL_ENTRIES);
+    let zip = zip_of(NORMAL_ENTRIES);
     let stub = KaggleStub::start(StubConfig::new(zip.clone()));
     let scratch = Scratch::new();
     let first = fetch_kaggle(&options(&stub, &scratch), &alice()).expect("first fetch");
@@ -354,7 +355,7 @@ fn finished_archive_is_reused_unless_redownload() {
 
 #[test]
 fn malicious_archive_from_the_server_is_refused_and_previous_data_kept() {
-    let zip = build_zip(&[("COVID/a.png", b"ok"), ("../evil.txt", b"pwned")]);
+    let zip = zip_of(&[("COVID/a.png", b"ok"), ("../evil.txt", b"pwned")]);
     let stub = KaggleStub::start(StubConfig::new(zip));
     let scratch = Scratch::new();
     let dataset_dir = scratch.out().join("data");
@@ -376,7 +377,7 @@ fn malicious_archive_from_the_server_is_refused_and_previous_data_kept() {
 
 #[test]
 fn zip_bomb_from_the_server_is_refused() {
-    let zip = build_zip(&[("COVID/bomb.png", &vec![0u8; 1 << 20])]);
+    let zip = zip_of(&[("COVID/bomb.png", &vec![0u8; 1 << 20])]);
     let stub = KaggleStub::start(StubConfig::new(zip));
     let scratch = Scratch::new();
     let options = KaggleFetchOptions {
@@ -396,7 +397,7 @@ fn zip_bomb_from_the_server_is_refused() {
 
 #[test]
 fn report_serializes_to_json() {
-    let stub = KaggleStub::start(StubConfig::new(build_zip(NORMAL_ENTRIES)));
+    let stub = KaggleStub::start(StubConfig::new(zip_of(NORMAL_ENTRIES)));
     let scratch = Scratch::new();
     let report = fetch_kaggle(&options(&stub, &scratch), &alice()).expect("fetch");
     let json = serde_json::to_value(&report).expect("json");

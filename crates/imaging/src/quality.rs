@@ -105,6 +105,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// One failed check: which, and why, in words a user can act on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Refusal {
     /// Machine-readable name of the check (`too_small`, `aspect`, `colour`, `intensity_mean`,
     /// `intensity_std`, `entropy`, `body_area`, or `features` for the model's own check).

@@ -227,6 +227,7 @@ pub struct OodGate {
 
 /// What the gate says about one input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OodAssessment {
     /// Whether the model may judge the input.
     pub in_distribution: bool,

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use covidct_model::OodAssessment;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -61,48 +62,7 @@ pub struct ErrorDetail {
     pub message: String,
     /// With `out_of_distribution`: the gate's score and the checks that failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ood: Option<OodDetail>,
-}
-
-/// The out-of-distribution gate's verdict on one image.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct OodDetail {
-    /// Whether the model may judge the image.
-    pub in_distribution: bool,
-    /// Feature score of the image (about 1 for a typical training slice).
-    pub score: f64,
-    /// Score above which an image is refused.
-    pub threshold: f64,
-    /// The checks the image failed.
-    pub refusals: Vec<OodCheck>,
-}
-
-/// One failed check of the out-of-distribution gate.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct OodCheck {
-    /// `too_small`, `aspect`, `colour`, `intensity_mean`, `intensity_std`, `entropy`,
-    /// `body_area` or `features`.
-    pub check: String,
-    /// What was measured against what is accepted.
-    pub message: String,
-}
-
-impl From<&covidct_model::OodAssessment> for OodDetail {
-    fn from(assessment: &covidct_model::OodAssessment) -> Self {
-        Self {
-            in_distribution: assessment.in_distribution,
-            score: assessment.score,
-            threshold: assessment.threshold,
-            refusals: assessment
-                .refusals
-                .iter()
-                .map(|r| OodCheck {
-                    check: r.check.clone(),
-                    message: r.message.clone(),
-                })
-                .collect(),
-        }
-    }
+    pub ood: Option<OodAssessment>,
 }
 
 /// An error answer: status, code, message, and `Retry-After` when retrying later helps.
@@ -163,7 +123,7 @@ impl ApiError {
                 assessment.summary()
             ),
         );
-        error.detail.ood = Some(assessment.into());
+        error.detail.ood = Some(assessment.clone());
         error
     }
 

@@ -3,7 +3,10 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::{ErrorBody, ErrorDetail, OodCheck, OodDetail};
+use covidct_imaging::Refusal;
+use covidct_model::OodAssessment;
+
+use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{admin, explain, feedback, health, model, predict, study};
 
 /// The service's API.
@@ -29,7 +32,7 @@ use crate::routes::{admin, explain, feedback, health, model, predict, study};
         health::readyz,
         health::metrics,
     ),
-    components(schemas(ErrorBody, ErrorDetail, OodDetail, OodCheck, predict::OodPolicy, explain::ExplainFormat)),
+    components(schemas(ErrorBody, ErrorDetail, OodAssessment, Refusal, predict::OodPolicy, explain::ExplainFormat)),
     modifiers(&Security),
     tags(
         (name = "prediction", description = "Classify and explain images and studies"),

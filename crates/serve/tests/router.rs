@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::io::Cursor;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -741,17 +739,8 @@ fn dicom_slice(series: &str, instance: i64, z: f64, seed: u16) -> Vec<u8> {
 }
 
 fn zip_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = Cursor::new(Vec::new());
-    let mut writer = zip::ZipWriter::new(&mut out);
-    for (name, bytes) in files {
-        writer
-            .start_file(*name, zip::write::SimpleFileOptions::default())
-            .expect("entry");
-        writer.write_all(bytes).expect("write");
-    }
-    writer.finish().expect("finish");
-    out.into_inner()
+    let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    covidct_testkit::archive::zip_of(&entries)
 }
 
 fn probabilities(study: &Value) -> Vec<f64> {

@@ -39,33 +39,28 @@ pub struct ScoredSlice {
 }
 
 /// One slice of a study's answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SliceAnswer {
     /// Position in the request.
     pub index: usize,
     /// Its name.
-    #[serde(rename = "filename")]
     pub name: String,
     /// DICOM InstanceNumber.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_number: Option<i64>,
     /// Position along the slice normal, in millimetres.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<f64>,
     /// Its prediction (label withheld in what is shown when the gate refused it).
     pub prediction: Prediction,
 }
 
 /// One study (series) answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct StudyAnswer {
     /// The series.
-    #[serde(flatten)]
     pub series: SeriesKey,
     /// What the slices are ordered by.
     pub ordered_by: SliceOrder,
     /// The verdict.
-    #[serde(flatten)]
     pub verdict: StudyVerdict,
     /// Every decoded slice, in order.
     pub slices: Vec<SliceAnswer>,
@@ -84,10 +79,9 @@ pub struct Unreadable {
 }
 
 /// Every study of a request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Diagnosis {
     /// Slices received.
-    #[serde(rename = "slices_received")]
     pub slices: usize,
     /// One answer per series (one unless split).
     pub studies: Vec<StudyAnswer>,

@@ -249,20 +249,7 @@ pub fn check_pixels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = Cursor::new(Vec::new());
-        let mut writer = zip::ZipWriter::new(&mut out);
-        for (name, bytes) in entries {
-            writer
-                .start_file(*name, zip::write::SimpleFileOptions::default())
-                .expect("entry");
-            writer.write_all(bytes).expect("write");
-        }
-        writer.finish().expect("finish");
-        out.into_inner()
-    }
+    use covidct_testkit::archive::zip_of;
 
     #[test]
     fn numbered_names_sort_as_numbers() {

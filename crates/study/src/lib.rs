@@ -7,6 +7,7 @@
 //!   slice position, InstanceNumber or file name;
 //! - [`verdict`]: the package's group rule (fitted on validation patients) turns the usable
 //!   slices' probabilities into one calibrated study probability and decision;
+//! - [`report`]: a study's answer in the one shape the CLI prints and the service returns;
 //! - [`diagnose`]: the whole path on one machine (the CLI); the service runs the same steps with
 //!   its own decoding pool and micro-batched forward passes.
 
@@ -16,6 +17,7 @@ pub mod diagnose;
 mod error;
 pub mod input;
 mod order;
+pub mod report;
 pub mod series;
 mod text;
 pub mod verdict;
@@ -27,5 +29,6 @@ pub use diagnose::{
 pub use error::{SeriesSummary, StudyError};
 pub use input::{SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, read_zip};
 pub use order::natural_order;
+pub use report::{DiagnosisReport, SliceReport, StudyReport, slice_id};
 pub use series::{Series, SeriesKey, SliceOrder, group_series};
 pub use verdict::{SliceScore, StudyRules, StudyVerdict, study_verdict};

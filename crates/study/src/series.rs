@@ -10,6 +10,7 @@ use crate::order::natural_order;
 /// Which study and series a slice belongs to; both absent for formats without a header
 /// (PNG, JPEG…), whose slices form one series per request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeriesKey {
     /// DICOM StudyInstanceUID.
     #[serde(rename = "study_instance_uid")]
@@ -45,6 +46,7 @@ impl fmt::Display for SeriesKey {
 
 /// What the slices of a series were ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SliceOrder {
     /// ImagePositionPatient projected on the slice normal (every slice has both attributes).

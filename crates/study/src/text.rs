@@ -1,44 +1,9 @@
-//! A diagnosis for people and scripts: one JSON object as `covidct predict --study --json`
-//! prints it, and the lines of its terminal summary.
+//! A study's answer for people: the lines of `covidct predict --study`'s terminal summary
+//! (scripts read [`crate::DiagnosisReport`]).
 
 use std::fmt;
 
-use crate::diagnose::{Diagnosis, StudyAnswer};
-
-impl Diagnosis {
-    /// The diagnosis as one JSON object; each slice as `covidct predict --json` shows an image.
-    pub fn to_json(&self) -> serde_json::Value {
-        let studies: Vec<serde_json::Value> = self
-            .studies
-            .iter()
-            .map(|study| {
-                let mut value = serde_json::to_value(study).unwrap_or_default();
-                let slices: Vec<serde_json::Value> = study
-                    .slices
-                    .iter()
-                    .enumerate()
-                    .map(|(position, slice)| {
-                        let mut line = slice.prediction.to_json();
-                        line["position"] = position.into();
-                        line["index"] = slice.index.into();
-                        line["filename"] = slice.name.clone().into();
-                        line["instance_number"] = slice.instance_number.into();
-                        line["location_mm"] = slice.location.into();
-                        line
-                    })
-                    .collect();
-                value["slices"] = slices.into();
-                value["slices_total"] = study.slices.len().into();
-                value
-            })
-            .collect();
-        serde_json::json!({
-            "slices_received": self.slices,
-            "studies": studies,
-            "unreadable": self.unreadable,
-        })
-    }
-}
+use crate::diagnose::StudyAnswer;
 
 /// The verdict line, the slices driving it, then one line per slice.
 impl fmt::Display for StudyAnswer {

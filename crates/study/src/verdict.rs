@@ -38,6 +38,7 @@ pub struct SliceScore {
 
 /// The study's answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StudyVerdict {
     /// The predicted class, or `None` when the study gets no verdict ([`Self::reason`]).
     pub label: Option<String>,

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use covidct_study::{StudyLimits, StudyOptions, StudyRules};
+use covidct_study::{DiagnosisReport, StudyLimits, StudyOptions, StudyRules};
 
 use crate::cli::PredictArgs;
 use crate::exit::ExitStatus;
@@ -39,8 +39,9 @@ pub fn predict_study(args: &PredictArgs) -> Result<ExitStatus> {
         &mut |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
+    let all_judged = diagnosis.studies.iter().all(|s| s.verdict.label.is_some());
     if args.json {
-        let mut answer = diagnosis.to_json();
+        let mut answer = serde_json::to_value(DiagnosisReport::from(diagnosis))?;
         answer["model"] = serde_json::json!({
             "name": predictor.metadata().name,
             "version": model.version.as_ref().map(|v| v.version.to_string()),
@@ -56,7 +57,6 @@ pub fn predict_study(args: &PredictArgs) -> Result<ExitStatus> {
             eprintln!("{}: unreadable: {}", unreadable.name, unreadable.error);
         }
     }
-    let all_judged = diagnosis.studies.iter().all(|s| s.verdict.label.is_some());
     Ok(if all_judged {
         ExitStatus::Success
     } else {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipWriter};
 
 /// The normal dataset: two tiny "images" in the two class folders.
 pub const NORMAL_ENTRIES: &[(&str, &[u8])] = &[
@@ -20,17 +20,6 @@ pub const NORMAL_ENTRIES: &[(&str, &[u8])] = &[
         b"\x89PNG non-covid image bytes, a bit longer",
     ),
 ];
-
-/// A zip (deflated) with the given files.
-pub fn build_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
-    let options = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
-    for (name, data) in entries {
-        writer.start_file(*name, options).expect("start_file");
-        writer.write_all(data).expect("write entry");
-    }
-    writer.finish().expect("finish zip").into_inner()
-}
 
 /// A zip holding one normal file and a symlink entry pointing outside.
 pub fn symlink_zip() -> Vec<u8> {

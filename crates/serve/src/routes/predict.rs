@@ -10,12 +10,12 @@ use covidct_imaging::{
     DecodeOptions, DecodedImage, FileFormat, ImageFeatures, SliceStats, decode_bytes,
     image_features,
 };
-use covidct_model::{Prediction, prepare_input};
+use covidct_model::{OodAssessment, Prediction, prepare_input};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::input::{
     BatchForm, BatchJson, Expect, ImageForm, ImageJson, Upload, read_upload, read_uploads,
 };
@@ -56,7 +56,7 @@ pub struct PredictionResponse {
     pub in_distribution: bool,
     /// The out-of-distribution gate's verdict (absent for models without a gate).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ood: Option<OodDetail>,
+    pub ood: Option<OodAssessment>,
     /// The model that answered.
     pub model: ModelRef,
     /// Timing.
@@ -271,7 +271,7 @@ async fn score(
         threshold: prediction.threshold,
         positive_class: model.predictor.metadata().positive_class_name().to_owned(),
         in_distribution: judged,
-        ood: prediction.ood.as_ref().map(OodDetail::from),
+        ood: prediction.ood.clone(),
         model: model.reference.clone(),
         timing: Timing {
             decode_ms: prepared.decode_ms,

@@ -11,14 +11,14 @@ use base64::Engine;
 use covidct_imaging::{DecodeOptions, SeriesInfo};
 use covidct_model::Prediction;
 use covidct_study::{
-    ScoredSlice, SliceFile, StudyAnswer, StudyLimits, assemble, check_pixels, is_zip, plan,
-    read_zip,
+    ScoredSlice, SliceFile, StudyAnswer, StudyLimits, StudyReport, assemble, check_pixels, is_zip,
+    plan, read_zip, slice_id,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail, OodDetail};
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::input::{BatchForm, BatchJson, Expect, Upload, read_uploads};
 use crate::limits::RequestId;
 use crate::prediction_log::{StudyRecord, now_unix_ms};
@@ -36,32 +36,6 @@ pub struct StudyQuery {
     pub explain: Option<bool>,
 }
 
-/// One slice of a study, in the study's order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StudySlice {
-    /// Position in the study's order (what `drivers` refer to).
-    pub position: usize,
-    /// Position in the request (files in order, a zip archive's entries in name order).
-    pub index: usize,
-    /// File name, or the archive entry's name.
-    pub filename: String,
-    /// The slice's id in the prediction log.
-    pub request_id: String,
-    /// DICOM InstanceNumber.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance_number: Option<i64>,
-    /// Position along the slice normal in millimetres (DICOM ImagePositionPatient).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location_mm: Option<f64>,
-    /// Calibrated positive probability; withheld when the gate refused the slice.
-    pub probability: Option<f64>,
-    /// Whether the out-of-distribution gate let the slice into the study score.
-    pub in_distribution: bool,
-    /// The gate's verdict (absent for models without a gate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ood: Option<OodDetail>,
-}
-
 /// Grad-CAM of the slice that drove a verdict most.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StudyExplanation {
@@ -71,37 +45,13 @@ pub struct StudyExplanation {
     pub overlay_png_base64: String,
 }
 
-/// The verdict on one study (one DICOM series).
+/// The verdict on one study (one DICOM series), as `covidct predict --study --json` prints it,
+/// with the service's ids and, when asked, the Grad-CAM of its top driver.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StudyResult {
-    /// Id of this study: give it back to `/v1/feedback` with the true label.
-    pub study_id: String,
-    /// DICOM StudyInstanceUID, when the slices carry one.
-    pub study_instance_uid: Option<String>,
-    /// DICOM SeriesInstanceUID, when the slices carry one.
-    pub series_instance_uid: Option<String>,
-    /// What the slices are ordered by: `position`, `instance_number` or `file_name`.
-    pub ordered_by: String,
-    /// Predicted class; absent when the study gets no verdict (see `reason`).
-    pub label: Option<String>,
-    /// Calibrated study probability of the positive class.
-    pub probability: Option<f64>,
-    /// The study threshold: positive when `probability >= threshold`.
-    pub threshold: Option<f64>,
-    /// How slice probabilities become the study's (fitted on validation patients).
-    pub rule: Option<String>,
-    /// Decoded slices of this study.
-    pub slices_total: usize,
-    /// Slices in the study score.
-    pub slices_used: usize,
-    /// Slices the out-of-distribution gate refused (left out of the score).
-    pub slices_refused: usize,
-    /// Why there is no verdict.
-    pub reason: Option<String>,
-    /// Positions of the slices that drove the verdict, strongest first.
-    pub drivers: Vec<usize>,
-    /// Every decoded slice, in order.
-    pub slices: Vec<StudySlice>,
+    /// The study, its verdict and its slices.
+    #[serde(flatten)]
+    pub report: StudyReport,
     /// With `explain=true`: Grad-CAM of the first driver.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<StudyExplanation>,
@@ -366,37 +316,23 @@ async fn answer_study(
     kept: &mut [Option<(Upload, Prepared)>],
     explain: bool,
 ) -> Result<StudyResult, ApiError> {
-    let verdict = answer.verdict;
     let created = now_unix_ms();
     let mut records = Vec::with_capacity(answer.slices.len());
-    let mut slices = Vec::with_capacity(answer.slices.len());
-    for (position, slice) in answer.slices.into_iter().enumerate() {
-        let judged = slice.prediction.in_distribution();
-        let prediction = &slice.prediction;
-        let slice_id = format!("{study_id}-{position}");
+    for (position, slice) in answer.slices.iter().enumerate() {
         if let Some((upload, prepared)) = kept.get(slice.index).and_then(Option::as_ref) {
             records.push(observed_record(
                 state,
                 model,
-                slice_id.clone(),
+                slice_id(&study_id, position),
                 created,
                 (upload, prepared),
-                prediction,
+                &slice.prediction,
                 Some((study_id.clone(), position)),
             ));
         }
-        slices.push(StudySlice {
-            position,
-            index: slice.index,
-            filename: slice.name,
-            request_id: slice_id,
-            instance_number: slice.instance_number,
-            location_mm: slice.location,
-            probability: judged.then_some(prediction.probability),
-            in_distribution: judged,
-            ood: prediction.ood.as_ref().map(OodDetail::from),
-        });
     }
+    let report = StudyReport::new(answer, Some(study_id.clone()));
+    let verdict = &report.verdict;
     state.metrics().observe_study(verdict.label.as_deref());
     state
         .log()
@@ -410,11 +346,11 @@ async fn answer_study(
                 probability: verdict.probability,
                 threshold: verdict.threshold.unwrap_or(0.0),
                 rule: verdict.rule.clone().unwrap_or_default(),
-                slices: slices.len(),
+                slices: report.slices_total,
                 used: verdict.used,
                 refused: verdict.refused,
-                study_uid: answer.series.study_uid.clone(),
-                series_uid: answer.series.series_uid.clone(),
+                study_uid: report.series.study_uid.clone(),
+                series_uid: report.series.series_uid.clone(),
                 reason: verdict.reason.clone(),
             },
             records,
@@ -422,7 +358,8 @@ async fn answer_study(
         .await?;
     let mut explanation = None;
     if let Some(&top) = verdict.drivers.first().filter(|_| explain) {
-        let image = slices
+        let image = report
+            .slices
             .get(top)
             .and_then(|s| kept.get_mut(s.index))
             .and_then(Option::take)
@@ -436,20 +373,7 @@ async fn answer_study(
         }
     }
     Ok(StudyResult {
-        study_id,
-        study_instance_uid: answer.series.study_uid,
-        series_instance_uid: answer.series.series_uid,
-        ordered_by: answer.ordered_by.as_str().to_owned(),
-        label: verdict.label,
-        probability: verdict.probability,
-        threshold: verdict.threshold,
-        rule: verdict.rule,
-        slices_total: slices.len(),
-        slices_used: verdict.used,
-        slices_refused: verdict.refused,
-        reason: verdict.reason,
-        drivers: verdict.drivers,
-        slices,
+        report,
         explanation,
     })
 }
