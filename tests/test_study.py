@@ -654,6 +654,7 @@ def test_cli_study_exit_status_and_refusals(covidct_bin, model_package, tmp_path
     (study,) = answer["studies"]
     assert study["label"] is None and "usable" in study["reason"]
     assert [Path(u["filename"]).name for u in answer["unreadable"]] == ["s9.png"]
+    assert answer["unreadable"][0]["error"]["code"] == "invalid_image"  # as the service reports it
     refused = [s for s in study["slices"] if not s["in_distribution"]]
     assert len(refused) == 3 and all(s["probability"] is None and s["ood"]["refusals"] for s in refused)
     # --min-slices and --min-usable-share are the CLI's.

@@ -28,6 +28,19 @@ pub enum DecodeErrorKind {
     InvalidOptions,
 }
 
+impl DecodeErrorKind {
+    /// The stable code a client sees: `image_too_large`, `unsupported_image`, `empty_image`,
+    /// or `invalid_image` for every other kind.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::TooLarge => "image_too_large",
+            Self::Unsupported => "unsupported_image",
+            Self::Empty => "empty_image",
+            _ => "invalid_image",
+        }
+    }
+}
+
 /// Why a file could not be decoded; always names the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]

@@ -148,14 +148,14 @@ impl IntoResponse for ApiError {
 impl From<covidct_imaging::DecodeError> for ApiError {
     fn from(error: covidct_imaging::DecodeError) -> Self {
         use covidct_imaging::DecodeErrorKind as Kind;
-        let (status, code) = match error.kind {
-            Kind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
-            Kind::Unsupported => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image"),
-            Kind::Empty => (StatusCode::BAD_REQUEST, "empty_image"),
-            _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+        let status = match error.kind {
+            Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::Empty => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         // The reason without the `<memory>` path prefix.
-        Self::new(status, code, error.reason)
+        Self::new(status, error.kind.code(), error.reason)
     }
 }
 

@@ -68,14 +68,32 @@ pub struct StudyAnswer {
 
 /// A slice that could not be decoded (left out of every study).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Unreadable {
-    /// Position in the request.
+    /// Position in the request (files in order, a zip archive's entries in name order).
     pub index: usize,
-    /// Its name.
+    /// File name, or the archive entry's name.
     #[serde(rename = "filename")]
     pub name: String,
     /// Why.
-    pub error: String,
+    pub error: SliceError,
+}
+
+/// Why a slice could not be decoded.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SliceError {
+    /// Stable code: `invalid_image`, `empty_image`, `unsupported_image`, `image_too_large`.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl Unreadable {
+    /// `name: message`, as the error of a request with nothing decodable quotes it.
+    pub fn summary(&self) -> String {
+        format!("{}: {}", self.name, self.error.message)
+    }
 }
 
 /// Every study of a request.
@@ -184,15 +202,18 @@ pub fn diagnose(
             Err(error) => unreadable.push(Unreadable {
                 index,
                 name: file.name,
-                error: error.to_string(),
+                error: SliceError {
+                    code: error.kind.code(),
+                    message: error.reason,
+                },
             }),
         }
     }
     if readable.is_empty() {
-        let first = unreadable.first().map(|u| u.error.as_str());
+        let first = unreadable.first().map(Unreadable::summary);
         return Err(StudyError::nothing_decodable(
             unreadable.len(),
-            first.unwrap_or_default(),
+            &first.unwrap_or_default(),
         ));
     }
     let names: Vec<&str> = readable.iter().map(|(_, n, _)| n.as_str()).collect();

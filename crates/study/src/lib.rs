@@ -23,8 +23,8 @@ mod text;
 pub mod verdict;
 
 pub use diagnose::{
-    Diagnosis, ScoredSlice, SliceAnswer, StudyAnswer, StudyOptions, Unreadable, assemble, diagnose,
-    plan,
+    Diagnosis, ScoredSlice, SliceAnswer, SliceError, StudyAnswer, StudyOptions, Unreadable,
+    assemble, diagnose, plan,
 };
 pub use error::{SeriesSummary, StudyError};
 pub use input::{SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, read_zip};

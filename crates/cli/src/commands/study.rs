@@ -54,7 +54,10 @@ pub fn predict_study(args: &PredictArgs) -> Result<ExitStatus> {
             print!("{study}");
         }
         for unreadable in &diagnosis.unreadable {
-            eprintln!("{}: unreadable: {}", unreadable.name, unreadable.error);
+            eprintln!(
+                "{}: unreadable: {}",
+                unreadable.name, unreadable.error.message
+            );
         }
     }
     Ok(if all_judged {

@@ -11,14 +11,14 @@ use base64::Engine;
 use covidct_imaging::{DecodeOptions, SeriesInfo};
 use covidct_model::Prediction;
 use covidct_study::{
-    ScoredSlice, SliceFile, StudyAnswer, StudyLimits, StudyReport, assemble, check_pixels, is_zip,
-    plan, read_zip, slice_id,
+    ScoredSlice, SliceError, SliceFile, StudyAnswer, StudyLimits, StudyReport, Unreadable,
+    assemble, check_pixels, is_zip, plan, read_zip, slice_id,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::error::{ApiError, ErrorBody};
 use crate::input::{BatchForm, BatchJson, Expect, Upload, read_uploads};
 use crate::limits::RequestId;
 use crate::prediction_log::{StudyRecord, now_unix_ms};
@@ -57,17 +57,6 @@ pub struct StudyResult {
     pub explanation: Option<StudyExplanation>,
 }
 
-/// A file that could not be decoded (left out of every study).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UnreadableSlice {
-    /// Position in the request.
-    pub index: usize,
-    /// File name, or the archive entry's name.
-    pub filename: String,
-    /// Why.
-    pub error: ErrorDetail,
-}
-
 /// Where a study request's time went, in milliseconds.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StudyTiming {
@@ -95,7 +84,7 @@ pub struct StudyResponse {
     /// One study, or with `split=true` one per series.
     pub studies: Vec<StudyResult>,
     /// Files that could not be decoded.
-    pub unreadable: Vec<UnreadableSlice>,
+    pub unreadable: Vec<Unreadable>,
     /// Timing.
     pub timing: StudyTiming,
 }
@@ -217,10 +206,13 @@ pub async fn predict_study(
         let (index, upload, prepared) = joined.map_err(ApiError::internal)?;
         match prepared {
             Ok(prepared) => decoded[index] = Some((upload, prepared)),
-            Err(error) => unreadable.push(UnreadableSlice {
+            Err(error) => unreadable.push(Unreadable {
                 index,
-                filename: upload.filename.unwrap_or_default(),
-                error: error.detail,
+                name: upload.filename.unwrap_or_default(),
+                error: SliceError {
+                    code: error.detail.code,
+                    message: error.detail.message,
+                },
             }),
         }
     }
@@ -233,7 +225,7 @@ pub async fn predict_study(
     if readable.is_empty() {
         let first = unreadable
             .first()
-            .map(|u| format!("{}: {}", u.filename, u.error.message))
+            .map(Unreadable::summary)
             .unwrap_or_default();
         return Err(covidct_study::StudyError::nothing_decodable(unreadable.len(), &first).into());
     }
