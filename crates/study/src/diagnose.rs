@@ -6,9 +6,8 @@ use std::path::Path;
 use covidct_imaging::{DecodeError, DecodedImage, SeriesInfo, SliceStats, decode_bytes_named};
 use covidct_model::{PackageMetadata, Prediction, Predictor};
 use rayon::prelude::*;
-use serde::Serialize;
 
-use crate::error::{SeriesSummary, StudyError};
+use crate::error::{SeriesSummary, SliceError, StudyError, Unreadable};
 use crate::input::{SliceFile, StudyLimits, check_pixels};
 use crate::series::{Series, SeriesKey, SliceOrder, group_series};
 use crate::verdict::{SliceScore, StudyRules, StudyVerdict, study_verdict};
@@ -64,36 +63,6 @@ pub struct StudyAnswer {
     pub verdict: StudyVerdict,
     /// Every decoded slice, in order.
     pub slices: Vec<SliceAnswer>,
-}
-
-/// A slice that could not be decoded (left out of every study).
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Unreadable {
-    /// Position in the request (files in order, a zip archive's entries in name order).
-    pub index: usize,
-    /// File name, or the archive entry's name.
-    #[serde(rename = "filename")]
-    pub name: String,
-    /// Why.
-    pub error: SliceError,
-}
-
-/// Why a slice could not be decoded.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SliceError {
-    /// Stable code: `invalid_image`, `empty_image`, `unsupported_image`, `image_too_large`.
-    pub code: &'static str,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
-impl Unreadable {
-    /// `name: message`, as the error of a request with nothing decodable quotes it.
-    pub fn summary(&self) -> String {
-        format!("{}: {}", self.name, self.error.message)
-    }
 }
 
 /// Every study of a request.
@@ -210,11 +179,7 @@ pub fn diagnose(
         }
     }
     if readable.is_empty() {
-        let first = unreadable.first().map(Unreadable::summary);
-        return Err(StudyError::nothing_decodable(
-            unreadable.len(),
-            &first.unwrap_or_default(),
-        ));
+        return Err(StudyError::nothing_decodable(&unreadable));
     }
     let names: Vec<&str> = readable.iter().map(|(_, n, _)| n.as_str()).collect();
     let infos: Vec<Option<&SeriesInfo>> =

@@ -74,10 +74,38 @@ pub enum StudyError {
 }
 
 impl StudyError {
-    /// No slice of the request could be decoded: `unreadable` files, the `first` one's error.
-    pub fn nothing_decodable(unreadable: usize, first: &str) -> Self {
+    /// No slice of the request could be decoded: how many were `unreadable`, and why the first.
+    pub fn nothing_decodable(unreadable: &[Unreadable]) -> Self {
+        let first = unreadable
+            .first()
+            .map(|u| format!("{}: {}", u.name, u.error.message))
+            .unwrap_or_default();
         StudyError::Empty(format!(
-            " that can be decoded ({unreadable} unreadable; the first: {first})"
+            " that can be decoded ({} unreadable; the first: {first})",
+            unreadable.len()
         ))
     }
+}
+
+/// A slice that could not be decoded (left out of every study).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Unreadable {
+    /// Position in the request (files in order, a zip archive's entries in name order).
+    pub index: usize,
+    /// File name, or the archive entry's name.
+    #[serde(rename = "filename")]
+    pub name: String,
+    /// Why.
+    pub error: SliceError,
+}
+
+/// Why a slice could not be decoded.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SliceError {
+    /// Stable code: `invalid_image`, `empty_image`, `unsupported_image`, `image_too_large`.
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
 }

@@ -23,10 +23,9 @@ mod text;
 pub mod verdict;
 
 pub use diagnose::{
-    Diagnosis, ScoredSlice, SliceAnswer, SliceError, StudyAnswer, StudyOptions, Unreadable,
-    assemble, diagnose, plan,
+    Diagnosis, ScoredSlice, SliceAnswer, StudyAnswer, StudyOptions, assemble, diagnose, plan,
 };
-pub use error::{SeriesSummary, StudyError};
+pub use error::{SeriesSummary, SliceError, StudyError, Unreadable};
 pub use input::{SliceFile, StudyLimits, check_pixels, collect_paths, is_zip, read_zip};
 pub use order::natural_order;
 pub use report::{DiagnosisReport, SliceReport, StudyReport, slice_id};

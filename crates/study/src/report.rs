@@ -4,7 +4,8 @@
 use covidct_model::OodAssessment;
 use serde::Serialize;
 
-use crate::diagnose::{Diagnosis, StudyAnswer, Unreadable};
+use crate::diagnose::{Diagnosis, StudyAnswer};
+use crate::error::Unreadable;
 use crate::series::{SeriesKey, SliceOrder};
 use crate::verdict::StudyVerdict;
 

@@ -223,11 +223,7 @@ pub async fn predict_study(
         .filter_map(|(i, slot)| slot.map(|(u, p)| (i, u, p)))
         .collect();
     if readable.is_empty() {
-        let first = unreadable
-            .first()
-            .map(Unreadable::summary)
-            .unwrap_or_default();
-        return Err(covidct_study::StudyError::nothing_decodable(unreadable.len(), &first).into());
+        return Err(covidct_study::StudyError::nothing_decodable(&unreadable).into());
     }
     let decode_ms = decoding.elapsed().as_secs_f64() * 1e3;
     let names: Vec<&str> = readable
