@@ -118,7 +118,7 @@ def test_cross_validation_tests_every_group_once_and_continues_where_it_stopped(
     assert accuracy["min"] <= accuracy["mean"] <= accuracy["max"]
     assert "3-fold group cross-validation" in first.stdout
     # Patient (group) level: every fold's report scores its test groups with the group rule fitted
-    # on its validation groups, and the summary spreads those figures.
+    # on held-out scores (out-of-fold ones of the cross-fitted probe), and the summary spreads them.
     group_auc = next(m for m in summary["group_metrics"] if m["metric"] == "roc_auc")
     assert group_auc["values"] == [r["group"]["metrics"]["point"]["roc_auc"] for r in reports]
     assert summary["groups"] == 12 == sum(r["group"]["metrics"]["point"]["n"] for r in reports)

@@ -352,6 +352,11 @@ pub struct TrainSettings {
     /// The probe's C values tried on validation, comma-separated. Default 0.001,0.01,0.1,1.
     #[arg(long, env = "COVIDCT_PROBE_C", value_delimiter = ',')]
     pub probe_c: Option<Vec<f64>>,
+    /// Cross-fit the probe over this many patient-grouped folds of train + validation: C,
+    /// temperature, threshold and patient rule chosen on out-of-fold scores, the head refitted on
+    /// train + validation. 0 chooses them on the validation split alone. Default 5.
+    #[arg(long, env = "COVIDCT_PROBE_FOLDS")]
+    pub probe_folds: Option<usize>,
     /// Epochs of AdamW head training on the frozen features (`--head-solver adamw`; with the
     /// probe, 0 skips the head phase). Default 30.
     #[arg(long, env = "COVIDCT_HEAD_EPOCHS")]

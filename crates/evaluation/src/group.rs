@@ -207,7 +207,8 @@ pub struct GroupRuleScore {
 }
 
 /// How a model turns slice probabilities into a calibrated group probability and a group
-/// decision: stored in the package, fitted on validation groups.
+/// decision: stored in the package, fitted on held-out groups (validation, or the out-of-fold
+/// scores of a cross-fitted probe).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupCalibration {
     /// The aggregation rule.

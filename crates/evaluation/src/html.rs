@@ -137,7 +137,7 @@ pub(crate) fn render(report: &EvaluationReport, plots: &Plots) -> String {
         let _ = writeln!(
             out,
             "<h2>Patient-level (group) decision</h2>\n<p class=\"note\">Each group's slice \
-             probabilities are aggregated by <code>{}</code> (chosen on {} validation groups), \
+             probabilities are aggregated by <code>{}</code> (chosen on {} held-out groups: validation, or out-of-fold when cross-fitted), \
              divided in log-odds by temperature {:.4} and called positive at or above {:.6} \
              (<code>{}</code>).</p>",
             e(&c.rule.to_string()),

@@ -45,6 +45,7 @@ pub mod bootstrap;
 pub mod calibration;
 pub mod cross_validation;
 mod error;
+pub mod folds;
 pub mod group;
 mod html;
 pub mod metrics;
@@ -70,6 +71,7 @@ pub use cross_validation::{
     CrossValidationSummary, FoldRefusals, FoldSpread, fold_refusals, summarize_folds,
 };
 pub use error::EvalError;
+pub use folds::group_folds;
 pub use group::{
     GroupCalibration, GroupEvaluation, GroupRule, GroupRuleScore, GroupScores,
     fit_group_calibration, group_metrics,

@@ -12,8 +12,8 @@
 //!
 //! **Validation.** k-fold cross-validation grouped by patient or pseudo-patient: every group
 //! lies in exactly one test fold, so metadata shared by the slices of one patient cannot leak
-//! from training into test. Groups are shuffled with [`ShortcutConfig::seed`] and dealt,
-//! largest first, to the fold with the fewest samples of their majority class (stratified).
+//! from training into test. Groups are dealt into folds by
+//! [`crate::folds::group_folds`] (seeded by [`ShortcutConfig::seed`], stratified by class).
 //! The out-of-fold probabilities of all folds are pooled into one ROC-AUC and one accuracy
 //! (probability ≥ 0.5).
 //!
@@ -24,13 +24,11 @@
 
 use std::collections::BTreeMap;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::group_members;
 use crate::error::{EvalError, check_lengths, class_counts, require_both_classes};
+use crate::folds::group_folds;
 use crate::metrics::roc_auc;
 
 /// What the shortcut test knows of one image file.
@@ -390,27 +388,6 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
-/// Assigns every group to one of `k` folds (see the module documentation); returns the fold
-/// of each sample.
-fn assign_folds(labels: &[bool], members: &[Vec<usize>], k: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    // Largest first; the stable sort keeps the shuffled order among equal sizes.
-    order.sort_by_key(|&g| std::cmp::Reverse(members[g].len()));
-    let mut filled = [vec![0usize; k], vec![0usize; k]];
-    let mut fold_of = vec![0; labels.len()];
-    for g in order {
-        let positives = members[g].iter().filter(|&&i| labels[i]).count();
-        let stratum = usize::from(2 * positives >= members[g].len());
-        let fold = (0..k).min_by_key(|&f| filled[stratum][f]).unwrap_or(0);
-        filled[stratum][fold] += members[g].len();
-        for &i in &members[g] {
-            fold_of[i] = fold;
-        }
-    }
-    fold_of
-}
-
 /// Out-of-fold probabilities of the model on `selection`.
 fn cross_validate(
     numeric: &[[f64; 5]],
@@ -478,7 +455,7 @@ pub fn shortcut_test<S: AsRef<str>>(
         });
     }
     let k = config.folds.min(members.len());
-    let fold_of = assign_folds(labels, &members, k, config.seed);
+    let fold_of = group_folds(labels, groups, k, config.seed);
     let numeric: Vec<[f64; 5]> = metadata.iter().map(numeric_values).collect();
     let layouts: Vec<&str> = metadata.iter().map(|m| m.layout.as_str()).collect();
     let run = |selection: Selection| {
@@ -555,20 +532,11 @@ pub fn shortcut_test<S: AsRef<str>>(
     })
 }
 
-/// Samples per fold, for tests.
-#[cfg(test)]
-fn fold_sizes(fold_of: &[usize], k: usize) -> Vec<usize> {
-    let mut sizes = vec![0; k];
-    for &f in fold_of {
-        sizes[f] += 1;
-    }
-    sizes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     /// `n` images in groups of 4 slices (one label per group), with random sizes, file sizes
     /// and a grey layout; `shortcut` turns every positive image into RGB.
@@ -671,23 +639,6 @@ mod tests {
             shortcut_test(&metadata, &labels, &groups, &ShortcutConfig::default()).expect("test");
         assert_eq!(report.verdict, ShortcutVerdict::Shortcut, "{report:?}");
         assert_eq!(report.features[0].feature, "width", "{report:?}");
-    }
-
-    #[test]
-    fn folds_keep_groups_whole_and_balanced() {
-        let (_, labels, groups) = dataset(400, 6, false);
-        let members = group_members(&groups);
-        let fold_of = assign_folds(&labels, &members, 5, 42);
-        for group in &members {
-            assert!(group.iter().all(|&i| fold_of[i] == fold_of[group[0]]));
-        }
-        assert_eq!(fold_sizes(&fold_of, 5), vec![80; 5]);
-        for fold in 0..5 {
-            let positives = (0..400)
-                .filter(|&i| fold_of[i] == fold && labels[i])
-                .count();
-            assert_eq!(positives, 40);
-        }
     }
 
     #[test]

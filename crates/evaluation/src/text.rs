@@ -39,7 +39,7 @@ impl fmt::Display for GroupEvaluation {
         writeln!(
             f,
             "patients ({} groups; rule {}, temperature {:.3}, threshold {:.4}, fitted on {} \
-             validation groups):",
+             held-out groups):",
             self.metrics.point.n, c.rule, c.temperature, c.threshold, c.fitted_on_groups
         )?;
         write!(f, "{}", self.metrics)

@@ -64,7 +64,8 @@ pub struct PackageMetadata {
     pub threshold: f64,
     /// How the threshold was chosen (e.g. `sensitivity >= 0.95 on validation`).
     pub threshold_rule: String,
-    /// Temperature dividing the logits before the softmax (fitted on validation).
+    /// Temperature dividing the logits before the softmax (fitted on validation, or on the
+    /// out-of-fold scores of a cross-fitted probe).
     pub temperature: f64,
     /// Fingerprint of the dataset's labelled pixels.
     pub dataset_fingerprint: String,

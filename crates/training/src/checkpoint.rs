@@ -80,6 +80,10 @@ pub struct TrainState {
     /// The probe's candidates (`C`, validation figures) when the head was fitted as a probe.
     #[serde(default)]
     pub probe: Vec<crate::probe::ProbeCandidate>,
+    /// The cross-fitted probe's out-of-fold logits of the training then the validation images
+    /// (empty unless [`TrainConfig::cross_fits_probe`]): what calibration is fitted on.
+    #[serde(default)]
+    pub out_of_fold: Vec<Vec<f64>>,
 }
 
 impl TrainState {
@@ -101,6 +105,7 @@ impl TrainState {
             best: None,
             epochs_without_improvement: 0,
             probe: Vec::new(),
+            out_of_fold: Vec::new(),
         }
     }
 }

@@ -109,6 +109,12 @@ pub struct TrainConfig {
     pub head_solver: HeadSolver,
     /// Values of the probe's inverse regularisation strength `C` tried on validation.
     pub probe_c: Vec<f64>,
+    /// Cross-fitting of the probe: the training and validation groups (patients) are dealt into
+    /// this many folds; `C` is chosen on out-of-fold scores, temperature, threshold and patient
+    /// rule are fitted on them, and the head is refitted on training + validation. 0 chooses and
+    /// fits on the validation split alone, the head fitted on training only. Only with the probe
+    /// solver and a frozen backbone (`epochs` 0).
+    pub probe_folds: usize,
     /// Epochs of head-only training on cached backbone features (0 skips the phase; the probe
     /// solver fits once whenever it is positive).
     pub head_epochs: usize,
@@ -162,6 +168,7 @@ impl Default for TrainConfig {
             resize: ResizeMode::Stretch,
             head_solver: HeadSolver::Probe,
             probe_c: vec![0.001, 0.01, 0.1, 1.0],
+            probe_folds: 5,
             head_epochs: 30,
             epochs: 0,
             fine_tune_units: 6,
@@ -186,6 +193,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether the probe head is cross-fitted on training + validation (see
+    /// [`TrainConfig::probe_folds`]): the probe solver, a frozen backbone and `probe_folds` ≥ 2.
+    pub fn cross_fits_probe(&self) -> bool {
+        self.head_solver == HeadSolver::Probe && self.epochs == 0 && self.probe_folds >= 2
+    }
+
     /// Epochs the head phase records: `head_epochs` for AdamW, one fit (or none) for the probe.
     pub fn head_phase_epochs(&self) -> usize {
         match self.head_solver {
@@ -289,6 +302,12 @@ impl TrainConfig {
         }
         if self.probe_c.is_empty() || self.probe_c.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
             return bad("probe_c", "must list at least one positive number");
+        }
+        if self.probe_folds == 1 {
+            return bad(
+                "probe_folds",
+                "must be 0 (fit on validation) or at least 2 (cross-fit)",
+            );
         }
         if self.batch_size == 0 || self.head_batch_size == 0 {
             return bad("batch_size", "must be at least 1");

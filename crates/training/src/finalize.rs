@@ -34,7 +34,8 @@ pub struct Release {
     pub report: EvaluationReport,
     /// The folder of the evaluation report (JSON, HTML, plots).
     pub report_dir: PathBuf,
-    /// Validation ROC-AUC through the released predictor (equals the best epoch's).
+    /// Validation ROC-AUC of the calibration scores (the released predictor's, or out-of-fold
+    /// when cross-fitted; equals the best epoch's).
     pub validation_roc_auc: f64,
 }
 
@@ -267,7 +268,61 @@ fn check_agreement(
     Ok(())
 }
 
-/// Calibrates `best` on validation, evaluates it on test and writes `model.ctpkg` and
+/// The scored images temperature, threshold and patient rule are fitted on.
+struct CalibrationSet {
+    /// Class logits, one row per image.
+    logits: Vec<Vec<f64>>,
+    /// Whether each image is positive.
+    truth: Vec<bool>,
+    /// The group (patient) of each image.
+    groups: Vec<String>,
+    /// Where the validation images start (the rows before are training images).
+    val_start: usize,
+    /// What the rows are, for the log.
+    source: &'static str,
+}
+
+impl CalibrationSet {
+    /// The cross-fitted probe's out-of-fold logits of training + validation when the run has
+    /// them, else the released network's validation logits.
+    fn of(
+        state: &TrainState,
+        data: &TrainingData,
+        val_logits: Vec<Vec<f64>>,
+    ) -> Result<Self, TrainError> {
+        let positive = data.positive_class;
+        if state.out_of_fold.is_empty() {
+            return Ok(Self {
+                logits: val_logits,
+                truth: data.val.positives(positive),
+                groups: data.val.groups.clone(),
+                val_start: 0,
+                source: "validation",
+            });
+        }
+        let rows = data.train.len() + data.val.len();
+        if state.out_of_fold.len() != rows {
+            return Err(TrainError::Config {
+                field: "probe_folds",
+                reason: format!(
+                    "the run's out-of-fold logits cover {} images, its training + validation \
+                     splits {rows}: resume with the manifest it started with",
+                    state.out_of_fold.len()
+                ),
+            });
+        }
+        Ok(Self {
+            logits: state.out_of_fold.clone(),
+            truth: [data.train.positives(positive), data.val.positives(positive)].concat(),
+            groups: [&data.train.groups[..], &data.val.groups].concat(),
+            val_start: data.train.len(),
+            source: "out-of-fold scores of training + validation",
+        })
+    }
+}
+
+/// Calibrates `best` on validation (or on the cross-fitted probe's out-of-fold scores of
+/// training + validation), evaluates it on test and writes `model.ctpkg` and
 /// `evaluation/` into `run_dir`. `frozen` gives the validation and test logits from cached
 /// features (checked against the released predictor on a few images); without it the
 /// predictor scores every image.
@@ -327,28 +382,36 @@ pub fn finalize(
             check_agreement(&predictor, &data.val, &frozen.val)?;
             frozen.val.clone()
         }
+        // Cross-fitted: calibrated on the out-of-fold logits, the network's own are not needed.
+        None if !state.out_of_fold.is_empty() => Vec::new(),
         None => split_logits(&predictor, &data.val, &mut |done| {
             progress("scoring validation", done, total)
         })?,
     };
-    let val_truth = data.val.positives(positive);
+    let calibration = CalibrationSet::of(state, data, val_logits)?;
     // Platt's smoothed targets: a perfectly separated validation split (a confident probe) gets a
     // finite temperature instead of the coldest bound and saturated probabilities.
-    let temperature =
-        fit_temperature_smoothed(&positive_logits(&val_logits, positive), &val_truth)?;
-    let val_probabilities = positive_probabilities(&val_logits, positive, temperature);
-    let threshold = choose_threshold(&val_probabilities, &val_truth, config.threshold)?;
-    let validation_roc_auc = covidct_evaluation::roc_auc(&val_probabilities, &val_truth)?;
+    let temperature = fit_temperature_smoothed(
+        &positive_logits(&calibration.logits, positive),
+        &calibration.truth,
+    )?;
+    let probabilities = positive_probabilities(&calibration.logits, positive, temperature);
+    let threshold = choose_threshold(&probabilities, &calibration.truth, config.threshold)?;
+    let validation_roc_auc = covidct_evaluation::roc_auc(
+        &probabilities[calibration.val_start..],
+        &calibration.truth[calibration.val_start..],
+    )?;
     tracing::info!(
         temperature,
         threshold,
         validation_roc_auc,
-        "calibrated on validation"
+        on = calibration.source,
+        "calibrated"
     );
     metadata.group = match fit_group_calibration(
-        &val_probabilities,
-        &val_truth,
-        &data.val.groups,
+        &probabilities,
+        &calibration.truth,
+        &calibration.groups,
         config.threshold,
     ) {
         Ok(group) => {
@@ -357,12 +420,13 @@ pub fn finalize(
                 temperature = group.temperature,
                 threshold = group.threshold,
                 groups = group.fitted_on_groups,
-                "group (patient) calibration fitted on validation"
+                on = calibration.source,
+                "group (patient) calibration fitted"
             );
             Some(group)
         }
         Err(error) => {
-            tracing::warn!(%error, "no group calibration: validation groups cannot fit one");
+            tracing::warn!(%error, "no group calibration: the calibration groups cannot fit one");
             None
         }
     };

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use covidct_evaluation::{CrossValidationSummary, EvaluationReport, FoldSpread, Metric};
 use covidct_model::PackageMetadata;
 
+use crate::config::TrainConfig;
+
 /// Renders the Markdown model card; a cross-validation of the same configuration, when given,
 /// comes first: it is the figure that says how the model does on patients it never saw.
 pub fn model_card(
@@ -17,6 +19,7 @@ pub fn model_card(
     let positive = meta.positive_class_name();
     let pre = &meta.preprocess;
     let d = &report.dataset;
+    let fitted_on = calibration_data(meta);
     // Writing to a String cannot fail.
     let _ = writeln!(
         card,
@@ -63,7 +66,7 @@ pub fn model_card(
         "## Model\n\n- Architecture: {} ({} input channel(s)), classes {:?}, positive class \
          `{positive}`\n- Input: grey image in `{}` orientation, resized to {}×{} ({:?}), \
          normalised with mean {} and std {}; DICOM windowed at centre {} HU, width {} HU\n- Calibration: temperature {:.3} \
-         (fitted on validation)\n- Operating threshold: {:.4} ({}, chosen on validation); \
+         (fitted on {fitted_on})\n- Operating threshold: {:.4} ({}, chosen on the same scores); \
          `probability >= threshold` is positive\n- Initial weights: {}\n- Weights SHA-256: \
          `{}`\n- Dataset fingerprint: `{}`, split fingerprint: `{}`\n- Written by covidct {}\n",
         meta.architecture,
@@ -128,7 +131,7 @@ pub fn model_card(
         let _ = writeln!(
             card,
             "Patient level (split `{}`, {} groups): slice probabilities aggregated by `{}` \
-             (chosen on {} validation groups), temperature {:.3}, threshold {:.4}: ROC-AUC \
+             (chosen on {} groups: {fitted_on}), temperature {:.3}, threshold {:.4}: ROC-AUC \
              {auc:.4}, accuracy {:.4}, sensitivity {:.4}, specificity {:.4}.\n",
             d.split,
             m.n,
@@ -152,7 +155,7 @@ pub fn model_card(
          inspect`); the model may exploit such shortcuts. Check the robustness and subgroup \
          analyses before trusting a score.\n- Only slices like the training data (axial chest CT, \
          lung window) are in scope; other body parts, modalities or paediatric scans are not.\n\
-         - Calibration and threshold were fitted on the validation split of the same source; \
+         - Calibration and threshold were fitted on {fitted_on}, all from the same source; \
          re-fit them on local data before any operational use.\n"
     );
     card
@@ -236,6 +239,23 @@ fn spread_table(card: &mut String, unit: &str, spreads: &[FoldSpread]) {
 
 /// The initial weights as the package records them (`training.pretrained`): source, file,
 /// SHA-256 and licence; "random initialisation" when there were none.
+/// What the temperature, threshold and patient rule were fitted on, from the training
+/// configuration recorded in the package.
+fn calibration_data(meta: &PackageMetadata) -> String {
+    let config = meta
+        .training
+        .get("config")
+        .and_then(|c| serde_json::from_value::<TrainConfig>(c.clone()).ok());
+    match config {
+        Some(config) if config.cross_fits_probe() => format!(
+            "out-of-fold scores of {} patient-grouped folds of training + validation (the head \
+             refitted on both)",
+            config.probe_folds
+        ),
+        _ => "the validation split".to_owned(),
+    }
+}
+
 fn initial_weights(pretrained: Option<&serde_json::Value>) -> String {
     let pretrained = match pretrained {
         None => return "not recorded (package written before covidct recorded them)".to_owned(),

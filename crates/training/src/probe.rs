@@ -1,5 +1,6 @@
 //! The linear probe: an L2-regularised logistic regression on standardised frozen-backbone
-//! features, its strength `C` chosen on validation, folded into the network's linear head.
+//! features, its strength `C` chosen on validation (or cross-fitted: chosen on out-of-fold scores
+//! of patient-grouped folds and refitted on every row), folded into the network's linear head.
 //!
 //! The objective of one binary problem is `C · Σᵢ sᵢ · log(1 + exp(−yᵢ(w·x̃ᵢ + b))) + ½‖w‖²`
 //! (scikit-learn's convention; `sᵢ` are class weights, `x̃` the standardised features), minimised
@@ -16,11 +17,11 @@ use crate::error::TrainError;
 pub struct ProbeCandidate {
     /// Inverse regularisation strength.
     pub c: f64,
-    /// Validation ROC-AUC of the positive class.
+    /// Validation ROC-AUC of the positive class (out-of-fold over every row when cross-fitted).
     pub val_roc_auc: f64,
-    /// Mean validation cross-entropy (plain, unweighted).
+    /// Mean validation (or out-of-fold) cross-entropy (plain, unweighted).
     pub val_loss: f64,
-    /// Mean weighted training log loss at the optimum.
+    /// Mean weighted training log loss at the optimum (averaged over folds when cross-fitted).
     pub train_loss: f64,
     /// L-BFGS iterations used (summed over one-vs-rest problems).
     pub iterations: usize,
@@ -232,24 +233,27 @@ fn minimise(problem: &BinaryProblem<'_>) -> (Vec<f64>, usize) {
     (theta, MAX_ITERATIONS)
 }
 
-/// Labelled feature rows for [`fit_probe`].
-pub struct ProbeData<'a> {
-    /// Training features, rows × `dim`.
-    pub train: &'a [f32],
-    /// Training labels (class indices).
-    pub train_labels: &'a [usize],
+/// What every probe fit of one run shares: the feature dimension, the classes and their loss
+/// weights.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSpec<'a> {
     /// Per-class loss weights (index = class).
     pub class_weights: &'a [f64],
-    /// Validation features, rows × `dim`.
-    pub val: &'a [f32],
-    /// Validation labels.
-    pub val_labels: &'a [usize],
     /// Feature dimension.
     pub dim: usize,
     /// Number of classes.
     pub classes: usize,
-    /// Index of the positive class (scored by validation ROC-AUC).
+    /// Index of the positive class (candidates are scored by its ROC-AUC).
     pub positive: usize,
+}
+
+/// Feature rows (`rows × dim`, row-major) with their class indices.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// The features.
+    pub features: &'a [f32],
+    /// One class index per row.
+    pub labels: &'a [usize],
 }
 
 /// The chosen probe as a head, with every candidate's figures.
@@ -262,49 +266,29 @@ pub struct ProbeFit {
     pub candidates: Vec<ProbeCandidate>,
 }
 
-/// Fits one probe per value of `c_grid` on the training rows and keeps the one with the best
-/// validation ROC-AUC (ties: the lower validation loss, then the stronger regularisation).
-pub fn fit_probe(data: &ProbeData<'_>, c_grid: &[f64]) -> Result<ProbeFit, TrainError> {
-    let dim = data.dim;
-    if dim == 0 || data.train_labels.is_empty() || c_grid.is_empty() {
-        return Err(TrainError::Config {
-            field: "probe_c",
-            reason: "the probe needs features, training rows and at least one C".into(),
-        });
-    }
-    let standardiser = Standardiser::fit(data.train, dim);
-    let x = standardiser.apply(data.train);
-    let problems_per_c = if data.classes == 2 { 1 } else { data.classes };
+/// A cross-fitted probe ([`cross_fit_probe`]): the head refitted on every row, and the
+/// out-of-fold logits that calibrate it.
+pub struct CrossFit {
+    /// The head of the chosen `C` fitted on every row; candidates carry out-of-fold figures.
+    pub fit: ProbeFit,
+    /// Logits (`rows × classes`) of each row by the chosen `C`'s probe of the folds without it.
+    pub out_of_fold: Vec<Vec<f64>>,
+}
+
+/// Fits one probe per value of `c_grid` on `train` and keeps the one with the best ROC-AUC on
+/// `val` (ties: the lower validation loss, then the stronger regularisation).
+pub fn fit_probe(
+    spec: ProbeSpec<'_>,
+    train: Rows<'_>,
+    val: Rows<'_>,
+    c_grid: &[f64],
+) -> Result<ProbeFit, TrainError> {
+    check_inputs(spec, train, c_grid)?;
     let mut fits = Vec::with_capacity(c_grid.len());
     for &c in c_grid {
-        let mut thetas = Vec::with_capacity(problems_per_c);
-        let mut iterations = 0;
-        let mut train_loss = 0.0;
-        for k in 0..problems_per_c {
-            let class = if data.classes == 2 { data.positive } else { k };
-            let problem = BinaryProblem {
-                x: &x,
-                dim,
-                target: data
-                    .train_labels
-                    .iter()
-                    .map(|&l| f64::from(u8::from(l == class)))
-                    .collect(),
-                weight: data
-                    .train_labels
-                    .iter()
-                    .map(|&l| data.class_weights.get(l).copied().unwrap_or(1.0))
-                    .collect(),
-                c,
-            };
-            let (theta, used) = minimise(&problem);
-            iterations += used;
-            train_loss += problem.mean_loss(&theta) / problems_per_c as f64;
-            thetas.push((class, theta));
-        }
-        let head = to_head(&thetas, &standardiser, data.classes);
-        let logits = head_logits(&head, data.val, dim, data.classes);
-        let (val_roc_auc, val_loss) = score(&logits, data)?;
+        let (head, train_loss, iterations) = fit_head(spec, train, c);
+        let logits = head_logits(&head, val.features, spec.dim, spec.classes);
+        let (val_roc_auc, val_loss) = score(spec, &logits, val.labels)?;
         tracing::info!(c, val_roc_auc, val_loss, iterations, "probe fitted");
         fits.push((
             head,
@@ -317,22 +301,164 @@ pub fn fit_probe(data: &ProbeData<'_>, c_grid: &[f64]) -> Result<ProbeFit, Train
             },
         ));
     }
-    let chosen = (0..fits.len())
-        .max_by(|&a, &b| {
-            let (ca, cb) = (&fits[a].1, &fits[b].1);
-            ca.val_roc_auc
-                .total_cmp(&cb.val_roc_auc)
-                .then(cb.val_loss.total_cmp(&ca.val_loss))
-                .then(cb.c.total_cmp(&ca.c))
-        })
-        .unwrap_or(0);
-    let candidates = fits.iter().map(|(_, c)| c.clone()).collect();
+    let candidates: Vec<ProbeCandidate> = fits.iter().map(|(_, c)| c.clone()).collect();
+    let chosen = choose(&candidates);
     let head = fits.swap_remove(chosen).0;
     Ok(ProbeFit {
         head,
         chosen,
         candidates,
     })
+}
+
+/// Cross-fitting: for every `C` of `c_grid`, one probe per fold of `fold_of` fitted on the
+/// other folds scores the fold's rows; the `C` with the best out-of-fold ROC-AUC over all rows
+/// (ties as in [`fit_probe`]) is refitted on every row. The out-of-fold logits are what an
+/// unseen row looks like to the refitted head, so calibration fitted on them holds for it.
+pub fn cross_fit_probe(
+    spec: ProbeSpec<'_>,
+    rows: Rows<'_>,
+    fold_of: &[usize],
+    c_grid: &[f64],
+) -> Result<CrossFit, TrainError> {
+    check_inputs(spec, rows, c_grid)?;
+    let n = rows.labels.len();
+    let folds = fold_of.iter().copied().max().map_or(0, |f| f + 1);
+    if fold_of.len() != n || folds < 2 {
+        return Err(TrainError::Config {
+            field: "probe_folds",
+            reason: format!(
+                "cross-fitting needs a fold for each of the {n} rows and at least 2 folds \
+                 (got {} rows in {folds} folds)",
+                fold_of.len()
+            ),
+        });
+    }
+    let dim = spec.dim;
+    let mut candidates = Vec::with_capacity(c_grid.len());
+    let mut out_of_fold = Vec::with_capacity(c_grid.len());
+    for &c in c_grid {
+        let mut logits = vec![Vec::new(); n];
+        let (mut train_loss, mut iterations) = (0.0, 0);
+        for fold in 0..folds {
+            let (inside, outside): (Vec<usize>, Vec<usize>) =
+                (0..n).partition(|&i| fold_of[i] == fold);
+            let gather = |indices: &[usize]| -> Vec<f32> {
+                indices
+                    .iter()
+                    .flat_map(|&i| &rows.features[i * dim..(i + 1) * dim])
+                    .copied()
+                    .collect()
+            };
+            let labels: Vec<usize> = outside.iter().map(|&i| rows.labels[i]).collect();
+            let features = gather(&outside);
+            let (head, loss, used) = fit_head(
+                spec,
+                Rows {
+                    features: &features,
+                    labels: &labels,
+                },
+                c,
+            );
+            train_loss += loss / folds as f64;
+            iterations += used;
+            for (i, row) in
+                inside
+                    .iter()
+                    .zip(head_logits(&head, &gather(&inside), dim, spec.classes))
+            {
+                logits[*i] = row;
+            }
+        }
+        let (val_roc_auc, val_loss) = score(spec, &logits, rows.labels)?;
+        tracing::info!(
+            c,
+            folds,
+            val_roc_auc,
+            val_loss,
+            iterations,
+            "probe cross-fitted"
+        );
+        candidates.push(ProbeCandidate {
+            c,
+            val_roc_auc,
+            val_loss,
+            train_loss,
+            iterations,
+        });
+        out_of_fold.push(logits);
+    }
+    let chosen = choose(&candidates);
+    let (head, _, _) = fit_head(spec, rows, candidates[chosen].c);
+    Ok(CrossFit {
+        fit: ProbeFit {
+            head,
+            chosen,
+            candidates,
+        },
+        out_of_fold: out_of_fold.swap_remove(chosen),
+    })
+}
+
+fn check_inputs(spec: ProbeSpec<'_>, train: Rows<'_>, c_grid: &[f64]) -> Result<(), TrainError> {
+    if spec.dim == 0 || train.labels.is_empty() || c_grid.is_empty() {
+        return Err(TrainError::Config {
+            field: "probe_c",
+            reason: "the probe needs features, training rows and at least one C".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The probe of strength `c` on `train` as a head on raw features, with its mean weighted
+/// training loss and the L-BFGS iterations used (summed over one-vs-rest problems).
+fn fit_head(spec: ProbeSpec<'_>, train: Rows<'_>, c: f64) -> (LinearHead, f64, usize) {
+    let standardiser = Standardiser::fit(train.features, spec.dim);
+    let x = standardiser.apply(train.features);
+    let problems = if spec.classes == 2 { 1 } else { spec.classes };
+    let mut thetas = Vec::with_capacity(problems);
+    let mut iterations = 0;
+    let mut train_loss = 0.0;
+    for k in 0..problems {
+        let class = if spec.classes == 2 { spec.positive } else { k };
+        let problem = BinaryProblem {
+            x: &x,
+            dim: spec.dim,
+            target: train
+                .labels
+                .iter()
+                .map(|&l| f64::from(u8::from(l == class)))
+                .collect(),
+            weight: train
+                .labels
+                .iter()
+                .map(|&l| spec.class_weights.get(l).copied().unwrap_or(1.0))
+                .collect(),
+            c,
+        };
+        let (theta, used) = minimise(&problem);
+        iterations += used;
+        train_loss += problem.mean_loss(&theta) / problems as f64;
+        thetas.push((class, theta));
+    }
+    (
+        to_head(&thetas, &standardiser, spec.classes),
+        train_loss,
+        iterations,
+    )
+}
+
+/// The best candidate: highest ROC-AUC, then lower loss, then stronger regularisation.
+fn choose(candidates: &[ProbeCandidate]) -> usize {
+    (0..candidates.len())
+        .max_by(|&a, &b| {
+            let (ca, cb) = (&candidates[a], &candidates[b]);
+            ca.val_roc_auc
+                .total_cmp(&cb.val_roc_auc)
+                .then(cb.val_loss.total_cmp(&ca.val_loss))
+                .then(cb.c.total_cmp(&ca.c))
+        })
+        .unwrap_or(0)
 }
 
 /// The head on raw features equivalent to the standardised problems' solutions. Two classes:
@@ -385,20 +511,20 @@ fn head_logits(head: &LinearHead, x: &[f32], dim: usize, classes: usize) -> Vec<
         .collect()
 }
 
-/// Validation ROC-AUC of the positive class and mean cross-entropy.
-fn score(logits: &[Vec<f64>], data: &ProbeData<'_>) -> Result<(f64, f64), TrainError> {
+/// ROC-AUC of the positive class and mean cross-entropy of `logits` against `labels`.
+fn score(
+    spec: ProbeSpec<'_>,
+    logits: &[Vec<f64>],
+    labels: &[usize],
+) -> Result<(f64, f64), TrainError> {
     let mut loss = 0.0;
     let mut probabilities = Vec::with_capacity(logits.len());
-    for (row, &label) in logits.iter().zip(data.val_labels) {
+    for (row, &label) in logits.iter().zip(labels) {
         let p = covidct_model::calibrated_probabilities(row, 1.0);
         loss -= p.get(label).copied().unwrap_or(0.0).max(1e-12).ln();
-        probabilities.push(p.get(data.positive).copied().unwrap_or(0.0));
+        probabilities.push(p.get(spec.positive).copied().unwrap_or(0.0));
     }
-    let truth: Vec<bool> = data
-        .val_labels
-        .iter()
-        .map(|&l| l == data.positive)
-        .collect();
+    let truth: Vec<bool> = labels.iter().map(|&l| l == spec.positive).collect();
     let roc_auc = covidct_evaluation::roc_auc(&probabilities, &truth)?;
     Ok((roc_auc, loss / logits.len().max(1) as f64))
 }
@@ -406,6 +532,18 @@ fn score(logits: &[Vec<f64>], data: &ProbeData<'_>) -> Result<(f64, f64), TrainE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The problem of [`blobs`]: 3 features, two equally weighted classes, class 1 positive.
+    const TWO_BLOBS: ProbeSpec<'static> = ProbeSpec {
+        class_weights: &[1.0, 1.0],
+        dim: 3,
+        classes: 2,
+        positive: 1,
+    };
+
+    fn rows_of<'a>(features: &'a [f32], labels: &'a [usize]) -> Rows<'a> {
+        Rows { features, labels }
+    }
 
     /// Two Gaussian blobs in 3 dimensions, the third feature pure noise.
     fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
@@ -452,22 +590,14 @@ mod tests {
     fn stronger_regularisation_shrinks_the_weights_and_validation_picks_a_separating_c() {
         let (x, y) = blobs(200, 2);
         let (xv, yv) = blobs(100, 3);
-        let data = ProbeData {
-            train: &x,
-            train_labels: &y,
-            class_weights: &[1.0, 1.0],
-            val: &xv,
-            val_labels: &yv,
-            dim: 3,
-            classes: 2,
-            positive: 1,
-        };
-        let fit = fit_probe(&data, &[1e-5, 1.0]).expect("fit");
+        let spec = TWO_BLOBS;
+        let (train, val) = (rows_of(&x, &y), rows_of(&xv, &yv));
+        let fit = fit_probe(spec, train, val, &[1e-5, 1.0]).expect("fit");
         assert_eq!(fit.candidates.len(), 2);
         assert!(fit.candidates.iter().all(|c| c.val_roc_auc > 0.9));
         assert!(fit.candidates[0].train_loss > fit.candidates[1].train_loss);
-        let weak = fit_probe(&data, &[1.0]).expect("fit").head;
-        let strong = fit_probe(&data, &[1e-5]).expect("fit").head;
+        let weak = fit_probe(spec, train, val, &[1.0]).expect("fit").head;
+        let strong = fit_probe(spec, train, val, &[1e-5]).expect("fit").head;
         let norm = |h: &LinearHead| h.weight.iter().map(|w| w.abs()).sum::<f32>();
         assert!(norm(&strong) < norm(&weak) * 0.1);
     }
@@ -481,18 +611,55 @@ mod tests {
                 x[i * 3 + 2] += 5.0;
             }
         }
-        let data = ProbeData {
-            train: &x,
-            train_labels: &y,
+        let spec = ProbeSpec {
             class_weights: &[1.0, 1.0, 1.0],
-            val: &x,
-            val_labels: &y,
-            dim: 3,
             classes: 3,
             positive: 2,
+            ..TWO_BLOBS
         };
-        let fit = fit_probe(&data, &[1.0]).expect("fit");
+        let rows = rows_of(&x, &y);
+        let fit = fit_probe(spec, rows, rows, &[1.0]).expect("fit");
         assert_eq!(fit.head.bias.len(), 3);
         assert!(fit.candidates[0].val_roc_auc > 0.95);
+    }
+
+    #[test]
+    fn cross_fitting_scores_every_row_out_of_fold_and_refits_on_all() {
+        let (x, y) = blobs(200, 5);
+        let spec = TWO_BLOBS;
+        let rows = rows_of(&x, &y);
+        let fold_of: Vec<usize> = (0..200).map(|i| (i / 10) % 4).collect();
+        let cross = cross_fit_probe(spec, rows, &fold_of, &[1e-5, 1.0]).expect("cross-fit");
+        assert_eq!(cross.out_of_fold.len(), 200);
+        assert!(cross.fit.candidates.iter().all(|c| c.val_roc_auc > 0.9));
+        // The head is the chosen C refitted on every row.
+        let c = cross.fit.candidates[cross.fit.chosen].c;
+        let all = fit_probe(spec, rows, rows, &[c]).expect("fit").head;
+        assert_eq!(cross.fit.head.weight, all.weight);
+        // A row's out-of-fold logit comes from the probe of the other folds, not from the head.
+        let inside: Vec<usize> = (0..200).filter(|&i| fold_of[i] == 0).collect();
+        let outside: Vec<usize> = (0..200).filter(|&i| fold_of[i] != 0).collect();
+        let pick = |idx: &[usize]| -> Vec<f32> {
+            idx.iter()
+                .flat_map(|&i| x[i * 3..i * 3 + 3].to_vec())
+                .collect()
+        };
+        let (xo, yo) = (
+            pick(&outside),
+            outside.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+        );
+        let other = rows_of(&xo, &yo);
+        let fold_head = fit_probe(spec, other, other, &[c]).expect("fit").head;
+        let expected = head_logits(&fold_head, &pick(&inside), 3, 2);
+        for (row, logits) in inside.iter().zip(&expected) {
+            assert_eq!(&cross.out_of_fold[*row], logits);
+        }
+        assert!(matches!(
+            cross_fit_probe(spec, rows, &vec![0; 200], &[1.0]),
+            Err(TrainError::Config {
+                field: "probe_folds",
+                ..
+            })
+        ));
     }
 }

@@ -21,7 +21,7 @@ use crate::checkpoint::{self, CheckpointParts, EpochRecord, Phase, TrainState};
 use crate::config::{ClassWeights, HeadSolver, TrainConfig};
 use crate::data::{SplitSamples, TrainingData};
 use crate::error::TrainError;
-use crate::probe::{self, ProbeData};
+use crate::probe::{self, ProbeSpec, Rows};
 use crate::schedule::WarmupCosine;
 
 /// Progress reported while training.
@@ -493,7 +493,8 @@ impl<'a> Trainer<'a> {
         Ok(false)
     }
 
-    /// The linear probe as the head: one deterministic fit per `C`, the best on validation.
+    /// The linear probe as the head: one deterministic fit per `C`, the best on validation, or
+    /// cross-fitted on training + validation ([`TrainConfig::cross_fits_probe`]).
     fn fit_probe_head(
         &self,
         model: &mut Network,
@@ -507,24 +508,68 @@ impl<'a> Trainer<'a> {
         let labels = |split: &SplitSamples| -> Vec<usize> {
             split.samples.iter().map(|s| s.label).collect()
         };
-        let fit = probe::fit_probe(
-            &ProbeData {
-                train: &train_features.values,
-                train_labels: &labels(&self.data.train),
-                class_weights: &self.class_weights(),
-                val: &val_features.values,
-                val_labels: &labels(&self.data.val),
-                dim: train_features.dim,
-                classes,
-                positive: self.data.positive_class,
-            },
-            &self.config.probe_c,
-        )?;
+        let (train_labels, val_labels) = (labels(&self.data.train), labels(&self.data.val));
+        let class_weights = self.class_weights();
+        let spec = ProbeSpec {
+            class_weights: &class_weights,
+            dim: train_features.dim,
+            classes,
+            positive: self.data.positive_class,
+        };
+        let (fit, val_logits) = if self.config.cross_fits_probe() {
+            let features = [&train_features.values[..], &val_features.values].concat();
+            let all_labels = [&train_labels[..], &val_labels].concat();
+            let groups = [&self.data.train.groups[..], &self.data.val.groups].concat();
+            let positive: Vec<bool> = all_labels
+                .iter()
+                .map(|&l| l == self.data.positive_class)
+                .collect();
+            let fold_of = covidct_evaluation::group_folds(
+                &positive,
+                &groups,
+                self.config.probe_folds,
+                self.config.seed,
+            );
+            let cross = probe::cross_fit_probe(
+                spec,
+                Rows {
+                    features: &features,
+                    labels: &all_labels,
+                },
+                &fold_of,
+                &self.config.probe_c,
+            )?;
+            let val_oof = cross.out_of_fold[train_labels.len()..].concat();
+            state.out_of_fold = cross.out_of_fold;
+            let logits = Tensor::<2>::from_data(
+                TensorData::new(
+                    val_oof.into_iter().map(|v| v as f32).collect(),
+                    [val_labels.len(), classes],
+                ),
+                &self.device,
+            );
+            (cross.fit, Some(logits))
+        } else {
+            let fit = probe::fit_probe(
+                spec,
+                Rows {
+                    features: &train_features.values,
+                    labels: &train_labels,
+                },
+                Rows {
+                    features: &val_features.values,
+                    labels: &val_labels,
+                },
+                &self.config.probe_c,
+            )?;
+            (fit, None)
+        };
         let chosen = &fit.candidates[fit.chosen];
         tracing::info!(
             c = chosen.c,
             val_roc_auc = chosen.val_roc_auc,
-            "probe chosen on validation"
+            cross_fitted = val_logits.is_some(),
+            "probe chosen"
         );
         let ad = self.device.clone().autodiff();
         let weight = Tensor::<2>::from_data(
@@ -538,9 +583,13 @@ impl<'a> Trainer<'a> {
         *model = model.clone().with_head(head);
         state.epoch_loss_sum = chosen.train_loss;
         state.probe = fit.candidates.clone();
-        let logits = model
-            .valid()
-            .classify(val_features.all_tensor(&self.device));
+        // Cross-fitted, the validation images were in the head's training rows: the epoch
+        // records their out-of-fold scores, the ones calibration is fitted on.
+        let logits = val_logits.unwrap_or_else(|| {
+            model
+                .valid()
+                .classify(val_features.all_tensor(&self.device))
+        });
         let record = self.finish_epoch(state, Phase::Head, 1, chosen.c, started, logits)?;
         self.track_best(state, &record, model, best, false);
         observer.on_event(&TrainEvent::EpochEnd(&record));

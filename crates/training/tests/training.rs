@@ -231,6 +231,7 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
         head_solver: HeadSolver::Probe,
         epochs: 0,
         probe_c: vec![1e-4, 0.1, 10.0],
+        probe_folds: 0,
         ..config()
     };
     let trainer = |name: &str| {
@@ -290,28 +291,23 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
         walk_files(&cache),
         data.train.len() + data.val.len() + data.test.len()
     );
-    let scored = finalize(
+    let validation_head = head_weights(&second.best);
+    let scored = release_of(
         second.best.clone(),
         &config,
         &second.state,
         &data,
-        &Provenance::default(),
         &dir.path().join("scored"),
         None,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
-    let release = finalize(
+    );
+    let release = release_of(
         second.best,
         &config,
         &second.state,
         &data,
-        &Provenance::default(),
         &dir.path().join("second"),
         Some(&frozen),
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    );
     let (a, b) = (&release.report.metrics.point, &scored.report.metrics.point);
     assert!((a.roc_auc - b.roc_auc).abs() < 1e-6, "{a:?} vs {b:?}");
     assert_eq!(a.confusion, b.confusion);
@@ -341,6 +337,99 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
     test_groups.sort();
     test_groups.dedup();
     assert_eq!(evaluation.metrics.point.n, test_groups.len());
+    assert!(
+        release
+            .package
+            .model_card
+            .contains("fitted on the validation split")
+    );
+
+    // Cross-fitted (the default): C, temperature, threshold and patient rule from out-of-fold
+    // scores of training + validation, the head refitted on both; the features are all cached.
+    let crossed_config = TrainConfig {
+        probe_folds: 4,
+        ..config.clone()
+    };
+    let crossed = Trainer::new(
+        crossed_config.clone(),
+        &data,
+        &dir.path().join("crossed"),
+        &stop,
+    )
+    .unwrap()
+    .with_feature_cache(Some(cache.clone()))
+    .run(&mut Silent)
+    .unwrap();
+    assert_eq!(
+        crossed.state.out_of_fold.len(),
+        data.train.len() + data.val.len()
+    );
+    assert_eq!(crossed.state.probe.len(), 3);
+    assert_ne!(
+        head_weights(&crossed.best),
+        validation_head,
+        "the cross-fitted head is refitted on training + validation"
+    );
+    let crossed_release = release_of(
+        crossed.best,
+        &crossed_config,
+        &crossed.state,
+        &data,
+        &dir.path().join("crossed"),
+        None,
+    );
+    let mut calibration_groups = [&data.train.groups[..], &data.val.groups].concat();
+    calibration_groups.sort();
+    calibration_groups.dedup();
+    let group = crossed_release.package.metadata.group.as_ref().unwrap();
+    assert_eq!(group.fitted_on_groups, calibration_groups.len());
+    // The recorded validation figure is out-of-fold, and the release reports the same one.
+    let best = crossed.state.best.unwrap().2;
+    assert!(
+        (crossed_release.validation_roc_auc - best).abs() < 1e-9,
+        "{} vs {best}",
+        crossed_release.validation_roc_auc
+    );
+    assert!(best > 0.9, "out-of-fold validation ROC-AUC {best}");
+    assert!(
+        crossed_release
+            .package
+            .model_card
+            .contains("out-of-fold scores of 4 patient-grouped folds")
+    );
+}
+
+/// [`finalize`] with default provenance and no progress.
+fn release_of(
+    best: covidct_model::Network,
+    config: &TrainConfig,
+    state: &covidct_training::checkpoint::TrainState,
+    data: &TrainingData,
+    run: &Path,
+    frozen: Option<&covidct_training::SplitLogits>,
+) -> covidct_training::Release {
+    finalize(
+        best,
+        config,
+        state,
+        data,
+        &Provenance::default(),
+        run,
+        frozen,
+        &mut |_, _, _| {},
+    )
+    .unwrap()
+}
+
+/// The classifier head's weights.
+fn head_weights(network: &covidct_model::Network) -> Vec<f32> {
+    network
+        .head()
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
 
 fn walk_paths(dir: &Path) -> Vec<std::path::PathBuf> {
