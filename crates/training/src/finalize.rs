@@ -284,16 +284,16 @@ struct CalibrationSet {
 
 impl CalibrationSet {
     /// The cross-fitted probe's out-of-fold logits of training + validation when the run has
-    /// them, else the released network's validation logits.
+    /// them, else the released network's validation logits (`val_logits`, only called then).
     fn of(
         state: &TrainState,
         data: &TrainingData,
-        val_logits: Vec<Vec<f64>>,
+        val_logits: impl FnOnce() -> Result<Vec<Vec<f64>>, TrainError>,
     ) -> Result<Self, TrainError> {
         let positive = data.positive_class;
         if state.out_of_fold.is_empty() {
             return Ok(Self {
-                logits: val_logits,
+                logits: val_logits()?,
                 truth: data.val.positives(positive),
                 groups: data.val.groups.clone(),
                 val_start: 0,
@@ -376,19 +376,16 @@ pub fn finalize(
     let predictor = Predictor::from_parts(best.clone(), metadata.clone(), &device)?;
     let positive = data.positive_class;
 
+    if let Some(frozen) = frozen {
+        check_agreement(&predictor, &data.val, &frozen.val)?;
+    }
     let total = data.val.len();
-    let val_logits = match frozen {
-        Some(frozen) => {
-            check_agreement(&predictor, &data.val, &frozen.val)?;
-            frozen.val.clone()
-        }
-        // Cross-fitted: calibrated on the out-of-fold logits, the network's own are not needed.
-        None if !state.out_of_fold.is_empty() => Vec::new(),
+    let calibration = CalibrationSet::of(state, data, || match frozen {
+        Some(frozen) => Ok(frozen.val.clone()),
         None => split_logits(&predictor, &data.val, &mut |done| {
             progress("scoring validation", done, total)
-        })?,
-    };
-    let calibration = CalibrationSet::of(state, data, val_logits)?;
+        }),
+    })?;
     // Platt's smoothed targets: a perfectly separated validation split (a confident probe) gets a
     // finite temperature instead of the coldest bound and saturated probabilities.
     let temperature = fit_temperature_smoothed(

@@ -285,8 +285,7 @@ pub fn fit_probe(
 ) -> Result<ProbeFit, TrainError> {
     check_inputs(spec, train, c_grid)?;
     let mut fits = Vec::with_capacity(c_grid.len());
-    for &c in c_grid {
-        let (head, train_loss, iterations) = fit_head(spec, train, c);
+    for (&c, (head, train_loss, iterations)) in c_grid.iter().zip(fit_heads(spec, train, c_grid)) {
         let logits = head_logits(&head, val.features, spec.dim, spec.classes);
         let (val_roc_auc, val_loss) = score(spec, &logits, val.labels)?;
         tracing::info!(c, val_roc_auc, val_loss, iterations, "probe fitted");
@@ -335,41 +334,40 @@ pub fn cross_fit_probe(
         });
     }
     let dim = spec.dim;
-    let mut candidates = Vec::with_capacity(c_grid.len());
-    let mut out_of_fold = Vec::with_capacity(c_grid.len());
-    for &c in c_grid {
-        let mut logits = vec![Vec::new(); n];
-        let (mut train_loss, mut iterations) = (0.0, 0);
-        for fold in 0..folds {
-            let (inside, outside): (Vec<usize>, Vec<usize>) =
-                (0..n).partition(|&i| fold_of[i] == fold);
-            let gather = |indices: &[usize]| -> Vec<f32> {
-                indices
-                    .iter()
-                    .flat_map(|&i| &rows.features[i * dim..(i + 1) * dim])
-                    .copied()
-                    .collect()
-            };
-            let labels: Vec<usize> = outside.iter().map(|&i| rows.labels[i]).collect();
-            let features = gather(&outside);
-            let (head, loss, used) = fit_head(
-                spec,
-                Rows {
-                    features: &features,
-                    labels: &labels,
-                },
-                c,
-            );
-            train_loss += loss / folds as f64;
-            iterations += used;
-            for (i, row) in
-                inside
-                    .iter()
-                    .zip(head_logits(&head, &gather(&inside), dim, spec.classes))
+    let gather = |indices: &[usize]| -> Vec<f32> {
+        indices
+            .iter()
+            .flat_map(|&i| &rows.features[i * dim..(i + 1) * dim])
+            .copied()
+            .collect()
+    };
+    // Per C: the out-of-fold logits of every row, the mean training loss, the iterations.
+    let mut per_c = vec![(vec![Vec::new(); n], 0.0, 0); c_grid.len()];
+    for fold in 0..folds {
+        let (inside, outside): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold_of[i] == fold);
+        let labels: Vec<usize> = outside.iter().map(|&i| rows.labels[i]).collect();
+        let features = gather(&outside);
+        let held_out = gather(&inside);
+        let train = Rows {
+            features: &features,
+            labels: &labels,
+        };
+        for ((logits, train_loss, iterations), (head, loss, used)) in
+            per_c.iter_mut().zip(fit_heads(spec, train, c_grid))
+        {
+            *train_loss += loss / folds as f64;
+            *iterations += used;
+            for (&i, row) in inside
+                .iter()
+                .zip(head_logits(&head, &held_out, dim, spec.classes))
             {
-                logits[*i] = row;
+                logits[i] = row;
             }
         }
+    }
+    let mut candidates = Vec::with_capacity(c_grid.len());
+    let mut out_of_fold = Vec::with_capacity(c_grid.len());
+    for (&c, (logits, train_loss, iterations)) in c_grid.iter().zip(per_c) {
         let (val_roc_auc, val_loss) = score(spec, &logits, rows.labels)?;
         tracing::info!(
             c,
@@ -389,7 +387,12 @@ pub fn cross_fit_probe(
         out_of_fold.push(logits);
     }
     let chosen = choose(&candidates);
-    let (head, _, _) = fit_head(spec, rows, candidates[chosen].c);
+    let (head, _, _) = fit_heads(spec, rows, &[candidates[chosen].c])
+        .pop()
+        .ok_or_else(|| TrainError::Config {
+            field: "probe_c",
+            reason: "no C to refit".into(),
+        })?;
     Ok(CrossFit {
         fit: ProbeFit {
             head,
@@ -410,42 +413,53 @@ fn check_inputs(spec: ProbeSpec<'_>, train: Rows<'_>, c_grid: &[f64]) -> Result<
     Ok(())
 }
 
-/// The probe of strength `c` on `train` as a head on raw features, with its mean weighted
-/// training loss and the L-BFGS iterations used (summed over one-vs-rest problems).
-fn fit_head(spec: ProbeSpec<'_>, train: Rows<'_>, c: f64) -> (LinearHead, f64, usize) {
+/// One probe per strength of `c_grid` on `train` (standardised once), each as a head on raw
+/// features with its mean weighted training loss and the L-BFGS iterations used (summed over
+/// one-vs-rest problems).
+fn fit_heads(
+    spec: ProbeSpec<'_>,
+    train: Rows<'_>,
+    c_grid: &[f64],
+) -> Vec<(LinearHead, f64, usize)> {
     let standardiser = Standardiser::fit(train.features, spec.dim);
     let x = standardiser.apply(train.features);
     let problems = if spec.classes == 2 { 1 } else { spec.classes };
-    let mut thetas = Vec::with_capacity(problems);
-    let mut iterations = 0;
-    let mut train_loss = 0.0;
-    for k in 0..problems {
-        let class = if spec.classes == 2 { spec.positive } else { k };
-        let problem = BinaryProblem {
-            x: &x,
-            dim: spec.dim,
-            target: train
-                .labels
-                .iter()
-                .map(|&l| f64::from(u8::from(l == class)))
-                .collect(),
-            weight: train
-                .labels
-                .iter()
-                .map(|&l| spec.class_weights.get(l).copied().unwrap_or(1.0))
-                .collect(),
-            c,
-        };
-        let (theta, used) = minimise(&problem);
-        iterations += used;
-        train_loss += problem.mean_loss(&theta) / problems as f64;
-        thetas.push((class, theta));
-    }
-    (
-        to_head(&thetas, &standardiser, spec.classes),
-        train_loss,
-        iterations,
-    )
+    let weight: Vec<f64> = train
+        .labels
+        .iter()
+        .map(|&l| spec.class_weights.get(l).copied().unwrap_or(1.0))
+        .collect();
+    c_grid
+        .iter()
+        .map(|&c| {
+            let mut thetas = Vec::with_capacity(problems);
+            let mut iterations = 0;
+            let mut train_loss = 0.0;
+            for k in 0..problems {
+                let class = if spec.classes == 2 { spec.positive } else { k };
+                let problem = BinaryProblem {
+                    x: &x,
+                    dim: spec.dim,
+                    target: train
+                        .labels
+                        .iter()
+                        .map(|&l| f64::from(u8::from(l == class)))
+                        .collect(),
+                    weight: weight.clone(),
+                    c,
+                };
+                let (theta, used) = minimise(&problem);
+                iterations += used;
+                train_loss += problem.mean_loss(&theta) / problems as f64;
+                thetas.push((class, theta));
+            }
+            (
+                to_head(&thetas, &standardiser, spec.classes),
+                train_loss,
+                iterations,
+            )
+        })
+        .collect()
 }
 
 /// The best candidate: highest ROC-AUC, then lower loss, then stronger regularisation.
