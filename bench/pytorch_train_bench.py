@@ -16,8 +16,9 @@ same table (or JSON) layout as the Rust command
 so the two can be compared side by side (see docs/BENCHMARKS.md). Each step draws a fresh
 random input, as the Rust command does.
 
-Models: ResNet-18/34/50 from torchvision (``weights=None, num_classes=2``; with one input
-channel conv1 is replaced by a 1-channel conv). torchvision has no EfficientNet-Lite0, so it
+Models: ResNet-18/34/50/152 from torchvision (``weights=None, num_classes=2``; with one input
+channel conv1 is replaced by a 1-channel conv), and ``resnet152-c4``, ResNet-152 cut after
+layer3 with a 1024-feature head, as covidct's default backbone. torchvision has no EfficientNet-Lite0, so it
 is written out below in plain PyTorch exactly as crates/model/src/efficientnet.rs: ReLU6, no
 squeeze-excitation, stem 32 / head 1280 not rescaled, BatchNorm eps 1e-3 momentum 0.01,
 bias-free convolutions with TensorFlow "same" padding (output = ceil(in / stride), the odd
@@ -80,7 +81,7 @@ DROPOUT = 0.2
 # learnable weights + biases of the ImageNet (1000-class, RGB) EfficientNet-Lite0.
 LITE0_IMAGENET_PARAMS = 4_652_008
 
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "efficientnet-lite0")
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet152", "resnet152-c4", "efficientnet-lite0")
 
 
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -187,8 +188,13 @@ def build(architecture: str, in_channels: int, num_classes: int = 2) -> nn.Modul
         return model
     import torchvision
 
-    constructor = getattr(torchvision.models, architecture)
+    # resnet152-c4: covidct's ResNet-152 cut after layer3 (1024 pooled features into the head).
+    truncated = architecture == "resnet152-c4"
+    constructor = getattr(torchvision.models, "resnet152" if truncated else architecture)
     model = constructor(weights=None, num_classes=num_classes)
+    if truncated:
+        model.layer4 = nn.Identity()
+        model.fc = nn.Linear(1024, num_classes)
     if in_channels != 3:
         old = model.conv1
         model.conv1 = nn.Conv2d(

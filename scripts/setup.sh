@@ -12,6 +12,9 @@
 #             working tree)
 #   chromium  Debian's chromium and chromium-driver (the page test)
 #   release   target/release/covidct
+#   libtorch  .venv-torch: the pinned PyPI torch wheel whose libtorch the LibTorch backend links
+#             (scripts/requirements-libtorch.txt; ~3 min, 6.7 GB); not in the default set. Then
+#             `export $(bash scripts/libtorch-env.sh)` and build with `--features tch`.
 # scripts/test.sh installs per phase only what that phase needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +25,8 @@ CONCERNS=("$@")
 [ ${#CONCERNS[@]} -gt 0 ] || CONCERNS=(lint python chromium release)
 for concern in "${CONCERNS[@]}"; do
     case $concern in
-        lint|python|chromium|release) ;;
-        *) echo "error: unknown concern $concern (lint, python, chromium, release)" >&2; exit 2 ;;
+        lint|python|chromium|release|libtorch) ;;
+        *) echo "error: unknown concern $concern (lint, python, chromium, release, libtorch)" >&2; exit 2 ;;
     esac
 done
 
@@ -62,6 +65,12 @@ setup_release() {
         exit 1
     fi
     cargo build --release --locked -p covidct
+}
+
+setup_libtorch() {
+    venv .venv-torch
+    .venv-torch/bin/python -m pip install "${PIP[@]}" -r scripts/requirements-libtorch.txt
+    bash scripts/libtorch-env.sh >/dev/null
 }
 
 for concern in "${CONCERNS[@]}"; do

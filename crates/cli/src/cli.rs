@@ -156,7 +156,7 @@ pub struct ServeSettings {
     /// CPU, one on a GPU [default: 0].
     #[arg(long, env = "COVIDCT_INFERENCE_WORKERS")]
     pub inference_workers: Option<usize>,
-    /// cpu (default), cuda:N or wgpu.
+    /// cpu (default: flex), tch or tch-cuda:N (LibTorch), cuda:N, wgpu (builds with them).
     #[arg(long, env = "COVIDCT_DEVICE")]
     pub device: Option<String>,
     /// SQLite prediction log [default: predictions.sqlite].
@@ -405,7 +405,7 @@ pub struct TrainSettings {
     /// Bootstrap resamples for confidence intervals. Default 1000.
     #[arg(long, env = "COVIDCT_BOOTSTRAP")]
     pub bootstrap: Option<usize>,
-    /// cpu (default), cuda:N or wgpu (builds with those features).
+    /// cpu (default: flex), tch or tch-cuda:N (LibTorch), cuda:N, wgpu (builds with them).
     #[arg(long, env = "COVIDCT_DEVICE")]
     pub device: Option<String>,
     /// Folder of the frozen backbone's features, content-addressed (backbone weights,
@@ -433,7 +433,7 @@ pub struct ModelArgs {
     /// `models:/covidct/3`).
     #[arg(long, env = "COVIDCT_MODEL")]
     pub model: String,
-    /// cpu (default), cuda:N or wgpu.
+    /// cpu (default: flex), tch or tch-cuda:N (LibTorch), cuda:N, wgpu (builds with them).
     #[arg(long, env = "COVIDCT_DEVICE", default_value = "cpu")]
     pub device: String,
     /// Where packages pulled from the registry are cached, one folder per version.
@@ -768,7 +768,7 @@ pub struct PromoteArgs {
     /// Folder of the two evaluation reports.
     #[arg(long, default_value = "runs/promotion")]
     pub out: PathBuf,
-    /// cpu (default), cuda:N or wgpu.
+    /// cpu (default: flex), tch or tch-cuda:N (LibTorch), cuda:N, wgpu (builds with them).
     #[arg(long, env = "COVIDCT_DEVICE", default_value = "cpu")]
     pub device: String,
     /// Cache of pulled packages.
@@ -858,7 +858,7 @@ pub struct BenchTrainArgs {
     /// Input channels (1 = grey, as covidct trains; 3 = as ImageNet).
     #[arg(long, default_value_t = 3)]
     pub in_channels: usize,
-    /// cpu (default), cuda:N or wgpu.
+    /// cpu (default: flex), tch or tch-cuda:N (LibTorch), cuda:N, wgpu (builds with them).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print JSON.

@@ -45,7 +45,7 @@ mod transfer;
 
 pub use crate::architecture::Architecture;
 pub use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
-pub use crate::device::{is_cpu, select_device};
+pub use crate::device::{cpu_devices, is_cpu, select_device};
 pub use crate::efficientnet::{EfficientNetLite, MbConvBlock};
 pub use crate::error::ModelError;
 pub use crate::gradcam::{GradCam, grad_cam};

@@ -11,15 +11,25 @@ use covidct_weights::Tensor as StoredTensor;
 
 const DEPTHS: [ResNetDepth; 3] = [ResNetDepth::R18, ResNetDepth::R34, ResNetDepth::R50];
 
+/// Every CPU backend of this build (flex; LibTorch with `--features tch`): the numeric tests
+/// hold on each.
+fn devices() -> Vec<Device> {
+    covidct_model::cpu_devices()
+        .iter()
+        .map(|spec| covidct_model::select_device(spec).expect("a built device"))
+        .collect()
+}
+
+/// The flex device, for tests of logic that no backend changes.
 fn device() -> Device {
     Device::flex()
 }
 
-fn input(channels: usize, size: usize) -> Tensor<4> {
+fn input(channels: usize, size: usize, device: &Device) -> Tensor<4> {
     Tensor::random(
         [2, channels, size, size],
         Distribution::Normal(0.0, 1.0),
-        &device(),
+        device,
     )
 }
 
@@ -35,49 +45,57 @@ fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
 
 #[test]
 fn every_architecture_gives_logits_for_1_and_3_channels() {
-    for in_channels in [1, 3] {
-        for depth in DEPTHS {
-            let config = ResNetConfig {
-                depth,
+    for device in devices() {
+        for in_channels in [1, 3] {
+            for depth in DEPTHS {
+                let config = ResNetConfig {
+                    depth,
+                    in_channels,
+                    num_classes: 7,
+                    stages: 4,
+                };
+                let model = ResNet::new(&config, &device).expect("resnet");
+                assert_eq!(
+                    model.forward(input(in_channels, 64, &device)).dims(),
+                    [2, 7],
+                    "{depth:?}"
+                );
+            }
+            let config = EfficientNetLiteConfig {
                 in_channels,
-                num_classes: 7,
-                stages: 4,
+                num_classes: 5,
+                ..Default::default()
             };
-            let model = ResNet::new(&config, &device()).expect("resnet");
+            let model = EfficientNetLite::new(&config, &device).expect("effnet");
+            // 67 is odd: exercises the uneven TensorFlow "same" padding of every stride-2 layer.
             assert_eq!(
-                model.forward(input(in_channels, 64)).dims(),
-                [2, 7],
-                "{depth:?}"
+                model.forward(input(in_channels, 67, &device)).dims(),
+                [2, 5]
             );
         }
-        let config = EfficientNetLiteConfig {
-            in_channels,
-            num_classes: 5,
-            ..Default::default()
-        };
-        let model = EfficientNetLite::new(&config, &device()).expect("effnet");
-        // 67 is odd: exercises the uneven TensorFlow "same" padding of every stride-2 layer.
-        assert_eq!(model.forward(input(in_channels, 67)).dims(), [2, 5]);
     }
 }
 
 #[test]
 fn summed_stem_equals_replicated_grey_input() {
-    let grey = input(1, 64);
-    let rgb = grey.clone().repeat_dim(1, 3);
+    for device in devices() {
+        let grey = input(1, 64, &device);
+        let rgb = grey.clone().repeat_dim(1, 3);
 
-    let resnet = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device()).expect("resnet");
-    let expected = resnet.forward(rgb.clone());
-    let grey_net = resnet.into_grey().expect("grey");
-    let diff = max_abs_diff(expected, grey_net.forward(grey.clone()));
-    assert!(diff < 1e-3, "resnet18: max difference {diff}");
+        let resnet =
+            ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device).expect("resnet");
+        let expected = resnet.forward(rgb.clone());
+        let grey_net = resnet.into_grey().expect("grey");
+        let diff = max_abs_diff(expected, grey_net.forward(grey.clone()));
+        assert!(diff < 1e-3, "resnet18: max difference {diff}");
 
-    let effnet =
-        EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device()).expect("effnet");
-    let expected = effnet.forward(rgb);
-    let grey_net = effnet.into_grey().expect("grey");
-    let diff = max_abs_diff(expected, grey_net.forward(grey));
-    assert!(diff < 1e-3, "effnet: max difference {diff}");
+        let effnet =
+            EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device).expect("effnet");
+        let expected = effnet.forward(rgb);
+        let grey_net = effnet.into_grey().expect("grey");
+        let diff = max_abs_diff(expected, grey_net.forward(grey));
+        assert!(diff < 1e-3, "effnet: max difference {diff}");
+    }
 }
 
 #[test]
@@ -97,64 +115,133 @@ fn grey_conversion_refuses_a_one_channel_stem() {
 
 #[test]
 fn new_head_keeps_the_backbone() {
-    let model = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device()).expect("resnet");
-    let before = model.export().expect("export");
-    let model = model.with_num_classes(2).expect("head");
-    assert_eq!(model.forward(input(3, 32)).dims(), [2, 2]);
-    let after = model.export().expect("export");
-    for (name, tensor) in before.iter() {
-        if name.starts_with("fc.") {
-            assert_ne!(after.get(name).map(|t| &t.shape), Some(&tensor.shape));
-        } else {
-            assert_eq!(after.get(name), Some(tensor), "{name} changed");
+    for device in devices() {
+        let model =
+            ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device).expect("resnet");
+        let before = model.export().expect("export");
+        let model = model.with_num_classes(2).expect("head");
+        assert_eq!(model.forward(input(3, 32, &device)).dims(), [2, 2]);
+        let after = model.export().expect("export");
+        for (name, tensor) in before.iter() {
+            if name.starts_with("fc.") {
+                assert_ne!(after.get(name).map(|t| &t.shape), Some(&tensor.shape));
+            } else {
+                assert_eq!(after.get(name), Some(tensor), "{name} changed");
+            }
         }
-    }
-    assert!(matches!(
-        model.with_num_classes(0),
-        Err(ModelError::Config {
-            field: "num_classes",
-            ..
-        })
-    ));
+        assert!(matches!(
+            model.with_num_classes(0),
+            Err(ModelError::Config {
+                field: "num_classes",
+                ..
+            })
+        ));
 
-    let effnet =
-        EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device()).expect("effnet");
-    let effnet = effnet.with_num_classes(3).expect("head");
-    assert_eq!(effnet.forward(input(3, 32)).dims(), [2, 3]);
+        let effnet =
+            EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device).expect("effnet");
+        let effnet = effnet.with_num_classes(3).expect("head");
+        assert_eq!(effnet.forward(input(3, 32, &device)).dims(), [2, 3]);
+    }
 }
 
 #[test]
 fn export_then_load_reproduces_the_network() {
-    for depth in DEPTHS {
-        let config = ResNetConfig::imagenet(depth);
-        let a = ResNet::new(&config, &device()).expect("a");
+    for device in devices() {
+        for depth in DEPTHS {
+            let config = ResNetConfig::imagenet(depth);
+            let a = ResNet::new(&config, &device).expect("a");
+            let checkpoint = a.export().expect("export");
+            let b = ResNet::new(&config, &device)
+                .expect("b")
+                .load_pretrained(&checkpoint)
+                .expect("load");
+            let x = input(3, 32, &device);
+            let diff = max_abs_diff(a.forward(x.clone()), b.forward(x));
+            assert!(diff < 1e-5, "{depth:?}: max difference {diff}");
+        }
+        let config = EfficientNetLiteConfig::default();
+        let a = EfficientNetLite::new(&config, &device).expect("a");
         let checkpoint = a.export().expect("export");
-        let b = ResNet::new(&config, &device())
+        assert_eq!(
+            checkpoint.len(),
+            covidct_weights::efficientnet_lite0::TENSOR_COUNT
+        );
+        assert_eq!(
+            checkpoint.learnable_parameter_count(),
+            covidct_weights::efficientnet_lite0::PARAMETER_COUNT
+        );
+        let b = EfficientNetLite::new(&config, &device)
             .expect("b")
             .load_pretrained(&checkpoint)
             .expect("load");
-        let x = input(3, 32);
+        let x = input(3, 32, &device);
         let diff = max_abs_diff(a.forward(x.clone()), b.forward(x));
-        assert!(diff < 1e-5, "{depth:?}: max difference {diff}");
+        assert!(diff < 1e-5, "effnet: max difference {diff}");
     }
-    let config = EfficientNetLiteConfig::default();
-    let a = EfficientNetLite::new(&config, &device()).expect("a");
-    let checkpoint = a.export().expect("export");
-    assert_eq!(
-        checkpoint.len(),
-        covidct_weights::efficientnet_lite0::TENSOR_COUNT
-    );
-    assert_eq!(
-        checkpoint.learnable_parameter_count(),
-        covidct_weights::efficientnet_lite0::PARAMETER_COUNT
-    );
-    let b = EfficientNetLite::new(&config, &device())
-        .expect("b")
-        .load_pretrained(&checkpoint)
-        .expect("load");
-    let x = input(3, 32);
-    let diff = max_abs_diff(a.forward(x.clone()), b.forward(x));
-    assert!(diff < 1e-5, "effnet: max difference {diff}");
+}
+
+/// LibTorch computes what flex computes: the same weights give the same logits and features.
+#[cfg(feature = "tch")]
+#[test]
+fn libtorch_agrees_with_flex_on_the_same_weights() {
+    use burn::tensor::TensorData;
+    let flex = Device::flex();
+    let tch = covidct_model::select_device("tch").expect("tch");
+    for architecture in [
+        Architecture::Resnet18,
+        Architecture::Resnet50,
+        Architecture::EfficientnetLite0,
+        Architecture::Resnet152C4,
+    ] {
+        let a = Network::new(architecture, 1, 2, &flex).expect("flex network");
+        let checkpoint = a.export().expect("export");
+        let b = Network::new(architecture, 1, 2, &tch)
+            .expect("tch network")
+            .load_pretrained(&checkpoint)
+            .expect("load");
+        let x = input(1, 67, &flex);
+        let data = covidct_model::tensor_to_vec("x", x.clone()).expect("read x");
+        let x_tch = Tensor::<4>::from_data(TensorData::new(data, [2, 1, 67, 67]), &tch);
+        // Relative to the largest value: a randomly initialised ResNet-152's activations grow
+        // with depth (BatchNorm's initial statistics do not normalise them).
+        let relative = |a: Tensor<2>, b: Tensor<2>| {
+            let scale =
+                covidct_model::tensor_to_vec("a", a.clone().abs().max()).expect("read")[0].max(1.0);
+            max_abs_diff(a, b) / scale
+        };
+        let diff = relative(a.features(x.clone()), b.features(x_tch.clone()));
+        assert!(
+            diff < 1e-4,
+            "{architecture}: features differ by {diff} (relative)"
+        );
+        let diff = relative(a.forward(x), b.forward(x_tch));
+        assert!(
+            diff < 1e-4,
+            "{architecture}: logits differ by {diff} (relative)"
+        );
+    }
+}
+
+/// A partly frozen network records nothing for backpropagation in its frozen units: after one
+/// backward pass only the trainable units (ResNet-18's layer4) and the head have gradients.
+#[test]
+fn frozen_units_get_no_gradients() {
+    for device in devices() {
+        let autodiff = device.clone().autodiff();
+        let model = Network::new(Architecture::Resnet18, 1, 2, &autodiff)
+            .expect("resnet18")
+            .freeze_early(1);
+        let trainable = model
+            .export()
+            .expect("export")
+            .names()
+            .filter(|n| n.starts_with("layer4.") || n.starts_with("fc."))
+            .filter(|n| !n.contains("running_") && !n.contains("num_batches_tracked"))
+            .count();
+        let loss = model.forward(input(1, 32, &autodiff)).sum();
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+        assert_eq!(grads.len(), trainable, "{device:?}");
+    }
 }
 
 #[test]
@@ -218,37 +305,38 @@ fn configs_round_trip_through_serde() {
 
 #[test]
 fn resnet152_c4_stops_after_layer3_and_loads_a_whole_resnet152_checkpoint() {
-    let device = device();
-    let whole = Network::new(Architecture::Resnet152, 3, 1000, &device).expect("resnet152");
-    let checkpoint = whole.export().expect("export");
-    let c4 = Network::new(Architecture::Resnet152C4, 3, 1000, &device)
-        .expect("resnet152-c4")
-        .load_backbone(&checkpoint)
-        .expect("layer4 and fc of the whole network are left out");
-    assert_eq!(c4.architecture(), Architecture::Resnet152C4);
-    assert_eq!(c4.backbone_units(), 4);
-    let x = input(3, 64);
-    let [batch, channels, h, w] = c4.feature_map(x.clone()).dims();
-    assert_eq!(
-        (batch, channels, h, w),
-        (2, 1024, 4, 4),
-        "layer3: 1024 channels at 1/16"
-    );
-    assert_eq!(c4.features(x.clone()).dims(), [2, 1024]);
-    assert_eq!(c4.forward(x).dims(), [2, 1000]);
-    // Its own state dict has no layer4 and loads strictly, into a C4 only.
-    let own = c4.export().expect("export c4");
-    assert!(own.names().all(|n| !n.starts_with("layer4.")));
-    Network::new(Architecture::Resnet152C4, 3, 1000, &device)
-        .expect("c4")
-        .load_pretrained(&own)
-        .expect("strict load of its own state dict");
-    let whole_from_c4 = Network::new(Architecture::Resnet152, 3, 1000, &device)
-        .expect("resnet152")
-        .load_pretrained(&own);
-    assert!(matches!(whole_from_c4, Err(ModelError::Checkpoint { .. })));
-    assert_eq!(
-        "resnet152-c4".parse::<Architecture>().expect("name"),
-        Architecture::Resnet152C4
-    );
+    for device in devices() {
+        let whole = Network::new(Architecture::Resnet152, 3, 1000, &device).expect("resnet152");
+        let checkpoint = whole.export().expect("export");
+        let c4 = Network::new(Architecture::Resnet152C4, 3, 1000, &device)
+            .expect("resnet152-c4")
+            .load_backbone(&checkpoint)
+            .expect("layer4 and fc of the whole network are left out");
+        assert_eq!(c4.architecture(), Architecture::Resnet152C4);
+        assert_eq!(c4.backbone_units(), 4);
+        let x = input(3, 64, &device);
+        let [batch, channels, h, w] = c4.feature_map(x.clone()).dims();
+        assert_eq!(
+            (batch, channels, h, w),
+            (2, 1024, 4, 4),
+            "layer3: 1024 channels at 1/16"
+        );
+        assert_eq!(c4.features(x.clone()).dims(), [2, 1024]);
+        assert_eq!(c4.forward(x).dims(), [2, 1000]);
+        // Its own state dict has no layer4 and loads strictly, into a C4 only.
+        let own = c4.export().expect("export c4");
+        assert!(own.names().all(|n| !n.starts_with("layer4.")));
+        Network::new(Architecture::Resnet152C4, 3, 1000, &device)
+            .expect("c4")
+            .load_pretrained(&own)
+            .expect("strict load of its own state dict");
+        let whole_from_c4 = Network::new(Architecture::Resnet152, 3, 1000, &device)
+            .expect("resnet152")
+            .load_pretrained(&own);
+        assert!(matches!(whole_from_c4, Err(ModelError::Checkpoint { .. })));
+        assert_eq!(
+            "resnet152-c4".parse::<Architecture>().expect("name"),
+            Architecture::Resnet152C4
+        );
+    }
 }

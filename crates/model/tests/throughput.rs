@@ -1,20 +1,18 @@
-//! Inference throughput on the flex CPU backend (`cargo test --release -- --ignored --nocapture`).
+//! Inference throughput on every CPU backend of the build: flex, and LibTorch with `--features tch`
+//! (`cargo test --release -- --ignored --nocapture`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use covidct_model::{
-    Architecture, EfficientNetLite, EfficientNetLiteConfig, Network, ResNet, ResNetConfig,
-    ResNetDepth,
-};
+use covidct_model::{Architecture, Network};
 
 const BATCH: usize = 16;
 const SIZE: usize = 224;
 const RUNS: usize = 3;
 
-fn measure(name: &str, forward: impl Fn(Tensor<4>) -> Tensor<2>, device: &Device) {
+fn measure(name: &str, backend: &str, forward: impl Fn(Tensor<4>) -> Tensor<2>, device: &Device) {
     let x = Tensor::<4>::random([BATCH, 3, SIZE, SIZE], Distribution::Default, device);
     // Warm-up (allocations, thread pool).
     let _ = covidct_model::tensor_to_vec("warm-up", forward(x.clone())).expect("read");
@@ -24,7 +22,7 @@ fn measure(name: &str, forward: impl Fn(Tensor<4>) -> Tensor<2>, device: &Device
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{name}: {:.1} img/s (batch {BATCH}, {SIZE}×{SIZE}, {RUNS} runs, {:.2} s/batch)",
+        "{backend} {name}: {:.1} img/s (batch {BATCH}, {SIZE}×{SIZE}, {RUNS} runs, {:.2} s/batch)",
         (BATCH * RUNS) as f64 / secs,
         secs / RUNS as f64
     );
@@ -32,15 +30,22 @@ fn measure(name: &str, forward: impl Fn(Tensor<4>) -> Tensor<2>, device: &Device
 
 #[test]
 #[ignore = "benchmark; run with --ignored --nocapture in release"]
-fn inference_throughput_flex() {
-    let device = Device::flex();
-    let effnet =
-        EfficientNetLite::new(&EfficientNetLiteConfig::default(), &device).expect("effnet");
-    measure("efficientnet-lite0", |x| effnet.forward(x), &device);
-    let resnet = ResNet::new(&ResNetConfig::imagenet(ResNetDepth::R18), &device).expect("resnet");
-    measure("resnet18", |x| resnet.forward(x), &device);
-    for architecture in [Architecture::Resnet152, Architecture::Resnet152C4] {
-        let network = Network::new(architecture, 3, 2, &device).expect("resnet152");
-        measure(architecture.name(), |x| network.forward(x), &device);
+fn inference_throughput() {
+    for &backend in covidct_model::cpu_devices() {
+        let device = covidct_model::select_device(backend).expect("a built device");
+        for architecture in [
+            Architecture::EfficientnetLite0,
+            Architecture::Resnet18,
+            Architecture::Resnet152,
+            Architecture::Resnet152C4,
+        ] {
+            let network = Network::new(architecture, 3, 2, &device).expect("network");
+            measure(
+                architecture.name(),
+                backend,
+                |x| network.forward(x),
+                &device,
+            );
+        }
     }
 }

@@ -101,7 +101,7 @@ pub struct ServeConfig {
     /// Inference workers, each running whole forward passes on its share of the cores (0: one
     /// single-threaded worker per core on the CPU, one worker on a GPU).
     pub inference_workers: usize,
-    /// Compute device: `cpu` (burn's flex backend), `cuda:N` or `wgpu` in builds with them.
+    /// Compute device: `cpu` (flex), `tch`, `tch-cuda:N`, `cuda:N` or `wgpu` in builds with them.
     pub device: String,
     /// SQLite file of the prediction log (WAL mode).
     pub prediction_log: PathBuf,

@@ -27,7 +27,7 @@ pub struct TrainBenchOptions {
     pub steps: usize,
     /// Input channels (1: grey CT as trained; 3: as the PyTorch peer script's default).
     pub in_channels: usize,
-    /// Device (`cpu`, `cuda:N`, `wgpu`).
+    /// Device (`cpu`, `tch`, `tch-cuda:N`, `cuda:N`, `wgpu`).
     pub device: String,
 }
 

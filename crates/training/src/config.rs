@@ -154,7 +154,7 @@ pub struct TrainConfig {
     pub threshold: ThresholdRule,
     /// Bootstrap resamples for the confidence intervals of the final evaluation.
     pub bootstrap: usize,
-    /// Compute device: `cpu`, or `cuda:N` / `wgpu` in builds with those features.
+    /// Compute device: `cpu` (flex), or `tch`, `tch-cuda:N`, `cuda:N`, `wgpu` in builds with them.
     pub device: String,
 }
 

@@ -34,8 +34,10 @@ fn dataset(root: &Path, per_class: usize) -> Manifest {
 /// one test's draws do not interleave with another's.
 static TRAINING: Mutex<()> = Mutex::new(());
 
-fn config() -> TrainConfig {
+/// A small ResNet-18 run on `device`.
+fn config(device: &str) -> TrainConfig {
     TrainConfig {
+        device: device.to_owned(),
         architecture: Architecture::Resnet18,
         pretrained: Pretrained::None,
         image_size: 32,
@@ -61,161 +63,167 @@ fn training_data(root: &Path, manifest: &Manifest) -> TrainingData {
 #[test]
 fn a_small_network_learns_generated_shapes_and_is_released_as_a_package() {
     let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let manifest = dataset(&root, 40);
-    let data = training_data(&root, &manifest);
-    let run = dir.path().join("run");
-    let stop = AtomicBool::new(false);
-    let config = config();
-    let outcome = Trainer::new(config.clone(), &data, &run, &stop)
-        .unwrap()
-        .run(&mut Silent)
+    // Every CPU backend of this build (flex; LibTorch with `--features tch`).
+    for &device in covidct_model::cpu_devices() {
+        eprintln!("device {device}");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let manifest = dataset(&root, 40);
+        let data = training_data(&root, &manifest);
+        let run = dir.path().join("run");
+        let stop = AtomicBool::new(false);
+        let config = config(device);
+        let outcome = Trainer::new(config.clone(), &data, &run, &stop)
+            .unwrap()
+            .run(&mut Silent)
+            .unwrap();
+        assert!(!outcome.interrupted);
+        let history = &outcome.state.history;
+        assert_eq!(
+            history.len(),
+            5,
+            "2 head + 3 fine-tuning epochs: {history:?}"
+        );
+        let first = &history[0];
+        let last = history.last().unwrap();
+        assert!(
+            last.train_loss < first.train_loss,
+            "loss did not fall: {history:?}"
+        );
+        let best = outcome.state.best.unwrap();
+        assert!(
+            best.2 > 0.9,
+            "validation ROC-AUC {} ≤ 0.9: {history:?}",
+            best.2
+        );
+
+        let release = finalize(
+            outcome.best,
+            &config,
+            &outcome.state,
+            &data,
+            &Provenance {
+                name: "covidct-test".into(),
+                dataset_name: "generated".into(),
+                dataset_fingerprint: "0".repeat(32),
+                git_commit: None,
+                cross_validation: None,
+            },
+            &run,
+            None,
+            &mut |_, _, _| {},
+        )
         .unwrap();
-    assert!(!outcome.interrupted);
-    let history = &outcome.state.history;
-    assert_eq!(
-        history.len(),
-        5,
-        "2 head + 3 fine-tuning epochs: {history:?}"
-    );
-    let first = &history[0];
-    let last = history.last().unwrap();
-    assert!(
-        last.train_loss < first.train_loss,
-        "loss did not fall: {history:?}"
-    );
-    let best = outcome.state.best.unwrap();
-    assert!(
-        best.2 > 0.9,
-        "validation ROC-AUC {} ≤ 0.9: {history:?}",
-        best.2
-    );
-
-    let release = finalize(
-        outcome.best,
-        &config,
-        &outcome.state,
-        &data,
-        &Provenance {
-            name: "covidct-test".into(),
-            dataset_name: "generated".into(),
-            dataset_fingerprint: "0".repeat(32),
-            git_commit: None,
-            cross_validation: None,
-        },
-        &run,
-        None,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
-    // The released network is the best epoch's, BatchNorm statistics included: its validation
-    // loss is the one recorded for that epoch.
-    let best_record = history
-        .iter()
-        .find(|r| r.phase == best.0 && r.epoch == best.1)
+        // The released network is the best epoch's, BatchNorm statistics included: its validation
+        // loss is the one recorded for that epoch.
+        let best_record = history
+            .iter()
+            .find(|r| r.phase == best.0 && r.epoch == best.1)
+            .unwrap();
+        let released = Predictor::from_parts(
+            release
+                .package
+                .network(&covidct_model::select_device(device).unwrap())
+                .unwrap(),
+            release.package.metadata.clone(),
+            &covidct_model::select_device(device).unwrap(),
+        )
         .unwrap();
-    let released = Predictor::from_parts(
-        release
-            .package
-            .network(&covidct_model::select_device("cpu").unwrap())
-            .unwrap(),
-        release.package.metadata.clone(),
-        &covidct_model::select_device("cpu").unwrap(),
-    )
-    .unwrap();
-    let val_paths: Vec<_> = data.val.samples.iter().map(|s| s.path.clone()).collect();
-    let val_logits = released.score_files(&val_paths, 16, &mut |_| {}).unwrap();
-    let val_loss = val_logits
-        .iter()
-        .zip(&data.val.samples)
-        .map(|(l, s)| -covidct_model::calibrated_probabilities(l, 1.0)[s.label].ln())
-        .sum::<f64>()
-        / val_logits.len() as f64;
-    assert!(
-        (val_loss - best_record.val_loss).abs() < 1e-4,
-        "released network's validation loss {val_loss} ≠ best epoch's {}",
-        best_record.val_loss
-    );
-    assert!(
-        (release.validation_roc_auc - best.2).abs() < 1e-6,
-        "validation ROC-AUC differs between training ({}) and the released predictor ({})",
-        best.2,
-        release.validation_roc_auc
-    );
-    let metrics = &release.report.metrics.point;
-    assert!(metrics.accuracy > 0.8, "test accuracy {}", metrics.accuracy);
-    assert!(release.report_dir.join("report.html").is_file());
-    assert!(run.join("MODEL_CARD.md").is_file());
+        let val_paths: Vec<_> = data.val.samples.iter().map(|s| s.path.clone()).collect();
+        let val_logits = released.score_files(&val_paths, 16, &mut |_| {}).unwrap();
+        let val_loss = val_logits
+            .iter()
+            .zip(&data.val.samples)
+            .map(|(l, s)| -covidct_model::calibrated_probabilities(l, 1.0)[s.label].ln())
+            .sum::<f64>()
+            / val_logits.len() as f64;
+        assert!(
+            (val_loss - best_record.val_loss).abs() < 1e-4,
+            "released network's validation loss {val_loss} ≠ best epoch's {}",
+            best_record.val_loss
+        );
+        assert!(
+            (release.validation_roc_auc - best.2).abs() < 1e-6,
+            "validation ROC-AUC differs between training ({}) and the released predictor ({})",
+            best.2,
+            release.validation_roc_auc
+        );
+        let metrics = &release.report.metrics.point;
+        assert!(metrics.accuracy > 0.8, "test accuracy {}", metrics.accuracy);
+        assert!(release.report_dir.join("report.html").is_file());
+        assert!(run.join("MODEL_CARD.md").is_file());
 
-    // The package on disk predicts exactly what the evaluation scored.
-    let package = ModelPackage::load(&release.package_path).unwrap();
-    assert_eq!(package.metadata, release.package.metadata);
-    assert!(package.model_card.contains("Not a medical device"));
-    let sealed = format!("Weights SHA-256: `{}`", package.metadata.weights_sha256);
-    assert!(package.metadata.weights_sha256.len() == 64 && package.model_card.contains(&sealed));
-    // Trained from scratch: the package and the card say so.
-    assert!(package.metadata.training["pretrained"].is_null());
-    assert!(
-        package
-            .model_card
-            .contains("Initial weights: random initialisation")
-    );
-    assert!(
-        package
-            .model_card
-            .contains("grey image in `display` orientation")
-    );
-    let predictor =
-        Predictor::new(&package, &covidct_model::select_device("cpu").unwrap()).unwrap();
-    let test_paths: Vec<_> = data.test.samples.iter().map(|s| s.path.clone()).collect();
-    let logits = predictor.score_files(&test_paths, 7, &mut |_| {}).unwrap();
-    let probabilities: Vec<f64> = logits
-        .into_iter()
-        .map(|l| predictor.interpret(l).probability)
-        .collect();
-    let truth = data.test.positives(data.positive_class);
-    let again = covidct_evaluation::BinaryMetrics::compute(
-        &probabilities,
-        &truth,
-        package.metadata.threshold,
-    )
-    .unwrap();
-    assert!((again.roc_auc - metrics.roc_auc).abs() < 1e-9);
-    assert_eq!(again.confusion, metrics.confusion);
+        // The package on disk predicts exactly what the evaluation scored.
+        let package = ModelPackage::load(&release.package_path).unwrap();
+        assert_eq!(package.metadata, release.package.metadata);
+        assert!(package.model_card.contains("Not a medical device"));
+        let sealed = format!("Weights SHA-256: `{}`", package.metadata.weights_sha256);
+        assert!(
+            package.metadata.weights_sha256.len() == 64 && package.model_card.contains(&sealed)
+        );
+        // Trained from scratch: the package and the card say so.
+        assert!(package.metadata.training["pretrained"].is_null());
+        assert!(
+            package
+                .model_card
+                .contains("Initial weights: random initialisation")
+        );
+        assert!(
+            package
+                .model_card
+                .contains("grey image in `display` orientation")
+        );
+        let predictor =
+            Predictor::new(&package, &covidct_model::select_device(device).unwrap()).unwrap();
+        let test_paths: Vec<_> = data.test.samples.iter().map(|s| s.path.clone()).collect();
+        let logits = predictor.score_files(&test_paths, 7, &mut |_| {}).unwrap();
+        let probabilities: Vec<f64> = logits
+            .into_iter()
+            .map(|l| predictor.interpret(l).probability)
+            .collect();
+        let truth = data.test.positives(data.positive_class);
+        let again = covidct_evaluation::BinaryMetrics::compute(
+            &probabilities,
+            &truth,
+            package.metadata.threshold,
+        )
+        .unwrap();
+        assert!((again.roc_auc - metrics.roc_auc).abs() < 1e-9);
+        assert_eq!(again.confusion, metrics.confusion);
 
-    // The out-of-distribution gate: fitted, within its validation budget, in the card and the
-    // report, refusing a blank image and a colour picture and judging a training slice.
-    let gate = package
-        .metadata
-        .ood
-        .as_ref()
-        .expect("an out-of-distribution gate");
-    assert!(gate.validation_refused <= covidct_model::MAX_VALIDATION_REFUSED);
-    assert!(package.model_card.contains("## Inputs it refuses"));
-    assert!(release.report.refusals.is_some());
-    let options = covidct_imaging::DecodeOptions::default();
-    let slice = covidct_imaging::decode_file(&data.train.samples[0].path, &options).unwrap();
-    let blank = covidct_imaging::DecodedImage {
-        image: covidct_imaging::GreyImage::filled(48, 48, 0),
-        ..slice.clone()
-    };
-    let colour = covidct_imaging::DecodedImage {
-        coloured_pixels: u64::from(slice.image.width * slice.image.height),
-        ..slice.clone()
-    };
-    let verdicts = predictor.predict(&[slice, blank, colour]).unwrap();
-    let checks = |i: usize| -> Vec<&str> {
-        let ood = verdicts[i].ood.as_ref().unwrap();
-        ood.refusals.iter().map(|r| r.check.as_str()).collect()
-    };
-    assert!(
-        checks(0).iter().all(|c| *c == "features"),
-        "{:?}",
-        checks(0)
-    );
-    assert!(!verdicts[1].in_distribution() && checks(1).contains(&"intensity_std"));
-    assert!(!verdicts[2].in_distribution() && checks(2).contains(&"colour"));
+        // The out-of-distribution gate: fitted, within its validation budget, in the card and the
+        // report, refusing a blank image and a colour picture and judging a training slice.
+        let gate = package
+            .metadata
+            .ood
+            .as_ref()
+            .expect("an out-of-distribution gate");
+        assert!(gate.validation_refused <= covidct_model::MAX_VALIDATION_REFUSED);
+        assert!(package.model_card.contains("## Inputs it refuses"));
+        assert!(release.report.refusals.is_some());
+        let options = covidct_imaging::DecodeOptions::default();
+        let slice = covidct_imaging::decode_file(&data.train.samples[0].path, &options).unwrap();
+        let blank = covidct_imaging::DecodedImage {
+            image: covidct_imaging::GreyImage::filled(48, 48, 0),
+            ..slice.clone()
+        };
+        let colour = covidct_imaging::DecodedImage {
+            coloured_pixels: u64::from(slice.image.width * slice.image.height),
+            ..slice.clone()
+        };
+        let verdicts = predictor.predict(&[slice, blank, colour]).unwrap();
+        let checks = |i: usize| -> Vec<&str> {
+            let ood = verdicts[i].ood.as_ref().unwrap();
+            ood.refusals.iter().map(|r| r.check.as_str()).collect()
+        };
+        assert!(
+            checks(0).iter().all(|c| *c == "features"),
+            "{:?}",
+            checks(0)
+        );
+        assert!(!verdicts[1].in_distribution() && checks(1).contains(&"intensity_std"));
+        assert!(!verdicts[2].in_distribution() && checks(2).contains(&"colour"));
+    }
 }
 
 #[test]
@@ -232,7 +240,7 @@ fn the_probe_head_is_chosen_on_validation_reuses_cached_features_and_calibrates_
         epochs: 0,
         probe_c: vec![1e-4, 0.1, 10.0],
         probe_folds: 0,
-        ..config()
+        ..config("cpu")
     };
     let trainer = |name: &str| {
         Trainer::new(config.clone(), &data, &dir.path().join(name), &stop)
@@ -476,61 +484,65 @@ impl TrainObserver for StopAfter<'_> {
 #[test]
 fn runs_are_deterministic_and_resume_exactly_after_an_interruption() {
     let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
-    let manifest = dataset(&root, 24);
-    let data = training_data(&root, &manifest);
-    let mut config = config();
-    config.augment = Some(Default::default());
-    let stop = AtomicBool::new(false);
+    // Every CPU backend of this build (flex; LibTorch with `--features tch`).
+    for &device in covidct_model::cpu_devices() {
+        eprintln!("device {device}");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let manifest = dataset(&root, 24);
+        let data = training_data(&root, &manifest);
+        let mut config = config(device);
+        config.augment = Some(Default::default());
+        let stop = AtomicBool::new(false);
 
-    let run = |name: &str| {
-        Trainer::new(config.clone(), &data, &dir.path().join(name), &stop)
+        let run = |name: &str| {
+            Trainer::new(config.clone(), &data, &dir.path().join(name), &stop)
+                .unwrap()
+                .run(&mut Silent)
+                .unwrap()
+        };
+        let a = run("a");
+        let b = run("b");
+        let strip = |h: &[covidct_training::checkpoint::EpochRecord]| {
+            h.iter()
+                .map(|r| (r.phase, r.epoch, r.train_loss, r.val_loss, r.val_roc_auc))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&a.state.history),
+            strip(&b.state.history),
+            "same seed, same data, same metrics"
+        );
+
+        // Interrupted in the middle of the second fine-tuning epoch, then resumed.
+        let interrupted_dir = dir.path().join("c");
+        let mut observer = StopAfter {
+            stop: &stop,
+            after: 5,
+            seen: 0,
+            fine_tuning: false,
+        };
+        let first = Trainer::new(config.clone(), &data, &interrupted_dir, &stop)
+            .unwrap()
+            .run(&mut observer)
+            .unwrap();
+        assert!(first.interrupted);
+        stop.store(false, Ordering::SeqCst);
+        let resumed = Trainer::new(config.clone(), &data, &interrupted_dir, &stop)
             .unwrap()
             .run(&mut Silent)
+            .unwrap();
+        assert!(!resumed.interrupted);
+        assert_eq!(strip(&resumed.state.history), strip(&a.state.history));
+
+        // A different configuration cannot resume the run.
+        let mut other = config.clone();
+        other.learning_rate = 1e-2;
+        let error = Trainer::new(other, &data, &interrupted_dir, &stop)
             .unwrap()
-    };
-    let a = run("a");
-    let b = run("b");
-    let strip = |h: &[covidct_training::checkpoint::EpochRecord]| {
-        h.iter()
-            .map(|r| (r.phase, r.epoch, r.train_loss, r.val_loss, r.val_roc_auc))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        strip(&a.state.history),
-        strip(&b.state.history),
-        "same seed, same data, same metrics"
-    );
-
-    // Interrupted in the middle of the second fine-tuning epoch, then resumed.
-    let interrupted_dir = dir.path().join("c");
-    let mut observer = StopAfter {
-        stop: &stop,
-        after: 5,
-        seen: 0,
-        fine_tuning: false,
-    };
-    let first = Trainer::new(config.clone(), &data, &interrupted_dir, &stop)
-        .unwrap()
-        .run(&mut observer)
-        .unwrap();
-    assert!(first.interrupted);
-    stop.store(false, Ordering::SeqCst);
-    let resumed = Trainer::new(config.clone(), &data, &interrupted_dir, &stop)
-        .unwrap()
-        .run(&mut Silent)
-        .unwrap();
-    assert!(!resumed.interrupted);
-    assert_eq!(strip(&resumed.state.history), strip(&a.state.history));
-
-    // A different configuration cannot resume the run.
-    let mut other = config.clone();
-    other.learning_rate = 1e-2;
-    let error = Trainer::new(other, &data, &interrupted_dir, &stop)
-        .unwrap()
-        .run(&mut Silent)
-        .err()
-        .expect("a changed configuration must be refused");
-    assert!(error.to_string().contains("learning_rate"), "{error}");
+            .run(&mut Silent)
+            .err()
+            .expect("a changed configuration must be refused");
+        assert!(error.to_string().contains("learning_rate"), "{error}");
+    }
 }
