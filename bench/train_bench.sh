@@ -40,6 +40,9 @@ measure() {
     echo "  $name $arch $size: $ips images/s" >&2
 }
 
+# ratio A B: A / B as "0.00×".
+ratio() { python3 -c "print('%.2f×' % ($1 / $2))"; }
+
 echo "| network, size | flex images/s | LibTorch images/s | PyTorch images/s | flex/PyTorch | LibTorch/PyTorch | peak RSS MiB (flex / LibTorch / PyTorch) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 IFS=, read -r -a archs <<< "$ARCHITECTURES"
@@ -50,7 +53,6 @@ for arch in "${archs[@]}"; do
         read -r tch tch_rss < <(measure tch "$arch" "$size" "$BIN" bench train "${COMMON[@]}" --device tch)
         read -r torch torch_rss < <(measure pytorch "$arch" "$size" "$PY" bench/pytorch_train_bench.py \
             "${COMMON[@]}" --threads "$THREADS")
-        ratio() { python3 -c "print('%.2f×' % ($1 / $2))"; }
         echo "| $arch, $size | $flex | $tch | $torch | $(ratio "$flex" "$torch") | $(ratio "$tch" "$torch") | $flex_rss / $tch_rss / $torch_rss |"
     done
 done

@@ -7,7 +7,7 @@ use crate::error::ModelError;
 /// How to get the LibTorch backend into a build that lacks it.
 #[cfg(not(feature = "tch"))]
 const TCH_MISSING: &str = "this build has no LibTorch backend: run `bash scripts/setup.sh libtorch`, \
-     `export $(bash scripts/libtorch-env.sh)` and rebuild with `--features tch` (docs/OPERATIONS.md)";
+     `export $(bash scripts/libtorch-env.sh)` and rebuild with `--features tch` (docs/MODEL.md, Devices)";
 
 /// Whether `spec` names the CPU through burn's flex backend.
 pub fn is_cpu(spec: &str) -> bool {
@@ -43,14 +43,7 @@ pub fn select_device(spec: &str) -> Result<Device, ModelError> {
     };
     match spec {
         cpu if is_cpu(cpu) => Ok(Device::flex()),
-        #[cfg(feature = "tch")]
-        #[allow(
-            deprecated,
-            reason = "burn 0.22 deprecates burn-tch; docs/MODEL.md says why we use it"
-        )]
-        "tch" => Ok(Device::libtorch()),
-        #[cfg(not(feature = "tch"))]
-        "tch" => Err(unavailable(TCH_MISSING)),
+        "tch" => libtorch(None).map_err(unavailable),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(0))),
         #[cfg(not(feature = "wgpu"))]
@@ -60,7 +53,7 @@ pub fn select_device(spec: &str) -> Result<Device, ModelError> {
         other => {
             if let Some(suffix) = other.strip_prefix("tch-cuda") {
                 let gpu = index(suffix, "write `tch-cuda:N` with N the GPU index")?;
-                return libtorch_cuda(gpu).map_err(unavailable);
+                return libtorch(Some(gpu)).map_err(unavailable);
             }
             let Some(suffix) = other.strip_prefix("cuda") else {
                 return Err(unavailable(
@@ -73,14 +66,14 @@ pub fn select_device(spec: &str) -> Result<Device, ModelError> {
     }
 }
 
-/// LibTorch on the `gpu`-th NVIDIA GPU, or why this build cannot.
-fn libtorch_cuda(gpu: usize) -> Result<Device, &'static str> {
+/// LibTorch on the CPU (`None`) or the `gpu`-th NVIDIA GPU, or why this build cannot.
+fn libtorch(gpu: Option<usize>) -> Result<Device, &'static str> {
     #[cfg(feature = "tch")]
     #[allow(
         deprecated,
         reason = "burn 0.22 deprecates burn-tch; docs/MODEL.md says why we use it"
     )]
-    return Ok(Device::libtorch_cuda(gpu));
+    return Ok(gpu.map_or_else(Device::libtorch, Device::libtorch_cuda));
     #[cfg(not(feature = "tch"))]
     {
         let _ = gpu;
