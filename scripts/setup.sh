@@ -67,9 +67,19 @@ setup_release() {
     cargo build --release --locked -p covidct
 }
 
+# The wheels (~2.6 GB downloaded, 6.7 GB installed) are not cached: pip's cache would double the
+# disk this needs. Refused up front, naming the space, where the disk cannot hold them.
+LIBTORCH_DISK_KB=$((8 * 1024 * 1024))
 setup_libtorch() {
+    if [ ! -x .venv-torch/bin/python ] || ! bash scripts/libtorch-env.sh >/dev/null 2>&1; then
+        free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+        if [ "$free_kb" -lt "$LIBTORCH_DISK_KB" ]; then
+            echo "error: the torch wheel for .venv-torch needs about 8 GB free in $PWD; $((free_kb / 1024)) MB are free" >&2
+            exit 1
+        fi
+    fi
     venv .venv-torch
-    .venv-torch/bin/python -m pip install "${PIP[@]}" -r scripts/requirements-libtorch.txt
+    .venv-torch/bin/python -m pip install "${PIP[@]}" --no-cache-dir -r scripts/requirements-libtorch.txt
     bash scripts/libtorch-env.sh >/dev/null
 }
 
