@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Single-image latency and throughput of `covidct serve` (micro-batching on and off; one
-# single-threaded inference worker per core, the default, or one worker using every core) and
-# of the FastAPI + PyTorch peer (bench/fastapi_peer.py), one after the other on loopback, with wrk.
+# Single-image latency and throughput of `covidct serve` and of its FastAPI peer
+# (bench/fastapi_peer.py) at every configuration tried, one after the other on loopback, with
+# wrk; then a table of all of them with each one's ratio to the best peer.
+#   covidct: micro-batching on and off; one single-threaded inference worker per core (the
+#            default) or one worker using every core; with COVIDCT_TCH_BIN (a `--features tch`
+#            build) also on burn's LibTorch backend (`--device tch`)
+#   peer:    PEER_CONFIGS, RUNTIME:WORKERS:THREADS each (uvicorn worker processes × intra-op
+#            threads, 0 = the runtime's default), on PyTorch and on ONNX Runtime
 # Benchmark only (not in CI). Needs: target/release/covidct, wrk (apt-get install wrk), the
 # peer's venv (see bench/fastapi_peer.py) in $PEER_PYTHON (default /tmp/torch-venv/bin/python).
+# MODEL=PATH serves that package instead of one trained here on generated shapes.
 #   bash bench/serve_bench.sh [ARCHITECTURE] [SIZE] [CONNECTIONS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +20,14 @@ SECONDS_=${4:-20}
 PEER_PYTHON=${PEER_PYTHON:-/tmp/torch-venv/bin/python}
 WORK=${WORK:-/tmp/covidct-serve-bench}
 BIN=target/release/covidct
+PEER_CONFIGS=${PEER_CONFIGS:-torch:1:0 torch:1:1 torch:1:2 torch:2:1 onnxruntime:1:0 onnxruntime:1:2 onnxruntime:2:1}
 mkdir -p "$WORK"
+MODEL=${MODEL:-$WORK/$ARCH-$SIZE/model.ctpkg}
 
 # A package of the architecture at SIZE (weights from a short training on the generated shapes
 # of tests/conftest.py, with the test venv .venv:
 # inference costs the same whatever the weights).
-if [ ! -f "$WORK/$ARCH-$SIZE/model.ctpkg" ]; then
+if [ ! -f "$MODEL" ]; then
     rm -rf "$WORK/data"
     (cd tests && ../.venv/bin/python -c "from pathlib import Path
 from conftest import shapes_dataset; shapes_dataset(Path('$WORK/data'))")
@@ -37,10 +45,10 @@ ImageDraw.Draw(im).ellipse([100, 120, 400, 420], fill=200); im.save('$WORK/scan.
 source bench/wrk.sh
 wrk_setup
 
-serve() {  # name batch-size batch-wait-ms inference-workers (0: one per core)
+serve() {  # name batch-size batch-wait-ms inference-workers (0: one per core) [binary device]
     rm -f "$WORK/predictions.sqlite"*
-    COVIDCT_API_KEYS=bench-key COVIDCT_ADMIN_KEYS=bench-admin "$BIN" serve \
-        --model "$WORK/$ARCH-$SIZE/model.ctpkg" --bind 127.0.0.1:8090 \
+    COVIDCT_API_KEYS=bench-key COVIDCT_ADMIN_KEYS=bench-admin "${5:-$BIN}" serve \
+        --model "$MODEL" --bind 127.0.0.1:8090 --device "${6:-cpu}" \
         --prediction-log "$WORK/predictions.sqlite" --batch-size "$2" --batch-wait-ms "$3" \
         --inference-workers "$4" --max-concurrency 256 --log-level warn &
     local pid=$!
@@ -51,13 +59,50 @@ serve() {  # name batch-size batch-wait-ms inference-workers (0: one per core)
     kill -TERM "$pid"; wait "$pid" || true
 }
 
+peer() {  # runtime workers threads
+    local name="peer-$1-$2w$3t"
+    "$PEER_PYTHON" bench/fastapi_peer.py --architecture "$ARCH" --size "$SIZE" --port 8091 \
+        --runtime "$1" --workers "$2" --threads "$3" &
+    local pid=$!
+    wait_for http://127.0.0.1:8091/healthz
+    run_wrk "$name" http://127.0.0.1:8091/v1/predict
+    kill -TERM "$pid"; wait "$pid" || true
+    PEERS+=("$name")
+}
+
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "model: $MODEL ($ARCH, $SIZE x $SIZE)"
+OURS=(covidct-batch8 covidct-nobatch covidct-batch8-1worker covidct-nobatch-1worker)
 serve "covidct-batch8" 8 2 0
 serve "covidct-nobatch" 1 0 0
 serve "covidct-batch8-1worker" 8 2 1
 serve "covidct-nobatch-1worker" 1 0 1
-"$PEER_PYTHON" bench/fastapi_peer.py --architecture "$ARCH" --size "$SIZE" --port 8091 &
-PEER=$!
-wait_for http://127.0.0.1:8091/healthz
-run_wrk "fastapi-peer" http://127.0.0.1:8091/v1/predict
-kill -TERM "$PEER"; wait "$PEER" || true
+if [ -n "${COVIDCT_TCH_BIN:-}" ]; then
+    # LibTorch keeps its own thread pool: one thread per worker when there is a worker per core.
+    OMP_NUM_THREADS=1 serve "covidct-tch-nobatch" 1 0 0 "$COVIDCT_TCH_BIN" tch
+    serve "covidct-tch-nobatch-1worker" 1 0 1 "$COVIDCT_TCH_BIN" tch
+    OURS+=(covidct-tch-nobatch covidct-tch-nobatch-1worker)
+fi
+PEERS=()
+for config in $PEER_CONFIGS; do
+    IFS=: read -r runtime workers threads <<< "$config"
+    peer "$runtime" "$workers" "$threads"
+done
+
+# requests/s and p99 (ms) of one run's wrk output.
+figures() {
+    awk '/^Requests\/sec:/ { rps = $2 }
+         $1 == "99%" { v = $2; ms = v + 0; if (v ~ /us$/) ms /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) ms *= 1000; p99 = ms }
+         END { printf "%.1f %.0f", rps, p99 }' "$WORK/$1.txt"
+}
+best_name=; best=0
+for name in "${PEERS[@]}"; do
+    read -r rps _ <<< "$(figures "$name")"
+    if awk -v a="$rps" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$rps; best_name=$name; fi
+done
+echo "== summary ($ARCH $SIZE, $CONNECTIONS connections, ${SECONDS_} s; best peer: $best_name)"
+printf '%-30s %12s %9s %14s\n' configuration requests/s "p99 ms" "vs best peer"
+for name in "${OURS[@]}" "${PEERS[@]}"; do
+    read -r rps p99 <<< "$(figures "$name")"
+    printf '%-30s %12s %9s %13.2fx\n' "$name" "$rps" "$p99" "$(awk -v a="$rps" -v b="$best" 'BEGIN { print a / b }')"
+done

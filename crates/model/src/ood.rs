@@ -12,8 +12,9 @@
 //!   with fewer slices than feature dimensions. The score is the squared Mahalanobis distance
 //!   to the nearest class mean divided by the dimension (about 1 for a typical training slice).
 //!
-//! The score threshold is chosen on validation: the smallest that refuses at most
-//! [`MAX_VALIDATION_REFUSED`] of the validation slices, image checks included.
+//! The score threshold is chosen on held-out slices: the smallest that refuses at most
+//! [`MAX_VALIDATION_REFUSED`] of them, image checks included (the validation split, or the
+//! out-of-fold slices of training + validation when the release's calibration is cross-fitted).
 
 use base64::Engine;
 use covidct_imaging::{ImageChecks, Refusal, SliceStats};
@@ -250,52 +251,44 @@ impl OodAssessment {
     }
 }
 
-/// Validation slices as the gate sees them: their feature scores and image statistics.
+/// Held-out slices as the gate sees them: their feature scores and whether the image checks
+/// refuse them, both from a gate fitted without them.
 #[derive(Clone, Copy, Debug)]
 pub struct GateValidation<'a> {
-    /// [`FeatureDensity::score`] of each validation slice.
+    /// [`FeatureDensity::score`] of each held-out slice.
     pub scores: &'a [f64],
-    /// Their image statistics, in the same order.
-    pub stats: &'a [SliceStats],
+    /// Whether [`ImageChecks::failures`] refuses each of them, in the same order.
+    pub image_refused: &'a [bool],
+    /// What the slices are, for the threshold rule ("validation").
+    pub held_out: &'a str,
 }
 
 impl OodGate {
-    /// Fits the gate: image checks on the training statistics, the density on the training
-    /// features, and the score threshold on validation ([`MAX_VALIDATION_REFUSED`]).
+    /// The gate of `image` checks and the `features` density, with the score threshold chosen
+    /// on `validation` ([`MAX_VALIDATION_REFUSED`]).
     pub fn fit(
-        train_stats: &[SliceStats],
+        image: ImageChecks,
         features: FeatureDensity,
         validation: GateValidation<'_>,
     ) -> Result<Self, ModelError> {
-        let image = ImageChecks::fit(train_stats).ok_or_else(|| {
-            invalid(
-                "ood",
-                "0 training slices".to_owned(),
-                "image checks need training slices",
-            )
-        })?;
         let n = validation.scores.len();
-        if n == 0 || validation.stats.len() != n {
+        if n == 0 || validation.image_refused.len() != n {
             return Err(invalid(
                 "ood",
                 format!(
-                    "{n} validation scores for {} statistics",
-                    validation.stats.len()
+                    "{n} held-out scores for {} image checks",
+                    validation.image_refused.len()
                 ),
-                "the threshold needs validation slices",
+                "the threshold needs held-out slices",
             ));
         }
-        let image_refused: Vec<bool> = validation
-            .stats
-            .iter()
-            .map(|s| !image.failures(s).is_empty())
-            .collect();
+        let image_refused = validation.image_refused;
         // Scores of the slices the image checks let through, descending: refusing the top `r`
         // of them costs `r` more refusals.
         let mut passing: Vec<f64> = validation
             .scores
             .iter()
-            .zip(&image_refused)
+            .zip(image_refused)
             .filter(|(_, refused)| !**refused)
             .map(|(&s, _)| s)
             .collect();
@@ -311,7 +304,7 @@ impl OodGate {
         let refused = validation
             .scores
             .iter()
-            .zip(&image_refused)
+            .zip(image_refused)
             .filter(|(score, by_image)| **by_image || score.is_nan() || **score > threshold)
             .count();
         Ok(Self {
@@ -319,9 +312,10 @@ impl OodGate {
             features,
             threshold,
             threshold_rule: format!(
-                "smallest score refusing at most {:.0}% of the {n} validation slices (image checks \
+                "smallest score refusing at most {:.0}% of the {n} {} slices (image checks \
                  included)",
-                100.0 * MAX_VALIDATION_REFUSED
+                100.0 * MAX_VALIDATION_REFUSED,
+                validation.held_out
             ),
             validation_slices: n,
             validation_refused: refused as f64 / n as f64,
@@ -432,15 +426,22 @@ mod tests {
             .collect();
         let val = cloud(250, dim, 0.0, &mut rng);
         let scores: Vec<f64> = val.chunks(dim).map(|r| density.score(r)).collect();
+        let image = ImageChecks::fit(&stats).expect("checks");
+        let image_refused: Vec<bool> = stats[..250]
+            .iter()
+            .map(|s| !image.failures(s).is_empty())
+            .collect();
         let gate = OodGate::fit(
-            &stats,
+            image,
             density,
             GateValidation {
                 scores: &scores,
-                stats: &stats[..250],
+                image_refused: &image_refused,
+                held_out: "validation",
             },
         )
         .expect("gate");
+        assert!(gate.threshold_rule.contains("of the 250 validation slices"));
         gate.validate().expect("valid");
         let refused = val
             .chunks(dim)

@@ -156,6 +156,19 @@ impl TrainingData {
         }
     }
 
+    /// The inner fold (`0..k`) of every training + validation image (training first), by
+    /// patient group and stratified by class: the folds a cross-fitted release is calibrated
+    /// on ([`crate::TrainConfig::probe_folds`]), the probe's and the gate's alike.
+    pub fn calibration_folds(&self, k: usize, seed: u64) -> Vec<usize> {
+        let positive = [
+            self.train.positives(self.positive_class),
+            self.val.positives(self.positive_class),
+        ]
+        .concat();
+        let groups = [&self.train.groups[..], &self.val.groups].concat();
+        covidct_evaluation::group_folds(&positive, &groups, k, seed)
+    }
+
     /// Image, group and positive counts of one split.
     pub fn summary(&self, split: SplitName) -> SplitSummary {
         let s = self.split(split);
@@ -172,4 +185,18 @@ impl TrainingData {
                 .count(),
         }
     }
+}
+
+/// The rows `indices` of a row-major matrix of `dim` columns, in that order.
+pub(crate) fn gather_rows(values: &[f32], dim: usize, indices: &[usize]) -> Vec<f32> {
+    indices
+        .iter()
+        .flat_map(|&i| &values[i * dim..(i + 1) * dim])
+        .copied()
+        .collect()
+}
+
+/// The indices `0..fold_of.len()` in fold `fold` and those outside it.
+pub(crate) fn split_by_fold(fold_of: &[usize], fold: usize) -> (Vec<usize>, Vec<usize>) {
+    (0..fold_of.len()).partition(|&i| fold_of[i] == fold)
 }

@@ -430,12 +430,16 @@ pub fn finalize(
     metadata.temperature = temperature;
     metadata.threshold = threshold;
     let inputs = gate_inputs(&predictor, data, frozen.map(|f| &f.features), progress)?;
-    metadata.ood = match fit_gate(data, &inputs) {
+    // A release calibrated on out-of-fold scores chooses its gate's threshold on the same folds.
+    let folds = (!state.out_of_fold.is_empty())
+        .then(|| data.calibration_folds(config.probe_folds, config.seed));
+    metadata.ood = match fit_gate(data, &inputs, folds.as_deref()) {
         Ok(gate) => {
             tracing::info!(
                 threshold = gate.threshold,
                 components = gate.features.variances.len(),
                 validation_refused = gate.validation_refused,
+                held_out = gate.validation_slices,
                 "out-of-distribution gate fitted"
             );
             Some(gate)

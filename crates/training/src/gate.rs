@@ -1,13 +1,14 @@
 //! Fitting a release's out-of-distribution gate ([`OodGate`]): image checks and the feature
-//! density on the training split, the score threshold on validation.
+//! density on the training split and the score threshold on validation, or all three cross-fitted
+//! on training + validation.
 
 use std::path::PathBuf;
 
-use covidct_imaging::{SliceStats, decode_file};
+use covidct_imaging::{ImageChecks, SliceStats, decode_file};
 use covidct_model::{FeatureDensity, GateValidation, OodGate, Predictor};
 use rayon::prelude::*;
 
-use crate::data::{SplitSamples, TrainingData};
+use crate::data::{SplitSamples, TrainingData, gather_rows, split_by_fold};
 use crate::error::TrainError;
 use crate::trainer::SplitFeatures;
 
@@ -97,22 +98,206 @@ pub fn gate_inputs(
     })
 }
 
-/// Fits the gate of a release from its [`gate_inputs`].
-pub fn fit_gate(data: &TrainingData, inputs: &GateInputs) -> Result<OodGate, TrainError> {
+/// Fits the gate of a release from its [`gate_inputs`]. Without `folds`: image checks and
+/// density on the training split, the threshold on validation. With `folds` (one per training +
+/// validation image, [`TrainingData::calibration_folds`], for a release calibrated on
+/// out-of-fold scores): each fold's images are judged by checks and a density fitted on the
+/// other folds, the threshold is chosen on those out-of-fold judgements of every image, and the
+/// checks and density are refitted on training + validation, as the probe's head is.
+pub fn fit_gate(
+    data: &TrainingData,
+    inputs: &GateInputs,
+    folds: Option<&[usize]>,
+) -> Result<OodGate, TrainError> {
     let features = &inputs.features;
-    let labels: Vec<usize> = data.train.samples.iter().map(|s| s.label).collect();
-    let density = FeatureDensity::fit(&features.train, features.dim, &labels)?;
-    let scores: Vec<f64> = features
-        .val
-        .chunks(features.dim.max(1))
-        .map(|row| density.score(row))
-        .collect();
+    let dim = features.dim.max(1);
+    let labels =
+        |split: &SplitSamples| -> Vec<usize> { split.samples.iter().map(|s| s.label).collect() };
+    let Some(fold_of) = folds else {
+        let density = FeatureDensity::fit(&features.train, dim, &labels(&data.train))?;
+        let image = image_checks(&inputs.train_stats)?;
+        let scores: Vec<f64> = features
+            .val
+            .chunks(dim)
+            .map(|row| density.score(row))
+            .collect();
+        let image_refused: Vec<bool> = inputs
+            .val_stats
+            .iter()
+            .map(|s| refuses(&image, s))
+            .collect();
+        return Ok(OodGate::fit(
+            image,
+            density,
+            GateValidation {
+                scores: &scores,
+                image_refused: &image_refused,
+                held_out: "validation",
+            },
+        )?);
+    };
+    let rows = [&features.train[..], &features.val].concat();
+    let stats = [&inputs.train_stats[..], &inputs.val_stats].concat();
+    let labels = [labels(&data.train), labels(&data.val)].concat();
+    let n = labels.len();
+    if fold_of.len() != n || rows.len() != n * dim || stats.len() != n {
+        return Err(TrainError::Config {
+            field: "probe_folds",
+            reason: format!(
+                "the gate's folds cover {} images, its features {} and statistics {} of the {n} \
+                 training + validation images",
+                fold_of.len(),
+                rows.len() / dim,
+                stats.len()
+            ),
+        });
+    }
+    let mut scores = vec![f64::NAN; n];
+    let mut image_refused = vec![false; n];
+    let folds = fold_of.iter().copied().max().map_or(0, |f| f + 1);
+    for fold in 0..folds {
+        let (inside, outside) = split_by_fold(fold_of, fold);
+        let outside_labels: Vec<usize> = outside.iter().map(|&i| labels[i]).collect();
+        let outside_stats: Vec<SliceStats> = outside.iter().map(|&i| stats[i]).collect();
+        let density =
+            FeatureDensity::fit(&gather_rows(&rows, dim, &outside), dim, &outside_labels)?;
+        let image = image_checks(&outside_stats)?;
+        for &i in &inside {
+            scores[i] = density.score(&rows[i * dim..(i + 1) * dim]);
+            image_refused[i] = refuses(&image, &stats[i]);
+        }
+    }
     Ok(OodGate::fit(
-        &inputs.train_stats,
-        density,
+        image_checks(&stats)?,
+        FeatureDensity::fit(&rows, dim, &labels)?,
         GateValidation {
             scores: &scores,
-            stats: &inputs.val_stats,
+            image_refused: &image_refused,
+            held_out: "out-of-fold training + validation",
         },
     )?)
+}
+
+/// Image checks fitted on `stats`, or an error when there are none.
+fn image_checks(stats: &[SliceStats]) -> Result<ImageChecks, TrainError> {
+    ImageChecks::fit(stats).ok_or_else(|| TrainError::Config {
+        field: "ood",
+        reason: "the image checks need training slices".into(),
+    })
+}
+
+/// Whether the image checks refuse a slice of these statistics.
+fn refuses(image: &ImageChecks, stats: &SliceStats) -> bool {
+    !image.failures(stats).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use covidct_data::Sample;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    const DIM: usize = 12;
+
+    /// `n` images of two classes in groups of four, with Gaussian features and plausible
+    /// statistics.
+    fn split(
+        n: usize,
+        prefix: &str,
+        rng: &mut ChaCha8Rng,
+    ) -> (SplitSamples, Vec<f32>, Vec<SliceStats>) {
+        let samples = (0..n)
+            .map(|i| Sample {
+                path: PathBuf::from(format!("{prefix}{i}.png")),
+                label: (i / 4) % 2,
+            })
+            .collect();
+        let groups = (0..n).map(|i| format!("{prefix}{}", i / 4)).collect();
+        let features = (0..n * DIM).map(|_| rng.random::<f32>() - 0.5).collect();
+        let stats = (0..n)
+            .map(|_| SliceStats {
+                width: 512,
+                height: 512,
+                colour_share: 0.0,
+                mean: 80.0 + 20.0 * rng.random::<f64>(),
+                std: 50.0 + 10.0 * rng.random::<f64>(),
+                entropy: 6.0 + rng.random::<f64>(),
+                body_share: 0.4 + 0.2 * rng.random::<f64>(),
+            })
+            .collect();
+        (SplitSamples { samples, groups }, features, stats)
+    }
+
+    fn fixture() -> (TrainingData, GateInputs) {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (train, train_rows, train_stats) = split(160, "t", &mut rng);
+        let (val, val_rows, val_stats) = split(40, "v", &mut rng);
+        let data = TrainingData {
+            root: PathBuf::new(),
+            class_names: vec!["covid".into(), "normal".into()],
+            positive_class: 0,
+            train,
+            val,
+            test: SplitSamples::default(),
+            split_fingerprint: String::new(),
+        };
+        let inputs = GateInputs {
+            features: SplitFeatures {
+                dim: DIM,
+                train: train_rows,
+                val: val_rows,
+                test: Vec::new(),
+            },
+            train_stats,
+            val_stats,
+        };
+        (data, inputs)
+    }
+
+    #[test]
+    fn cross_fitted_gate_chooses_its_threshold_on_every_image_out_of_fold() {
+        let (data, inputs) = fixture();
+        let validation_only = fit_gate(&data, &inputs, None).expect("validation gate");
+        assert_eq!(validation_only.validation_slices, 40);
+        assert_eq!(validation_only.image.fitted_on, 160);
+        assert!(
+            validation_only
+                .threshold_rule
+                .contains("40 validation slices")
+        );
+
+        let folds = data.calibration_folds(5, 42);
+        let cross = fit_gate(&data, &inputs, Some(&folds)).expect("cross-fitted gate");
+        assert_eq!(cross.validation_slices, 200);
+        assert_eq!(
+            cross.image.fitted_on, 200,
+            "checks refitted on training + validation"
+        );
+        assert!(
+            cross
+                .threshold_rule
+                .contains("200 out-of-fold training + validation slices")
+        );
+        assert!(cross.validation_refused <= covidct_model::MAX_VALIDATION_REFUSED);
+        // Scored by densities fitted without them, the images look farther than they do to a
+        // density fitted on them: the threshold lies above most in-sample scores.
+        let rows = [&inputs.features.train[..], &inputs.features.val].concat();
+        let in_sample_above = rows
+            .chunks(DIM)
+            .filter(|row| cross.features.score(row) > cross.threshold)
+            .count();
+        assert!(
+            in_sample_above <= 2,
+            "{in_sample_above} of 200 in-sample rows above"
+        );
+    }
+
+    #[test]
+    fn folds_that_do_not_cover_the_images_are_refused() {
+        let (data, inputs) = fixture();
+        let error = fit_gate(&data, &inputs, Some(&[0, 1, 2])).expect_err("three folds for 200");
+        assert!(error.to_string().contains("probe_folds"), "{error}");
+    }
 }

@@ -178,13 +178,14 @@ fn out_of_distribution(card: &mut String, metadata: &PackageMetadata, report: &E
     let _ = writeln!(
         card,
         "## Inputs it refuses\n\nAn image is refused (\"not an image this model can judge\", no \
-         label) when any check fails. Image checks, fitted on {} training slices: shorter side \
-         at least {} px, side ratio at most {:.2}, at most {:.1}% coloured pixels, mean grey \
-         {:.1}–{:.1}, grey spread {:.1}–{:.1}, histogram entropy {:.2}–{:.2} bits, body area \
+         label) when any check fails. Image checks, fitted on {} slices it was trained on: \
+         shorter side at least {} px, side ratio at most {:.2}, at most {:.1}% coloured pixels, \
+         mean grey {:.1}–{:.1}, grey spread {:.1}–{:.1}, histogram entropy {:.2}–{:.2} bits, \
+         body area \
          {:.0}–{:.0}% of the image. Feature check: the squared Mahalanobis distance of the pooled \
          features to the nearest class mean (shared covariance, {} principal directions holding \
          {:.0}% of the within-class variance, the rest pooled), per dimension, at most {:.3}: the \
-         {}; {:.2}% of the {} validation slices are refused.",
+         {}; {:.2}% of those {} held-out slices are refused.",
         i.fitted_on,
         i.min_side,
         i.max_aspect,

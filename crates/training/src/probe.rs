@@ -10,6 +10,7 @@ use covidct_evaluation::{sigmoid, softplus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::{gather_rows, split_by_fold};
 use crate::error::TrainError;
 
 /// The probe of one regularisation strength, scored on validation.
@@ -334,17 +335,11 @@ pub fn cross_fit_probe(
         });
     }
     let dim = spec.dim;
-    let gather = |indices: &[usize]| -> Vec<f32> {
-        indices
-            .iter()
-            .flat_map(|&i| &rows.features[i * dim..(i + 1) * dim])
-            .copied()
-            .collect()
-    };
+    let gather = |indices: &[usize]| gather_rows(rows.features, dim, indices);
     // Per C: the out-of-fold logits of every row, the mean training loss, the iterations.
     let mut per_c = vec![(vec![Vec::new(); n], 0.0, 0); c_grid.len()];
     for fold in 0..folds {
-        let (inside, outside): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold_of[i] == fold);
+        let (inside, outside) = split_by_fold(fold_of, fold);
         let labels: Vec<usize> = outside.iter().map(|&i| rows.labels[i]).collect();
         let features = gather(&outside);
         let held_out = gather(&inside);

@@ -519,17 +519,9 @@ impl<'a> Trainer<'a> {
         let (fit, val_logits) = if self.config.cross_fits_probe() {
             let features = [&train_features.values[..], &val_features.values].concat();
             let all_labels = [&train_labels[..], &val_labels].concat();
-            let groups = [&self.data.train.groups[..], &self.data.val.groups].concat();
-            let positive: Vec<bool> = all_labels
-                .iter()
-                .map(|&l| l == self.data.positive_class)
-                .collect();
-            let fold_of = covidct_evaluation::group_folds(
-                &positive,
-                &groups,
-                self.config.probe_folds,
-                self.config.seed,
-            );
+            let fold_of = self
+                .data
+                .calibration_folds(self.config.probe_folds, self.config.seed);
             let cross = probe::cross_fit_probe(
                 spec,
                 Rows {
