@@ -7,6 +7,7 @@
 #            build) also on burn's LibTorch backend (`--device tch`)
 #   peer:    PEER_CONFIGS, RUNTIME:WORKERS:THREADS each (uvicorn worker processes × intra-op
 #            threads, 0 = the runtime's default), on PyTorch and on ONNX Runtime
+# BENCH_GROUPS (default "flex tch peer") picks which of the three groups run.
 # Benchmark only (not in CI). Needs: target/release/covidct, wrk (apt-get install wrk), the
 # peer's venv (see bench/fastapi_peer.py) in $PEER_PYTHON (default /tmp/torch-venv/bin/python).
 # MODEL=PATH serves that package instead of one trained here on generated shapes.
@@ -20,6 +21,7 @@ SECONDS_=${4:-20}
 PEER_PYTHON=${PEER_PYTHON:-/tmp/torch-venv/bin/python}
 WORK=${WORK:-/tmp/covidct-serve-bench}
 BIN=target/release/covidct
+BENCH_GROUPS=${BENCH_GROUPS:-flex tch peer}
 PEER_CONFIGS=${PEER_CONFIGS:-torch:1:0 torch:1:1 torch:1:2 torch:2:1 onnxruntime:1:0 onnxruntime:1:2 onnxruntime:2:1}
 mkdir -p "$WORK"
 MODEL=${MODEL:-$WORK/$ARCH-$SIZE/model.ctpkg}
@@ -72,22 +74,32 @@ peer() {  # runtime workers threads
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "model: $MODEL ($ARCH, $SIZE x $SIZE)"
-OURS=(covidct-batch8 covidct-nobatch covidct-batch8-1worker covidct-nobatch-1worker)
-serve "covidct-batch8" 8 2 0
-serve "covidct-nobatch" 1 0 0
-serve "covidct-batch8-1worker" 8 2 1
-serve "covidct-nobatch-1worker" 1 0 1
-if [ -n "${COVIDCT_TCH_BIN:-}" ]; then
-    # LibTorch keeps its own thread pool: one thread per worker when there is a worker per core.
-    OMP_NUM_THREADS=1 serve "covidct-tch-nobatch" 1 0 0 "$COVIDCT_TCH_BIN" tch
-    serve "covidct-tch-nobatch-1worker" 1 0 1 "$COVIDCT_TCH_BIN" tch
-    OURS+=(covidct-tch-nobatch covidct-tch-nobatch-1worker)
-fi
+runs() { [[ " $BENCH_GROUPS " == *" $1 "* ]]; }
+OURS=()
 PEERS=()
-for config in $PEER_CONFIGS; do
-    IFS=: read -r runtime workers threads <<< "$config"
-    peer "$runtime" "$workers" "$threads"
-done
+if runs flex; then
+    serve "covidct-batch8" 8 2 0
+    serve "covidct-nobatch" 1 0 0
+    serve "covidct-batch8-1worker" 8 2 1
+    serve "covidct-nobatch-1worker" 1 0 1
+    OURS+=(covidct-batch8 covidct-nobatch covidct-batch8-1worker covidct-nobatch-1worker)
+fi
+if runs tch && [ -n "${COVIDCT_TCH_BIN:-}" ]; then
+    # One worker is the default on tch (libtorch runs its own thread pool over the cores); a
+    # worker per core gets one libtorch thread each.
+    serve "covidct-tch-nobatch" 1 0 0 "$COVIDCT_TCH_BIN" tch
+    OMP_NUM_THREADS=1 serve "covidct-tch-nobatch-2workers" 1 0 2 "$COVIDCT_TCH_BIN" tch
+    OURS+=(covidct-tch-nobatch covidct-tch-nobatch-2workers)
+fi
+if runs peer; then
+    for config in $PEER_CONFIGS; do
+        IFS=: read -r runtime workers threads <<< "$config"
+        peer "$runtime" "$workers" "$threads"
+    done
+else
+    # The best peer of an earlier run in the same $WORK, for the ratio.
+    for f in "$WORK"/peer-*.txt; do [ -f "$f" ] && PEERS+=("$(basename "$f" .txt)"); done
+fi
 
 # requests/s and p99 (ms) of one run's wrk output.
 figures() {
