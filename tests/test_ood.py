@@ -202,7 +202,7 @@ def test_a_ct_model_judges_held_out_ct_slices_and_refuses_the_rest(covidct_bin, 
     refusals = report["refusals"]
     assert refusals["total"] == report["dataset"]["n"]
     # Goal: at most 2% of held-out test CT slices refused (the threshold refuses at most 1% of
-    # validation slices).
+    # the out-of-fold training + validation slices it is chosen on).
     assert refusals["rate"] <= 0.02, refusals
     assert refusals["accepted"]["point"]["n"] == refusals["total"] - refusals["refused"]
 
