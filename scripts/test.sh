@@ -77,12 +77,15 @@ for phase in "${PHASES[@]}"; do
             COVIDCT_BIN="$PWD/target/release/covidct" .venv/bin/python -m pytest --rootdir=. tests monitoring/tests -q
             ;;
         tch)
-            # The model, training, determinism and exact-resume tests again, on every CPU backend
-            # of a `--features tch` build (flex and LibTorch), with LibTorch's agreement with flex
-            # on the same weights. The rest of the suite does not depend on the backend.
+            # clippy over the code behind the feature, then the model, training, determinism and
+            # exact-resume tests again, on every CPU backend of a `--features tch` build (flex and
+            # LibTorch), with LibTorch's agreement with flex on the same weights. The rest of the suite does not depend on the backend.
             bash scripts/setup.sh libtorch
             # shellcheck disable=SC2046
             export $(bash scripts/libtorch-env.sh)
+            echo "== cargo clippy --features tch"
+            cargo clippy --locked -p covidct-model -p covidct-training -p covidct \
+                --features covidct/tch --all-targets -- -D warnings
             echo "== cargo test --features tch (flex and LibTorch)"
             cargo test --locked --release -p covidct-model -p covidct-training \
                 --features covidct-training/tch --test architectures --test training
