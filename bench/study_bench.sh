@@ -3,7 +3,8 @@
 # resized to 512×512 in a temporary folder, never kept), answered by `covidct predict --study`
 # (folder) and by `POST /v1/predict/study` (one zip archive, then multipart files), each twice.
 # Prints the wall time of each answer and the service's own timing split.
-# Benchmark only (not in CI). Needs target/release/covidct and .venv (Pillow).
+# Benchmark only (not in CI). Needs target/release/covidct (or COVIDCT_BIN; COVIDCT_DEVICE=tch
+# for a `--features tch` build) and .venv (Pillow).
 #   bash bench/study_bench.sh [MODEL] [SLICES] [DATASET]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ MODEL=${1:-runs/train/model.ctpkg}
 SLICES=${2:-300}
 DATA=${3:-../shared/data/sarscov2-ct}
 PYTHON=${PYTHON:-.venv/bin/python}
-BIN=target/release/covidct
+BIN=${COVIDCT_BIN:-target/release/covidct}
 WORK=$(mktemp -d)
 trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$PYTHON" - "$DATA" "$WORK/study" "$SLICES" <<'PY'
