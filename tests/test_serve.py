@@ -506,42 +506,44 @@ def test_bounded_load_has_no_errors(server):
     assert {json.loads(body)["label"] for _, body in answers} == {alone["label"]}
 
 
-def inference_queue_depth(client):
-    """`covidct_inference_queue_depth` of /metrics: images waiting in the batcher."""
+def requests_in_flight(client):
+    """`covidct_http_requests_in_flight` of /metrics: requests holding a concurrency slot."""
     text = client.call("GET", "/metrics", key=None)[2].decode()
-    found = re.search(r"^covidct_inference_queue_depth (\d+)$", text, re.M)
+    found = re.search(r"^covidct_http_requests_in_flight (\d+)$", text, re.M)
     assert found, text
     return int(found.group(1))
 
 
 def test_overload_timeout_and_graceful_shutdown(covidct_bin, model_package, tmp_path):
-    """One slot and a forward pass that waits 1 s (the most allowed) for company: once the first
-    request waits in the batcher (holding the slot; /metrics shows it queued, no sleep guessing
-    when), a second is refused with 503 + Retry-After; SIGTERM lets the first finish before the
-    process exits 0. The second only has to be refused within that second; the timeout case's
-    1 ms limit is a thousandth of its batch wait (the Rust router test holds the slot itself)."""
-    s = Server(
-        covidct_bin, model_package, tmp_path, "--max-concurrency", 1, "--batch-size", 64, "--batch-wait-ms", 1000
-    )
-    results = {}
-    slow = threading.Thread(
-        target=lambda: results.update(first=s.call("POST", "/v1/predict", png(), {"Content-Type": "image/png"}))
-    )
-    slow.start()
+    """One slot, held by a request whose body has only half arrived: the slot is taken before
+    the body is read, so it stays taken until the test sends the rest (/metrics shows it; no
+    timing decides anything). A second request is refused with 503 + Retry-After; SIGTERM then
+    lets the first finish before the process exits 0."""
+    s = Server(covidct_bin, model_package, tmp_path, "--max-concurrency", 1)
+    body = png()
+    first = http.client.HTTPConnection(s.host, s.port, timeout=30)
+    first.putrequest("POST", "/v1/predict")
+    for name, value in (("X-API-Key", API_KEY), ("Content-Type", "image/png"), ("Content-Length", len(body))):
+        first.putheader(name, str(value))
+    first.endheaders()
+    first.send(body[: len(body) // 2])
     # /metrics takes no slot. The deadline only stops a hang; it decides nothing.
     deadline = time.monotonic() + 60
-    while inference_queue_depth(s) == 0:
-        assert slow.is_alive() and time.monotonic() < deadline, f"the first request never queued: {results}"
+    while requests_in_flight(s) == 0:
+        assert time.monotonic() < deadline, "the first request never took the slot"
         time.sleep(0.01)
-    status, headers, body = s.call("POST", "/v1/predict", png(), {"Content-Type": "image/png"})
+    status, headers, answer = s.call("POST", "/v1/predict", png(), {"Content-Type": "image/png"})
     assert status == 503 and headers["retry-after"] == "1"
-    assert json.loads(body)["error"]["code"] == "overloaded"
+    assert json.loads(answer)["error"]["code"] == "overloaded"
     s.process.send_signal(signal.SIGTERM)
-    slow.join()
-    assert results["first"][0] == 200
+    first.send(body[len(body) // 2 :])
+    response = first.getresponse()
+    assert response.status == 200, response.read()[:300]
+    first.close()
     assert s.process.wait(timeout=30) == 0
     s.stop()
 
+    # A lone image waits a second (the most allowed) for company: a thousand times the timeout.
     t = Server(
         covidct_bin, model_package, tmp_path, "--request-timeout-ms", 1, "--batch-size", 64, "--batch-wait-ms", 1000
     )

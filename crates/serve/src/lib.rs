@@ -46,7 +46,7 @@ pub use crate::config::{ApiKeys, ServeConfig};
 pub use crate::error::{ApiError, ErrorBody, ErrorDetail, ServeError};
 pub use crate::openapi::spec as openapi_spec;
 pub use crate::routes::explain::overlay_png;
-pub use crate::state::{AppState, ModelRef, ModelSource, RegistryResolver, ResolvedModel};
+pub use crate::state::{AppState, ModelRef, ModelSource, RegistryResolver, ResolvedModel, Slot};
 
 /// The whole application: every route with its authentication, limits, metrics, request ids,
 /// JSON errors (404/405 and panics included) and, when configured, CORS.

@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route and status, latency, predictions by label, the
-//! probability distribution, the model version, the batching queue.
+//! probability distribution, the model version, the requests in flight, the batching queue.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -19,6 +19,8 @@ pub struct Metrics {
     studies: IntCounterVec,
     probability: Histogram,
     model_info: IntGaugeVec,
+    /// Requests holding one of the `max_concurrency` slots.
+    pub in_flight: IntGauge,
     /// Images waiting for a forward pass.
     pub queue_depth: IntGauge,
     /// Images per forward pass.
@@ -89,6 +91,11 @@ impl Metrics {
             &["name", "version"],
         )
         .map_err(fail)?;
+        let in_flight = IntGauge::new(
+            "covidct_http_requests_in_flight",
+            "Requests holding one of the --max-concurrency slots",
+        )
+        .map_err(fail)?;
         let queue_depth = IntGauge::new(
             "covidct_inference_queue_depth",
             "Images waiting for a forward pass",
@@ -99,7 +106,7 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .map_err(fail)?;
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(studies.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
@@ -107,6 +114,7 @@ impl Metrics {
             Box::new(refusals.clone()),
             Box::new(probability.clone()),
             Box::new(model_info.clone()),
+            Box::new(in_flight.clone()),
             Box::new(queue_depth.clone()),
             Box::new(batch_size.clone()),
         ];
@@ -122,6 +130,7 @@ impl Metrics {
             studies,
             probability,
             model_info,
+            in_flight,
             queue_depth,
             batch_size,
         })

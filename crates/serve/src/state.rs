@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use covidct_model::{ModelPackage, Predictor, select_device};
+use prometheus::IntGauge;
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
 use utoipa::ToSchema;
@@ -250,18 +251,29 @@ impl AppState {
         &self.inner.log
     }
 
-    /// Takes one of the `max_concurrency` request slots, held until the permit is dropped, or
-    /// answers 503 `overloaded` (`Retry-After: 1`) when every slot is taken.
-    pub fn try_admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.inner.limiter.clone().try_acquire_owned().map_err(|_| {
-            ApiError::unavailable(
-                "overloaded",
-                format!(
-                    "{} requests are already in progress: retry shortly",
-                    self.inner.config.max_concurrency
-                ),
-                1,
-            )
+    /// Takes one of the `max_concurrency` request slots, held until the [`Slot`] is dropped,
+    /// or answers 503 `overloaded` (`Retry-After: 1`) when every slot is taken.
+    pub fn try_admit(&self) -> Result<Slot, ApiError> {
+        let permit = self
+            .inner
+            .limiter
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::unavailable(
+                    "overloaded",
+                    format!(
+                        "{} requests are already in progress: retry shortly",
+                        self.inner.config.max_concurrency
+                    ),
+                    1,
+                )
+            })?;
+        let in_flight = self.inner.metrics.in_flight.clone();
+        in_flight.inc();
+        Ok(Slot {
+            _permit: permit,
+            in_flight,
         })
     }
 
@@ -278,5 +290,19 @@ impl AppState {
         answer
             .await
             .map_err(|_| ApiError::internal("a decoding task stopped without an answer"))
+    }
+}
+
+/// One of the `max_concurrency` request slots ([`AppState::try_admit`]), counted in
+/// `covidct_http_requests_in_flight` while held and given back when dropped: when its request is
+/// answered, fails or is cancelled.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_flight: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.dec();
     }
 }

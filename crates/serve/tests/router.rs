@@ -539,9 +539,27 @@ async fn overload_answers_503_with_retry_after_and_slow_requests_time_out() {
     assert_eq!(headers[header::RETRY_AFTER], "1");
     assert!(String::from_utf8_lossy(&body).contains("overloaded"));
     assert!(app.state.try_admit().is_err(), "still one slot in all");
+    let in_flight = |text: &[u8]| {
+        String::from_utf8_lossy(text)
+            .lines()
+            .find_map(|l| l.strip_prefix("covidct_http_requests_in_flight "))
+            .map(str::to_owned)
+    };
+    let (_, _, metrics) = send(&app.router, get("/metrics")).await;
+    assert_eq!(
+        in_flight(&metrics).as_deref(),
+        Some("1"),
+        "the held slot is counted"
+    );
     drop(slot);
     let (status, _, _) = send(&app.router, post("/v1/predict", "image/png", png(8, 8))).await;
     assert_eq!(status, StatusCode::OK, "the slot is free again");
+    let (_, _, metrics) = send(&app.router, get("/metrics")).await;
+    assert_eq!(
+        in_flight(&metrics).as_deref(),
+        Some("0"),
+        "every slot given back"
+    );
 
     // A lone image waits a second (the most allowed) for company: a thousand times the timeout.
     let slow = app_with(|c| {
