@@ -5,7 +5,7 @@
 # Usage: scripts/test.sh [PHASE…]  with phases lint, rust, pytest (the default: all three; the
 # GitLab jobs run them separately) and two that the default run leaves out:
 #   tch       the model and training tests on burn's LibTorch backend: its PyPI torch wheel
-#             needs about 7 GB of disk, more than a CI machine of this project had free
+#             (6.7 GB installed; setup asks for 8 GB free) needs more disk than a CI machine had free
 #             (2026-12-07: "No space left on device"); GitLab's test-tch job runs it
 #   delivery  the real Docker Swarm deployment (scripts/swarm-test.sh): building its images from
 #             scratch takes longer than CI's time allows on 2 cores (docs/OPERATIONS.md)
@@ -79,7 +79,8 @@ for phase in "${PHASES[@]}"; do
         tch)
             # clippy over the code behind the feature, then the model, training, determinism and
             # exact-resume tests again, on every CPU backend of a `--features tch` build (flex and
-            # LibTorch), with LibTorch's agreement with flex on the same weights. The rest of the suite does not depend on the backend.
+            # LibTorch), with LibTorch's agreement with flex on the same weights. The rest of the
+            # suite does not depend on the backend.
             bash scripts/setup.sh libtorch
             # shellcheck disable=SC2046
             export $(bash scripts/libtorch-env.sh)

@@ -114,26 +114,17 @@ pub fn fit_gate(
     let labels =
         |split: &SplitSamples| -> Vec<usize> { split.samples.iter().map(|s| s.label).collect() };
     let Some(fold_of) = folds else {
-        let density = FeatureDensity::fit(&features.train, dim, &labels(&data.train))?;
-        let image = image_checks(&inputs.train_stats)?;
-        let scores: Vec<f64> = features
-            .val
-            .chunks(dim)
-            .map(|row| density.score(row))
-            .collect();
-        let image_refused: Vec<bool> = inputs
-            .val_stats
-            .iter()
-            .map(|s| refuses(&image, s))
-            .collect();
+        let fitted = Images {
+            rows: &features.train,
+            stats: &inputs.train_stats,
+            labels: &labels(&data.train),
+        };
+        let (image, density, judged) =
+            fitted.fit_and_judge(dim, &features.val, &inputs.val_stats)?;
         return Ok(OodGate::fit(
             image,
             density,
-            GateValidation {
-                scores: &scores,
-                image_refused: &image_refused,
-                held_out: "validation",
-            },
+            judged.validation("validation"),
         )?);
     };
     let rows = [&features.train[..], &features.val].concat();
@@ -152,38 +143,90 @@ pub fn fit_gate(
             ),
         });
     }
-    let mut scores = vec![f64::NAN; n];
-    let mut image_refused = vec![false; n];
+    let mut out_of_fold = Judged {
+        scores: vec![f64::NAN; n],
+        image_refused: vec![false; n],
+    };
+    let pick_stats =
+        |indices: &[usize]| -> Vec<SliceStats> { indices.iter().map(|&i| stats[i]).collect() };
     let folds = fold_of.iter().copied().max().map_or(0, |f| f + 1);
     for fold in 0..folds {
         let (inside, outside) = split_by_fold(fold_of, fold);
-        let outside_labels: Vec<usize> = outside.iter().map(|&i| labels[i]).collect();
-        let outside_stats: Vec<SliceStats> = outside.iter().map(|&i| stats[i]).collect();
-        let density =
-            FeatureDensity::fit(&gather_rows(&rows, dim, &outside), dim, &outside_labels)?;
-        let image = image_checks(&outside_stats)?;
-        for &i in &inside {
-            scores[i] = density.score(&rows[i * dim..(i + 1) * dim]);
-            image_refused[i] = refuses(&image, &stats[i]);
+        let fitted = Images {
+            rows: &gather_rows(&rows, dim, &outside),
+            stats: &pick_stats(&outside),
+            labels: &outside.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+        };
+        let (_, _, judged) =
+            fitted.fit_and_judge(dim, &gather_rows(&rows, dim, &inside), &pick_stats(&inside))?;
+        for ((&i, score), refused) in inside.iter().zip(judged.scores).zip(judged.image_refused) {
+            out_of_fold.scores[i] = score;
+            out_of_fold.image_refused[i] = refused;
         }
     }
+    let all = Images {
+        rows: &rows,
+        stats: &stats,
+        labels: &labels,
+    };
+    let (image, density) = all.fit(dim)?;
     Ok(OodGate::fit(
-        image_checks(&stats)?,
-        FeatureDensity::fit(&rows, dim, &labels)?,
-        GateValidation {
-            scores: &scores,
-            image_refused: &image_refused,
-            held_out: "out-of-fold training + validation",
-        },
+        image,
+        density,
+        out_of_fold.validation("out-of-fold training + validation"),
     )?)
 }
 
-/// Image checks fitted on `stats`, or an error when there are none.
-fn image_checks(stats: &[SliceStats]) -> Result<ImageChecks, TrainError> {
-    ImageChecks::fit(stats).ok_or_else(|| TrainError::Config {
-        field: "ood",
-        reason: "the image checks need training slices".into(),
-    })
+/// Images a gate is fitted on: pooled features (row after row), statistics and class labels.
+struct Images<'a> {
+    rows: &'a [f32],
+    stats: &'a [SliceStats],
+    labels: &'a [usize],
+}
+
+/// Held-out images as a gate fitted without them judges them.
+struct Judged {
+    /// Feature score of each.
+    scores: Vec<f64>,
+    /// Whether the image checks refuse each.
+    image_refused: Vec<bool>,
+}
+
+impl Judged {
+    /// The judgements as [`OodGate::fit`] takes them, naming what the images are.
+    fn validation<'a>(&'a self, held_out: &'a str) -> GateValidation<'a> {
+        GateValidation {
+            scores: &self.scores,
+            image_refused: &self.image_refused,
+            held_out,
+        }
+    }
+}
+
+impl Images<'_> {
+    /// Image checks and the feature density fitted on these images.
+    fn fit(&self, dim: usize) -> Result<(ImageChecks, FeatureDensity), TrainError> {
+        let image = ImageChecks::fit(self.stats).ok_or_else(|| TrainError::Config {
+            field: "ood",
+            reason: "the image checks need training slices".into(),
+        })?;
+        Ok((image, FeatureDensity::fit(self.rows, dim, self.labels)?))
+    }
+
+    /// [`Images::fit`], and its judgement of the held-out images of `rows` and `stats`.
+    fn fit_and_judge(
+        &self,
+        dim: usize,
+        rows: &[f32],
+        stats: &[SliceStats],
+    ) -> Result<(ImageChecks, FeatureDensity, Judged), TrainError> {
+        let (image, density) = self.fit(dim)?;
+        let judged = Judged {
+            scores: rows.chunks(dim).map(|row| density.score(row)).collect(),
+            image_refused: stats.iter().map(|s| refuses(&image, s)).collect(),
+        };
+        Ok((image, density, judged))
+    }
 }
 
 /// Whether the image checks refuse a slice of these statistics.
