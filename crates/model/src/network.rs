@@ -10,7 +10,7 @@ use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
 use crate::efficientnet::EfficientNetLite;
 use crate::error::ModelError;
 use crate::import::{Layout, ParamVisitor, StateDict};
-use crate::resnet::ResNet;
+use crate::resnet::{ResNet, global_average, with_context};
 
 /// A classifier of any [`Architecture`]: input `[batch, channels, H, W]`, output logits.
 // A process holds one or two networks: the variants' size difference (a few hundred bytes of
@@ -32,21 +32,23 @@ impl Network {
         num_classes: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let resnet = |depth, stages| {
+        let resnet = |depth, stages, multiscale| {
             let config = ResNetConfig {
                 depth,
                 in_channels,
                 num_classes,
                 stages,
+                multiscale,
             };
             ResNet::new(&config, device).map(Network::ResNet)
         };
         match architecture {
-            Architecture::Resnet18 => resnet(ResNetDepth::R18, 4),
-            Architecture::Resnet34 => resnet(ResNetDepth::R34, 4),
-            Architecture::Resnet50 => resnet(ResNetDepth::R50, 4),
-            Architecture::Resnet152 => resnet(ResNetDepth::R152, 4),
-            Architecture::Resnet152C4 => resnet(ResNetDepth::R152, 3),
+            Architecture::Resnet18 => resnet(ResNetDepth::R18, 4, false),
+            Architecture::Resnet34 => resnet(ResNetDepth::R34, 4, false),
+            Architecture::Resnet50 => resnet(ResNetDepth::R50, 4, false),
+            Architecture::Resnet152 => resnet(ResNetDepth::R152, 4, false),
+            Architecture::Resnet152C4 => resnet(ResNetDepth::R152, 3, false),
+            Architecture::Resnet152C3C4 => resnet(ResNetDepth::R152, 3, true),
             Architecture::EfficientnetLite0 => {
                 let config = EfficientNetLiteConfig {
                     in_channels,
@@ -102,17 +104,23 @@ impl Network {
     /// The last convolutional feature map `[batch, channels, H/32, W/32]`, before global
     /// pooling: what Grad-CAM explains.
     pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
+        self.feature_map_and_context(x).0
+    }
+
+    /// [`Network::feature_map`] and the pooled features the head sees beside it, if any (the
+    /// `layer2` context of [`Architecture::Resnet152C3C4`]).
+    pub fn feature_map_and_context(&self, x: Tensor<4>) -> (Tensor<4>, Option<Tensor<2>>) {
         match self {
-            Network::ResNet(n) => n.feature_map(x),
-            Network::EfficientNetLite(n) => n.feature_map(x),
+            Network::ResNet(n) => n.feature_map_and_context(x),
+            Network::EfficientNetLite(n) => (n.feature_map(x), None),
         }
     }
 
-    /// Inference logits from a [`Network::feature_map`]: global average pooling, then the head
-    /// (dropout is the identity at inference and is left out).
-    pub fn logits_from_map(&self, map: Tensor<4>) -> Tensor<2> {
-        let pooled: Tensor<2> = map.mean_dim(3).mean_dim(2).flatten(1, 3);
-        self.head().forward(pooled)
+    /// Inference logits from a [`Network::feature_map`] and its context: global average pooling,
+    /// then the head (dropout is the identity at inference and is left out).
+    pub fn logits_from_map(&self, map: Tensor<4>, context: Option<Tensor<2>>) -> Tensor<2> {
+        self.head()
+            .forward(with_context(context, global_average(map)))
     }
 
     /// Logits from pooled features (dropout, where the architecture has it, then the head).

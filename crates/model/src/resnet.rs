@@ -71,6 +71,10 @@ pub struct ResNet {
     /// The depth (its torchvision name, `resnet18`…, names it in error messages).
     #[module(skip)]
     pub depth: ResNetDepth,
+    /// Whether the head also sees the mean-pooled output of `layer2` (see
+    /// [`ResNetConfig::multiscale`]).
+    #[module(skip)]
+    pub multiscale: bool,
 }
 
 fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
@@ -170,6 +174,12 @@ impl ResNet {
             }
             stages.push(layer);
         }
+        // The multiscale head's extra inputs: the width of `layer2`'s output.
+        let context = if config.multiscale {
+            128 * expansion
+        } else {
+            0
+        };
         let mut stages = stages.into_iter();
         let mut next = || stages.next().unwrap_or_default();
         Ok(Self {
@@ -184,8 +194,9 @@ impl ResNet {
             layer3: next(),
             layer4: next(),
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
-            fc: head(c_in, config.num_classes, device),
+            fc: head(context + c_in, config.num_classes, device),
             depth: config.depth,
+            multiscale: config.multiscale,
         })
     }
 
@@ -195,35 +206,55 @@ impl ResNet {
     }
 
     /// Pooled backbone features `[batch, 512 × expansion]` (256 × expansion when truncated after
-    /// `layer3`): everything before the classifier.
+    /// `layer3`, with 128 × expansion pooled from `layer2` in front when multiscale): everything
+    /// before the classifier.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        self.avgpool.forward(self.feature_map(x)).flatten(1, 3)
+        let (map, context) = self.feature_map_and_context(x);
+        with_context(context, self.avgpool.forward(map).flatten(1, 3))
     }
 
     /// The last convolutional feature map `[batch, 512 × expansion, H/32, W/32]` (the output of
     /// `layer4`, before pooling; of `layer3`, `[batch, 256 × expansion, H/16, W/16]`, when
     /// truncated).
     pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
+        self.feature_map_and_context(x).0
+    }
+
+    /// [`ResNet::feature_map`] and, when multiscale, the mean-pooled output of `layer2`
+    /// `[batch, 128 × expansion]` that the head sees beside it.
+    pub fn feature_map_and_context(&self, x: Tensor<4>) -> (Tensor<4>, Option<Tensor<2>>) {
         let x = relu(norm(&self.bn1, self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
-        for block in self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
-        {
+        for block in self.layer1.iter().chain(&self.layer2) {
             x = block.forward(x);
         }
-        x
+        let context = self.multiscale.then(|| global_average(x.clone()));
+        for block in self.layer3.iter().chain(&self.layer4) {
+            x = block.forward(x);
+        }
+        (x, context)
     }
 
     /// The architecture: the depth, truncated after `layer3` when `layer4` is empty.
     pub fn architecture(&self) -> Architecture {
-        match (self.depth, self.layer4.is_empty()) {
-            (ResNetDepth::R152, true) => Architecture::Resnet152C4,
-            (depth, _) => depth.architecture(),
+        match (self.depth, self.layer4.is_empty(), self.multiscale) {
+            (ResNetDepth::R152, true, true) => Architecture::Resnet152C3C4,
+            (ResNetDepth::R152, true, false) => Architecture::Resnet152C4,
+            (depth, ..) => depth.architecture(),
         }
+    }
+}
+
+/// Global average pooling of a feature map `[batch, channels, h, w]` to `[batch, channels]`.
+pub(crate) fn global_average(map: Tensor<4>) -> Tensor<2> {
+    map.mean_dim(3).mean_dim(2).flatten(1, 3)
+}
+
+/// The head's input: the multiscale `context`, when there is one, in front of the pooled last map.
+pub(crate) fn with_context(context: Option<Tensor<2>>, pooled: Tensor<2>) -> Tensor<2> {
+    match context {
+        Some(context) => Tensor::cat(vec![context, pooled], 1),
+        None => pooled,
     }
 }
 

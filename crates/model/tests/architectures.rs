@@ -53,6 +53,7 @@ fn every_architecture_gives_logits_for_1_and_3_channels() {
                     in_channels,
                     num_classes: 7,
                     stages: 4,
+                    multiscale: false,
                 };
                 let model = ResNet::new(&config, &device).expect("resnet");
                 assert_eq!(
@@ -192,6 +193,7 @@ fn libtorch_agrees_with_flex_on_the_same_weights() {
         Architecture::Resnet50,
         Architecture::EfficientnetLite0,
         Architecture::Resnet152C4,
+        Architecture::Resnet152C3C4,
     ] {
         let a = Network::new(architecture, 1, 2, &flex).expect("flex network");
         let checkpoint = a.export().expect("export");
@@ -337,6 +339,86 @@ fn resnet152_c4_stops_after_layer3_and_loads_a_whole_resnet152_checkpoint() {
         assert_eq!(
             "resnet152-c4".parse::<Architecture>().expect("name"),
             Architecture::Resnet152C4
+        );
+    }
+}
+
+/// The multiscale C4 is the C4 with `layer2`'s mean-pooled output in front of its features: on
+/// the same checkpoint its last 1024 features are the C4's, its first 512 are `layer2`'s average.
+#[test]
+fn resnet152_c3c4_puts_the_pooled_layer2_beside_the_c4_features() {
+    for device in devices() {
+        let whole = Network::new(Architecture::Resnet152, 3, 1000, &device).expect("resnet152");
+        let checkpoint = whole.export().expect("export");
+        let load = |architecture| {
+            Network::new(architecture, 3, 1000, &device)
+                .expect("network")
+                .load_backbone(&checkpoint)
+                .expect("layer4 and fc of the whole network are left out")
+        };
+        let (c4, c3c4) = (
+            load(Architecture::Resnet152C4),
+            load(Architecture::Resnet152C3C4),
+        );
+        assert_eq!(c3c4.architecture(), Architecture::Resnet152C3C4);
+        assert_eq!(c3c4.backbone_units(), 4);
+        assert_eq!(c3c4.head().weight.dims(), [1536, 1000]);
+        let x = input(3, 64, &device);
+        let features = c3c4.features(x.clone());
+        assert_eq!(features.dims(), [2, 1536]);
+        let diff = max_abs_diff(
+            features.clone().narrow(1, 512, 1024),
+            c4.features(x.clone()),
+        );
+        assert!(
+            diff < 1e-5,
+            "layer3 features differ from the C4's by {diff}"
+        );
+        let (map, context) = c3c4.feature_map_and_context(x.clone());
+        assert_eq!(map.dims(), [2, 1024, 4, 4]);
+        let context = context.expect("a multiscale network has a context");
+        assert_eq!(context.dims(), [2, 512]);
+        let diff = max_abs_diff(features.narrow(1, 0, 512), context);
+        assert!(diff < 1e-6, "the context leads the features: {diff}");
+        assert!(c4.feature_map_and_context(x.clone()).1.is_none());
+        assert_eq!(c3c4.forward(x).dims(), [2, 1000]);
+        // Its own state dict loads strictly into a C3C4, not into a C4 (the head is wider).
+        let own = c3c4.export().expect("export");
+        load(Architecture::Resnet152C3C4)
+            .load_pretrained(&own)
+            .expect("strict load of its own state dict");
+        assert!(matches!(
+            load(Architecture::Resnet152C4).load_pretrained(&own),
+            Err(ModelError::Checkpoint { .. })
+        ));
+        let name = serde_json::to_string(&Architecture::Resnet152C3C4).expect("json");
+        assert_eq!(name, "\"resnet152-c3c4\"");
+        assert_eq!(
+            name.trim_matches('"')
+                .parse::<Architecture>()
+                .expect("name"),
+            Architecture::Resnet152C3C4
+        );
+    }
+}
+
+#[test]
+fn multiscale_is_refused_outside_the_truncated_resnet152() {
+    for (depth, stages) in [(ResNetDepth::R50, 3), (ResNetDepth::R152, 4)] {
+        let config = ResNetConfig {
+            stages,
+            multiscale: true,
+            ..ResNetConfig::imagenet(depth)
+        };
+        assert!(
+            matches!(
+                ResNet::new(&config, &device()),
+                Err(ModelError::Config {
+                    field: "multiscale",
+                    ..
+                })
+            ),
+            "{depth:?} with {stages} stages"
         );
     }
 }

@@ -38,6 +38,7 @@ fn inference_throughput() {
             Architecture::Resnet18,
             Architecture::Resnet152,
             Architecture::Resnet152C4,
+            Architecture::Resnet152C3C4,
         ] {
             let network = Network::new(architecture, 3, 2, &device).expect("network");
             measure(

@@ -16,7 +16,7 @@ pub enum Pretrained {
     /// The architecture's ImageNet checkpoint, looked up in the weights folder.
     Imagenet,
     /// The CT-pretrained ResNet-152 encoder of [`covidct_weights::ct_astra`] (architecture
-    /// `resnet152` or `resnet152-c4`), looked up in the weights folder as [`CT_ASTRA_FILES`]; fed slices in its
+    /// `resnet152`, `resnet152-c4` or `resnet152-c3c4`), looked up in the weights folder as [`CT_ASTRA_FILES`]; fed slices in its
     /// own convention (RAS orientation, intensities in [0, 1]).
     CtAstra,
     /// Random initialisation (training from scratch).
@@ -336,12 +336,12 @@ impl TrainConfig {
         if self.pretrained == Pretrained::CtAstra
             && !matches!(
                 self.architecture,
-                Architecture::Resnet152 | Architecture::Resnet152C4
+                Architecture::Resnet152 | Architecture::Resnet152C4 | Architecture::Resnet152C3C4
             )
         {
             return bad(
                 "architecture",
-                "must be resnet152 or resnet152-c4 for --pretrained ct-astra",
+                "must be resnet152, resnet152-c4 or resnet152-c3c4 for --pretrained ct-astra",
             );
         }
         Ok(())
@@ -383,7 +383,11 @@ mod tests {
                 ..
             })
         ));
-        for architecture in [Architecture::Resnet152, Architecture::Resnet152C4] {
+        for architecture in [
+            Architecture::Resnet152,
+            Architecture::Resnet152C4,
+            Architecture::Resnet152C3C4,
+        ] {
             let ct = TrainConfig {
                 architecture,
                 ..lite0.clone()
