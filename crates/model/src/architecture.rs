@@ -56,6 +56,14 @@ impl Architecture {
         }
     }
 
+    /// Whether this is a ResNet-152 (whole or truncated), loaded from ResNet-152's checkpoints.
+    pub fn is_resnet152(self) -> bool {
+        matches!(
+            self,
+            Architecture::Resnet152 | Architecture::Resnet152C4 | Architecture::Resnet152C3C4
+        )
+    }
+
     /// File name of the ImageNet checkpoint this architecture's importer expects, and how a user
     /// obtains it offline.
     pub fn imagenet_checkpoint(self) -> (&'static str, &'static str) {

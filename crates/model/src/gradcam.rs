@@ -3,8 +3,8 @@
 //! The last convolutional feature map `A` (`[1, K, h, w]`) is computed without autodiff, then
 //! made an autodiff leaf; pooling and the head run on it, and the class logit `y_c` is
 //! backpropagated to `A` with burn's autodiff (the pooled `layer2` context of a multiscale
-//! network is held constant: it is not part of the map explained). Each channel's weight is its mean gradient
-//! `α_k = mean_ij ∂y_c/∂A_kij`, and the map is `ReLU(Σ_k α_k A_k)`, scaled to 0–1.
+//! network is held constant: it is not part of the map explained). Each channel's weight is its
+//! mean gradient `α_k = mean_ij ∂y_c/∂A_kij`, and the map is `ReLU(Σ_k α_k A_k)`, scaled to 0–1.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;

@@ -333,12 +333,7 @@ impl TrainConfig {
         if self.positive_class.trim().is_empty() {
             return bad("positive_class", "must name a class");
         }
-        if self.pretrained == Pretrained::CtAstra
-            && !matches!(
-                self.architecture,
-                Architecture::Resnet152 | Architecture::Resnet152C4 | Architecture::Resnet152C3C4
-            )
-        {
+        if self.pretrained == Pretrained::CtAstra && !self.architecture.is_resnet152() {
             return bad(
                 "architecture",
                 "must be resnet152, resnet152-c4 or resnet152-c3c4 for --pretrained ct-astra",
