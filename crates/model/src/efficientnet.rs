@@ -199,14 +199,44 @@ impl EfficientNetLite {
         relu6(norm(&self.bn1, self.conv_head.forward(x)))
     }
 
+    /// Backbone units [`EfficientNetLite::freeze_early`] counts: the stem, each block and the
+    /// head convolution (18).
+    pub fn backbone_units(&self) -> usize {
+        self.blocks.len() + 2
+    }
+
+    /// Freezes all backbone units but the last `trainable` ones (0 or more than there are:
+    /// nothing frozen); the classifier always trains.
+    pub fn freeze_early(mut self, trainable: usize) -> Self {
+        let units = self.backbone_units();
+        if trainable == 0 || trainable >= units {
+            return self;
+        }
+        let frozen = units - trainable;
+        self.conv_stem = self.conv_stem.freeze();
+        self.bn0 = self.bn0.freeze();
+        let blocks = std::mem::take(&mut self.blocks);
+        self.blocks = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| if i + 1 < frozen { b.freeze() } else { b })
+            .collect();
+        if frozen > self.blocks.len() + 1 {
+            self.conv_head = self.conv_head.freeze();
+            self.bn1 = self.bn1.freeze();
+        }
+        self
+    }
+
     /// Logits from pooled features: dropout (in training) then the classifier.
     pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(features))
     }
 }
 
-impl Layout for EfficientNetLite {
-    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+impl EfficientNetLite {
+    /// Walks every layer but the classifier under its `efficientnet_pytorch` name.
+    pub(crate) fn visit_backbone(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("_conv_stem", &mut self.conv_stem);
         v.batch_norm_slot("_bn0", &mut self.bn0);
         for (i, block) in self.blocks.iter_mut().enumerate() {
@@ -214,6 +244,12 @@ impl Layout for EfficientNetLite {
         }
         v.conv2d("_conv_head", &mut self.conv_head);
         v.batch_norm_slot("_bn1", &mut self.bn1);
+    }
+}
+
+impl Layout for EfficientNetLite {
+    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+        self.visit_backbone(v);
         v.linear("_fc", &mut self.fc);
     }
 

@@ -137,6 +137,11 @@ mod tests {
     }
 
     #[test]
+    fn pair_grad_cam_explains_the_ct_map_with_lite0s_features_held() {
+        matches_closed_form(Architecture::Resnet152C4Lite0, 48);
+    }
+
+    #[test]
     fn efficientnet_grad_cam_matches_the_closed_form() {
         matches_closed_form(Architecture::EfficientnetLite0, 96);
     }

@@ -36,6 +36,34 @@ pub trait ParamVisitor {
     fn linear(&mut self, name: &str, linear: &mut Linear);
 }
 
+/// Passes every layer on to `inner` under its name with `prefix` in front (`ct.layer1.0.conv1`):
+/// how a network built of several backbones names each one's layers apart.
+pub(crate) struct Prefixed<'a, V> {
+    /// Put in front of every name, dot included (`ct.`).
+    pub(crate) prefix: &'static str,
+    /// The visitor that sees the prefixed names.
+    pub(crate) inner: &'a mut V,
+}
+
+impl<V: ParamVisitor> ParamVisitor for Prefixed<'_, V> {
+    fn conv2d(&mut self, name: &str, conv: &mut Conv2d) {
+        self.inner.conv2d(&format!("{}{name}", self.prefix), conv);
+    }
+
+    fn batch_norm(&mut self, name: &str, bn: &mut BatchNorm) {
+        self.inner.batch_norm(&format!("{}{name}", self.prefix), bn);
+    }
+
+    fn batch_norm_slot(&mut self, name: &str, slot: &mut Option<BatchNorm>) {
+        self.inner
+            .batch_norm_slot(&format!("{}{name}", self.prefix), slot);
+    }
+
+    fn linear(&mut self, name: &str, linear: &mut Linear) {
+        self.inner.linear(&format!("{}{name}", self.prefix), linear);
+    }
+}
+
 /// How a network walks its layers under their checkpoint names: what [`StateDict`] needs of
 /// it. Public in name only (this module is private), so that no other crate implements it.
 pub trait Layout: Clone {

@@ -6,6 +6,8 @@
 //! - [`EfficientNetLite`]: EfficientNet-Lite0 (MBConv blocks, ReLU6, no squeeze-excitation,
 //!   BatchNorm eps 1e-3, TensorFlow "same" padding) with the parameter names of the
 //!   `efficientnet_pytorch` layout (`_conv_stem`, `_bn0`, `_blocks.N._depthwise_conv`, …, `_fc`).
+//! - [`BackbonePair`]: the CT ResNet-152-C4 and EfficientNet-Lite0 side by side, their features
+//!   concatenated before one head (`ct.…`, `lite.…`, `fc`).
 //!
 //! burn 0.22 selects the backend at run time through its [`Device`](burn::tensor::Device)
 //! (e.g. `Device::flex()` for the CPU backend); the modules here are therefore generic over the
@@ -38,6 +40,7 @@ mod layers;
 mod network;
 mod ood;
 mod package;
+mod pair;
 mod predictor;
 mod resnet;
 mod tensor;
@@ -58,6 +61,7 @@ pub use crate::ood::{
 pub use crate::package::{
     ModelPackage, PACKAGE_EXTENSION, PACKAGE_FORMAT_VERSION, PackageMetadata,
 };
+pub use crate::pair::BackbonePair;
 pub use crate::predictor::{
     Prediction, Predictor, Scored, calibrated_probabilities, prepare_input,
 };

@@ -10,6 +10,7 @@ use crate::config::{EfficientNetLiteConfig, ResNetConfig, ResNetDepth};
 use crate::efficientnet::EfficientNetLite;
 use crate::error::ModelError;
 use crate::import::{Layout, ParamVisitor, StateDict};
+use crate::pair::BackbonePair;
 use crate::resnet::{ResNet, global_average, with_context};
 
 /// A classifier of any [`Architecture`]: input `[batch, channels, H, W]`, output logits.
@@ -22,6 +23,8 @@ pub enum Network {
     ResNet(ResNet),
     /// EfficientNet-Lite0.
     EfficientNetLite(EfficientNetLite),
+    /// The CT ResNet-152-C4 and EfficientNet-Lite0 side by side.
+    Pair(BackbonePair),
 }
 
 impl Network {
@@ -57,26 +60,45 @@ impl Network {
                 };
                 EfficientNetLite::new(&config, device).map(Network::EfficientNetLite)
             }
+            Architecture::Resnet152C4Lite0 => {
+                BackbonePair::new(in_channels, num_classes, device).map(Network::Pair)
+            }
         }
     }
 
-    /// Transfer learning for grey CT: the 3-channel network loaded from a pretrained
-    /// `checkpoint` (ImageNet, or a backbone-only encoder such as the CT one of
-    /// [`covidct_weights::ct_astra`], once [`covidct_weights::collapse_depth`] made it 2D), its
-    /// stem summed to one channel and its classifier, if any, replaced by a fresh `num_classes`
-    /// one.
+    /// Transfer learning for grey CT: the 3-channel network loaded from pretrained
+    /// `checkpoints`, one per [`Architecture::components`] (ImageNet, or a backbone-only
+    /// encoder such as the CT one of [`covidct_weights::ct_astra`], once
+    /// [`covidct_weights::collapse_depth`] made it 2D), its stems summed to one channel and its
+    /// classifier, if any, replaced by a fresh `num_classes` one.
     pub fn from_pretrained(
         architecture: Architecture,
-        checkpoint: &Checkpoint,
+        checkpoints: &[Checkpoint],
         num_classes: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
+        let checkpoint = match (architecture, checkpoints) {
+            (Architecture::Resnet152C4Lite0, [ct, lite]) => {
+                return BackbonePair::from_pretrained(ct, lite, num_classes, device)
+                    .map(Network::Pair);
+            }
+            (Architecture::Resnet152C4Lite0, _) | (_, [_, _, ..]) | (_, []) => {
+                return Err(ModelError::Config {
+                    field: "pretrained",
+                    value: format!("{} checkpoints for {architecture}", checkpoints.len()),
+                    reason: "takes one checkpoint per backbone (resnet152-c4-lite0: the CT \
+                             encoder, then EfficientNet-Lite0's)",
+                });
+            }
+            (_, [checkpoint]) => checkpoint,
+        };
         let network = Network::new(architecture, 3, 1000, device)?.load_backbone(checkpoint)?;
         Ok(match network {
             Network::ResNet(n) => Network::ResNet(n.into_grey()?.with_num_classes(num_classes)?),
             Network::EfficientNetLite(n) => {
                 Network::EfficientNetLite(n.into_grey()?.with_num_classes(num_classes)?)
             }
+            pair @ Network::Pair(_) => pair,
         })
     }
 
@@ -85,6 +107,7 @@ impl Network {
         match self {
             Network::ResNet(n) => n.architecture(),
             Network::EfficientNetLite(_) => Architecture::EfficientnetLite0,
+            Network::Pair(_) => Architecture::Resnet152C4Lite0,
         }
     }
 
@@ -98,6 +121,7 @@ impl Network {
         match self {
             Network::ResNet(n) => n.features(x),
             Network::EfficientNetLite(n) => n.features(x),
+            Network::Pair(n) => n.features(x),
         }
     }
 
@@ -108,11 +132,12 @@ impl Network {
     }
 
     /// [`Network::feature_map`] and the pooled features the head sees beside it, if any (the
-    /// `layer2` context of [`Architecture::Resnet152C3C4`]).
+    /// `layer2` context of [`Architecture::Resnet152C3C4`], Lite0's features in the pair).
     pub fn feature_map_and_context(&self, x: Tensor<4>) -> (Tensor<4>, Option<Tensor<2>>) {
         match self {
             Network::ResNet(n) => n.feature_map_and_context(x),
             Network::EfficientNetLite(n) => (n.feature_map(x), None),
+            Network::Pair(n) => n.feature_map_and_context(x),
         }
     }
 
@@ -128,6 +153,7 @@ impl Network {
         match self {
             Network::ResNet(n) => n.fc.forward(features),
             Network::EfficientNetLite(n) => n.classify(features),
+            Network::Pair(n) => n.fc.forward(features),
         }
     }
 
@@ -136,6 +162,7 @@ impl Network {
         match self {
             Network::ResNet(n) => &n.fc,
             Network::EfficientNetLite(n) => &n.fc,
+            Network::Pair(n) => &n.fc,
         }
     }
 
@@ -144,60 +171,34 @@ impl Network {
         match &mut self {
             Network::ResNet(n) => n.fc = head,
             Network::EfficientNetLite(n) => n.fc = head,
+            Network::Pair(n) => n.fc = head,
         }
         self
     }
 
     /// Number of backbone units [`Network::freeze_early`] counts: ResNet stem + 4 stages (5; 4
-    /// when truncated after `layer3`),
-    /// EfficientNet-Lite0 stem + 16 blocks + head convolution (18).
+    /// when truncated after `layer3`), EfficientNet-Lite0 stem + 16 blocks + head convolution
+    /// (18); for the pair, those of its larger branch (each branch counts its own).
     pub fn backbone_units(&self) -> usize {
         match self {
-            Network::ResNet(n) => {
-                1 + [&n.layer1, &n.layer2, &n.layer3, &n.layer4]
-                    .iter()
-                    .filter(|stage| !stage.is_empty())
-                    .count()
-            }
-            Network::EfficientNetLite(n) => n.blocks.len() + 2,
+            Network::ResNet(n) => n.backbone_units(),
+            Network::EfficientNetLite(n) => n.backbone_units(),
+            Network::Pair(n) => n.ct.backbone_units().max(n.lite.backbone_units()),
         }
     }
 
-    /// Freezes all backbone units but the last `trainable` ones (0: nothing frozen); the
-    /// classifier head always trains. Frozen layers keep their weights and BatchNorm
-    /// statistics, and their forward pass records nothing for backpropagation, which is what
-    /// makes partial fine-tuning cheap.
+    /// Freezes all backbone units but the last `trainable` ones (0: nothing frozen; in the
+    /// pair, of each branch); the classifier head always trains. Frozen layers keep their
+    /// weights and BatchNorm statistics, and their forward pass records nothing for
+    /// backpropagation, which is what makes partial fine-tuning cheap.
     pub fn freeze_early(self, trainable: usize) -> Self {
-        let units = self.backbone_units();
-        if trainable == 0 || trainable >= units {
-            return self;
-        }
-        let frozen = units - trainable;
         match self {
-            Network::ResNet(mut n) => {
-                n.conv1 = n.conv1.freeze();
-                n.bn1 = n.bn1.freeze();
-                let mut stages = [&mut n.layer1, &mut n.layer2, &mut n.layer3, &mut n.layer4];
-                for stage in stages.iter_mut().take(frozen - 1) {
-                    let blocks = std::mem::take(&mut **stage);
-                    **stage = blocks.into_iter().map(Module::freeze).collect();
-                }
-                Network::ResNet(n)
-            }
-            Network::EfficientNetLite(mut n) => {
-                n.conv_stem = n.conv_stem.freeze();
-                n.bn0 = n.bn0.freeze();
-                let blocks = std::mem::take(&mut n.blocks);
-                n.blocks = blocks
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, b)| if i + 1 < frozen { b.freeze() } else { b })
-                    .collect();
-                if frozen > n.blocks.len() + 1 {
-                    n.conv_head = n.conv_head.freeze();
-                    n.bn1 = n.bn1.freeze();
-                }
-                Network::EfficientNetLite(n)
+            Network::ResNet(n) => Network::ResNet(n.freeze_early(trainable)),
+            Network::EfficientNetLite(n) => Network::EfficientNetLite(n.freeze_early(trainable)),
+            Network::Pair(mut n) => {
+                n.ct = n.ct.freeze_early(trainable);
+                n.lite = n.lite.freeze_early(trainable);
+                Network::Pair(n)
             }
         }
     }
@@ -218,6 +219,7 @@ impl Layout for Network {
         match self {
             Network::ResNet(n) => n.visit_params(v),
             Network::EfficientNetLite(n) => n.visit_params(v),
+            Network::Pair(n) => n.visit_params(v),
         }
     }
 
@@ -225,6 +227,7 @@ impl Layout for Network {
         match self {
             Network::ResNet(n) => n.checkpoint_model(),
             Network::EfficientNetLite(n) => n.checkpoint_model(),
+            Network::Pair(n) => n.checkpoint_model(),
         }
     }
 
@@ -232,6 +235,7 @@ impl Layout for Network {
         match self {
             Network::ResNet(n) => n.backbone_exclusions(),
             Network::EfficientNetLite(n) => n.backbone_exclusions(),
+            Network::Pair(n) => n.backbone_exclusions(),
         }
     }
 
@@ -239,6 +243,7 @@ impl Layout for Network {
         match self {
             Network::ResNet(n) => n.param_device(),
             Network::EfficientNetLite(n) => n.param_device(),
+            Network::Pair(n) => n.param_device(),
         }
     }
 }

@@ -235,6 +235,38 @@ impl ResNet {
         (x, context)
     }
 
+    /// Backbone units [`ResNet::freeze_early`] counts: the stem and each stage (5; 4 when
+    /// truncated after `layer3`).
+    pub fn backbone_units(&self) -> usize {
+        1 + [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .iter()
+            .filter(|stage| !stage.is_empty())
+            .count()
+    }
+
+    /// Freezes all backbone units but the last `trainable` ones (0 or more than there are:
+    /// nothing frozen); the classifier always trains.
+    pub fn freeze_early(mut self, trainable: usize) -> Self {
+        let units = self.backbone_units();
+        if trainable == 0 || trainable >= units {
+            return self;
+        }
+        let frozen = units - trainable;
+        self.conv1 = self.conv1.freeze();
+        self.bn1 = self.bn1.freeze();
+        let mut stages = [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ];
+        for stage in stages.iter_mut().take(frozen - 1) {
+            let blocks = std::mem::take(&mut **stage);
+            **stage = blocks.into_iter().map(Module::freeze).collect();
+        }
+        self
+    }
+
     /// The architecture: the depth, truncated after `layer3` when `layer4` is empty.
     pub fn architecture(&self) -> Architecture {
         match (self.depth, self.layer4.is_empty(), self.multiscale) {
@@ -258,8 +290,9 @@ pub(crate) fn with_context(context: Option<Tensor<2>>, pooled: Tensor<2>) -> Ten
     }
 }
 
-impl Layout for ResNet {
-    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+impl ResNet {
+    /// Walks every layer but the classifier under its torchvision name.
+    pub(crate) fn visit_backbone(&mut self, v: &mut impl ParamVisitor) {
         v.conv2d("conv1", &mut self.conv1);
         v.batch_norm_slot("bn1", &mut self.bn1);
         for (i, layer) in [
@@ -275,6 +308,12 @@ impl Layout for ResNet {
                 block.visit_params(&format!("layer{}.{j}", i + 1), v);
             }
         }
+    }
+}
+
+impl Layout for ResNet {
+    fn visit_params(&mut self, v: &mut impl ParamVisitor) {
+        self.visit_backbone(v);
         v.linear("fc", &mut self.fc);
     }
 

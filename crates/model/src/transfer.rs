@@ -89,11 +89,13 @@ pub fn import_pretrained(
         covidct_weights::load_checkpoint(file).map_err(|e| refused(e.to_string()))?;
     let collapsed = covidct_weights::collapse_depth(&mut checkpoint);
     let device = crate::select_device("cpu")?;
-    Network::from_pretrained(architecture, &checkpoint, 2, &device).map_err(|e| {
-        refused(format!(
-            "is not a pretrained {architecture} checkpoint: {e}"
-        ))
-    })?;
+    Network::from_pretrained(architecture, std::slice::from_ref(&checkpoint), 2, &device).map_err(
+        |e| {
+            refused(format!(
+                "is not a pretrained {architecture} checkpoint: {e}"
+            ))
+        },
+    )?;
     Ok(ImportedWeights {
         checkpoint,
         collapsed,

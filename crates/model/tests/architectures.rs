@@ -194,6 +194,7 @@ fn libtorch_agrees_with_flex_on_the_same_weights() {
         Architecture::EfficientnetLite0,
         Architecture::Resnet152C4,
         Architecture::Resnet152C3C4,
+        Architecture::Resnet152C4Lite0,
     ] {
         let a = Network::new(architecture, 1, 2, &flex).expect("flex network");
         let checkpoint = a.export().expect("export");
@@ -400,6 +401,130 @@ fn resnet152_c3c4_puts_the_pooled_layer2_beside_the_c4_features() {
             Architecture::Resnet152C3C4
         );
     }
+}
+
+/// The pair is the C4 and Lite0, each from its own checkpoint, side by side: its first 1280
+/// features are Lite0's on the displayed slice (the input turned back from RAS and scaled to
+/// `2x − 1`), its last 1024 the C4's on the input as given.
+#[test]
+fn resnet152_c4_lite0_puts_lite0s_view_of_the_displayed_slice_beside_the_c4s() {
+    for device in devices() {
+        let ct = Network::new(Architecture::Resnet152, 3, 1000, &device)
+            .expect("resnet152")
+            .export()
+            .expect("export");
+        let lite = Network::new(Architecture::EfficientnetLite0, 3, 1000, &device)
+            .expect("lite0")
+            .export()
+            .expect("export");
+        let pair_arch = Architecture::Resnet152C4Lite0;
+        let pretrained = |architecture, checkpoints: &[covidct_weights::Checkpoint]| {
+            Network::from_pretrained(architecture, checkpoints, 2, &device).expect("pretrained")
+        };
+        let pair = pretrained(pair_arch, &[ct.clone(), lite.clone()]);
+        let c4 = pretrained(Architecture::Resnet152C4, std::slice::from_ref(&ct));
+        let lite0 = pretrained(Architecture::EfficientnetLite0, std::slice::from_ref(&lite));
+        assert_eq!(pair.architecture(), pair_arch);
+        assert_eq!(pair.head().weight.dims(), [2304, 2]);
+        // A displayed slice in [0, 1], and the same slice turned to RAS: out[r][c] =
+        // img[side - 1 - c][side - 1 - r].
+        let side = 64;
+        let shown: Vec<f32> = (0..side * side)
+            .map(|i| ((i * 37 % 101) as f32) / 100.0)
+            .collect();
+        let mut ras = vec![0f32; side * side];
+        for r in 0..side {
+            for c in 0..side {
+                ras[r * side + c] = shown[(side - 1 - c) * side + (side - 1 - r)];
+            }
+        }
+        let tensor = |values: Vec<f32>| {
+            Tensor::<4>::from_data(
+                burn::tensor::TensorData::new(values, [1, 1, side, side]),
+                &device,
+            )
+        };
+        let x = tensor(ras);
+        let features = pair.features(x.clone());
+        assert_eq!(features.dims(), [1, 2304]);
+        // Relative to the largest value: a randomly initialised ResNet-152's activations grow
+        // with depth, and the pair pools by a mean where the C4 uses burn's adaptive pooling.
+        let c4_features = c4.features(x.clone());
+        let scale = covidct_model::tensor_to_vec("scale", c4_features.clone().abs().max())
+            .expect("read")[0]
+            .max(1.0);
+        let diff = max_abs_diff(features.clone().narrow(1, 1280, 1024), c4_features) / scale;
+        assert!(
+            diff < 1e-5,
+            "CT features differ from the C4's by {diff} (relative)"
+        );
+        let lite_input = tensor(shown.iter().map(|v| 2.0 * v - 1.0).collect());
+        let diff = max_abs_diff(features.narrow(1, 0, 1280), lite0.features(lite_input));
+        assert!(
+            diff < 1e-5,
+            "Lite0 features differ from Lite0's own by {diff}"
+        );
+        let (map, context) = pair.feature_map_and_context(x.clone());
+        assert_eq!(map.dims(), [1, 1024, 4, 4]);
+        assert_eq!(context.expect("Lite0's features").dims(), [1, 1280]);
+        // Its state dict names each branch apart, loads strictly into a pair only.
+        let own = pair.export().expect("export");
+        for name in own.names() {
+            assert!(
+                ["ct.", "lite.", "fc."].iter().any(|p| name.starts_with(p)),
+                "{name}"
+            );
+        }
+        Network::new(pair_arch, 1, 2, &device)
+            .expect("pair")
+            .load_pretrained(&own)
+            .expect("strict load of its own state dict");
+        assert!(matches!(
+            Network::new(Architecture::Resnet152C4, 1, 2, &device)
+                .expect("c4")
+                .load_pretrained(&own),
+            Err(ModelError::Checkpoint { .. })
+        ));
+        assert!(matches!(
+            Network::from_pretrained(pair_arch, std::slice::from_ref(&ct), 2, &device),
+            Err(ModelError::Config {
+                field: "pretrained",
+                ..
+            })
+        ));
+        assert_eq!(
+            serde_json::to_string(&pair_arch).expect("json"),
+            "\"resnet152-c4-lite0\""
+        );
+        assert_eq!(
+            pair_arch.to_string().parse::<Architecture>().expect("name"),
+            pair_arch
+        );
+    }
+}
+
+/// Freezing the pair freezes each branch below its last `trainable` units: after one backward
+/// pass only the C4's `layer3`, Lite0's head convolution and the pair's head have gradients.
+#[test]
+fn the_pair_freezes_each_branch_below_its_top_units() {
+    let autodiff = device().autodiff();
+    let model = Network::new(Architecture::Resnet152C4Lite0, 1, 2, &autodiff)
+        .expect("pair")
+        .freeze_early(1);
+    let trainable = model
+        .export()
+        .expect("export")
+        .names()
+        .filter(|n| {
+            ["ct.layer3.", "lite._conv_head.", "lite._bn1.", "fc."]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .filter(|n| !n.contains("running_") && !n.contains("num_batches_tracked"))
+        .count();
+    let loss = model.forward(input(1, 32, &autodiff)).sum();
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+    assert_eq!(grads.len(), trainable);
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn inference_throughput() {
             Architecture::Resnet152,
             Architecture::Resnet152C4,
             Architecture::Resnet152C3C4,
+            Architecture::Resnet152C4Lite0,
         ] {
             let network = Network::new(architecture, 3, 2, &device).expect("network");
             measure(

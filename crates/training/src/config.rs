@@ -207,33 +207,51 @@ impl TrainConfig {
         }
     }
 
-    /// The checkpoint file the initial weights come from (`None`: random initialisation). For
-    /// `imagenet`, the architecture's converted (`.safetensors`) or original checkpoint in
-    /// `weights_dir`; an error says how to obtain it when neither is there.
-    pub fn pretrained_file(&self) -> Result<Option<PathBuf>, TrainError> {
+    /// The checkpoint files the initial weights come from, one per backbone of the architecture
+    /// ([`Architecture::components`]; none: random initialisation, one for a whole-network file).
+    /// For `imagenet`, each backbone's converted (`.safetensors`) or original checkpoint in
+    /// `weights_dir`; for `ct-astra`, the CT encoder for the ResNet-152 and Lite0's ImageNet
+    /// checkpoint beside it in the pair. An error says how to obtain a file that is not there.
+    pub fn pretrained_files(&self) -> Result<Vec<PathBuf>, TrainError> {
+        let imagenet = |architecture: Architecture| {
+            let (name, hint) = architecture.imagenet_checkpoint();
+            self.find_weights(&[&imported_name(name), name], hint)
+        };
         match &self.pretrained {
-            Pretrained::None => Ok(None),
-            Pretrained::File(path) if path.is_file() => Ok(Some(path.clone())),
+            Pretrained::None => Ok(Vec::new()),
+            Pretrained::File(path) if path.is_file() => Ok(vec![path.clone()]),
             Pretrained::File(path) => Err(TrainError::Weights(format!(
                 "{} does not exist",
                 path.display()
             ))),
-            Pretrained::Imagenet => {
-                let (name, hint) = self.architecture.imagenet_checkpoint();
-                self.find_weights(&[&imported_name(name), name], hint)
-            }
-            Pretrained::CtAstra => self.find_weights(&CT_ASTRA_FILES, CT_ASTRA_HINT),
+            Pretrained::Imagenet => self
+                .architecture
+                .components()
+                .into_iter()
+                .map(imagenet)
+                .collect(),
+            Pretrained::CtAstra => self
+                .architecture
+                .components()
+                .into_iter()
+                .map(|component| {
+                    if component.is_resnet152() {
+                        self.find_weights(&CT_ASTRA_FILES, CT_ASTRA_HINT)
+                    } else {
+                        imagenet(component)
+                    }
+                })
+                .collect(),
         }
     }
 
     /// The first of `names` present in the weights folder; an error with `hint` otherwise.
-    fn find_weights(&self, names: &[&str], hint: &str) -> Result<Option<PathBuf>, TrainError> {
+    fn find_weights(&self, names: &[&str], hint: &str) -> Result<PathBuf, TrainError> {
         let dir = &self.weights_dir;
         names
             .iter()
             .map(|name| dir.join(name))
             .find(|path| path.is_file())
-            .map(Some)
             .ok_or_else(|| {
                 TrainError::Weights(format!(
                     "{} not found in {}: {hint} (or use --weights-dir, --pretrained FILE or \
@@ -246,14 +264,15 @@ impl TrainConfig {
 
     /// The preprocessing of this configuration: its size and resize mode, and the intensity
     /// and orientation convention of its initial weights (the architecture's ImageNet
-    /// normalisation, or the CT encoder's).
+    /// normalisation, or the CT encoder's, which the pair of backbones always takes).
     pub fn preprocess(&self) -> PreprocessConfig {
-        let (mean, std, orientation) = match self.pretrained {
-            Pretrained::CtAstra => (0.0, 1.0, Orientation::Ras),
-            _ => {
-                let (mean, std) = self.architecture.imagenet_normalisation();
-                (mean, std, Orientation::Display)
-            }
+        let ct_convention = self.pretrained == Pretrained::CtAstra
+            || self.architecture == Architecture::Resnet152C4Lite0;
+        let (mean, std, orientation) = if ct_convention {
+            (0.0, 1.0, Orientation::Ras)
+        } else {
+            let (mean, std) = self.architecture.imagenet_normalisation();
+            (mean, std, Orientation::Display)
         };
         PreprocessConfig {
             size: self.image_size,
@@ -265,25 +284,42 @@ impl TrainConfig {
     }
 
     /// Where the initial weights came from, for the package and the model card: source, file,
-    /// SHA-256 of the file and, where known, the licence. `None` for a random initialisation.
+    /// SHA-256 of the file and, where known, the licence; one such object for one file, a list
+    /// of them (each naming its backbone) for the pair. `None` for a random initialisation.
     pub fn pretrained_provenance(&self) -> Result<Option<serde_json::Value>, TrainError> {
-        let Some(file) = self.pretrained_file()? else {
-            return Ok(None);
-        };
-        let sha256 =
-            covidct_weights::sha256_file(&file).map_err(|e| TrainError::Weights(e.to_string()))?;
-        // By source: the imported (safetensors) copy of a known file has another SHA-256.
-        let licence = match self.pretrained {
-            Pretrained::CtAstra => Some(covidct_weights::ct_astra::LICENCE),
-            Pretrained::Imagenet => Some(self.architecture.imagenet_licence()),
-            Pretrained::File(_) | Pretrained::None => covidct_weights::known_licence(&sha256),
-        };
-        Ok(Some(serde_json::json!({
-            "source": self.pretrained.to_string(),
-            "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "sha256": sha256,
-            "licence": licence,
-        })))
+        let files = self.pretrained_files()?;
+        let components = self.architecture.components();
+        let mut described = Vec::with_capacity(files.len());
+        // Files name their backbones unless one file holds the whole pair.
+        let per_backbone = files.len() == components.len();
+        for (i, file) in files.iter().enumerate() {
+            let sha256 = covidct_weights::sha256_file(file)
+                .map_err(|e| TrainError::Weights(e.to_string()))?;
+            let component = components.get(i).copied().filter(|_| per_backbone);
+            // By source: the imported (safetensors) copy of a known file has another SHA-256.
+            let licence = match (&self.pretrained, component) {
+                (Pretrained::CtAstra, Some(c)) if c.is_resnet152() => {
+                    Some(covidct_weights::ct_astra::LICENCE)
+                }
+                (Pretrained::CtAstra | Pretrained::Imagenet, Some(c)) => Some(c.imagenet_licence()),
+                _ => covidct_weights::known_licence(&sha256),
+            };
+            let mut entry = serde_json::json!({
+                "source": self.pretrained.to_string(),
+                "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "sha256": sha256,
+                "licence": licence,
+            });
+            if let Some(component) = component.filter(|_| files.len() > 1) {
+                entry["backbone"] = component.name().into();
+            }
+            described.push(entry);
+        }
+        Ok(match described.len() {
+            0 => None,
+            1 => described.pop(),
+            _ => Some(serde_json::Value::Array(described)),
+        })
     }
 
     /// Checks every value, naming the first field at fault.
@@ -336,7 +372,17 @@ impl TrainConfig {
         if self.pretrained == Pretrained::CtAstra && !self.architecture.is_resnet152() {
             return bad(
                 "architecture",
-                "must be resnet152, resnet152-c4 or resnet152-c3c4 for --pretrained ct-astra",
+                "must be resnet152, resnet152-c4, resnet152-c3c4 or resnet152-c4-lite0 for \
+                 --pretrained ct-astra",
+            );
+        }
+        if self.pretrained == Pretrained::Imagenet
+            && self.architecture == Architecture::Resnet152C4Lite0
+        {
+            return bad(
+                "pretrained",
+                "resnet152-c4-lite0 pairs the CT encoder with ImageNet EfficientNet-Lite0: use \
+                 ct-astra (or none, or a file of the whole pair)",
             );
         }
         Ok(())
@@ -382,6 +428,7 @@ mod tests {
             Architecture::Resnet152,
             Architecture::Resnet152C4,
             Architecture::Resnet152C3C4,
+            Architecture::Resnet152C4Lite0,
         ] {
             let ct = TrainConfig {
                 architecture,
@@ -410,7 +457,7 @@ mod tests {
             weights_dir: dir.path().to_path_buf(),
             ..TrainConfig::default()
         };
-        let message = config.pretrained_file().expect_err("absent").to_string();
+        let message = config.pretrained_files().expect_err("absent").to_string();
         assert!(
             message.contains("astra_encoder.safetensors or astra_encoder.pt"),
             "{message}"
@@ -418,8 +465,8 @@ mod tests {
         assert!(message.contains("scripts/fetch-weights.sh"), "{message}");
         std::fs::write(dir.path().join("astra_encoder.pt"), b"joined shards").expect("write");
         assert_eq!(
-            config.pretrained_file().expect("found"),
-            Some(dir.path().join("astra_encoder.pt"))
+            config.pretrained_files().expect("found"),
+            vec![dir.path().join("astra_encoder.pt")]
         );
         let provenance = config.pretrained_provenance().expect("hash").expect("some");
         assert_eq!(provenance["source"], "ct-astra");
@@ -428,5 +475,51 @@ mod tests {
             provenance["sha256"],
             covidct_weights::sha256_file(dir.path().join("astra_encoder.pt")).expect("sha")
         );
+    }
+
+    #[test]
+    fn the_pair_takes_the_ct_encoder_and_lite0s_imagenet_file_and_records_both() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = TrainConfig {
+            architecture: Architecture::Resnet152C4Lite0,
+            pretrained: Pretrained::CtAstra,
+            weights_dir: dir.path().to_path_buf(),
+            ..TrainConfig::default()
+        };
+        std::fs::write(dir.path().join("astra_encoder.safetensors"), b"ct").expect("write");
+        let message = config.pretrained_files().expect_err("no Lite0").to_string();
+        assert!(message.contains("efficientnet-lite0-57934424"), "{message}");
+        let lite = dir.path().join("efficientnet-lite0-57934424.safetensors");
+        std::fs::write(&lite, b"lite").expect("write");
+        assert_eq!(
+            config.pretrained_files().expect("found"),
+            vec![dir.path().join("astra_encoder.safetensors"), lite]
+        );
+        let provenance = config.pretrained_provenance().expect("hash").expect("some");
+        let backbones = provenance.as_array().expect("one entry per backbone");
+        assert_eq!(backbones[0]["backbone"], "resnet152-c4");
+        assert_eq!(backbones[0]["licence"], covidct_weights::ct_astra::LICENCE);
+        assert_eq!(backbones[1]["backbone"], "efficientnet-lite0");
+        assert_eq!(
+            backbones[1]["licence"],
+            covidct_weights::efficientnet_lite0::LICENCE
+        );
+        let imagenet = TrainConfig {
+            pretrained: Pretrained::Imagenet,
+            ..config.clone()
+        };
+        assert!(matches!(
+            imagenet.validate(),
+            Err(TrainError::Config {
+                field: "pretrained",
+                ..
+            })
+        ));
+        // Random initialisation keeps the pair's input convention (its Lite0 branch turns it).
+        let random = TrainConfig {
+            pretrained: Pretrained::None,
+            ..config
+        };
+        assert_eq!(random.preprocess().orientation, Orientation::Ras);
     }
 }

@@ -238,8 +238,6 @@ fn spread_table(card: &mut String, unit: &str, spreads: &[FoldSpread]) {
     card.push('\n');
 }
 
-/// The initial weights as the package records them (`training.pretrained`): source, file,
-/// SHA-256 and licence; "random initialisation" when there were none.
 /// What the temperature, threshold and patient rule were fitted on, from the training
 /// configuration recorded in the package.
 fn calibration_data(meta: &PackageMetadata) -> String {
@@ -257,18 +255,34 @@ fn calibration_data(meta: &PackageMetadata) -> String {
     }
 }
 
+/// The initial weights as the package records them (`training.pretrained`): source, file,
+/// SHA-256 and licence (of each backbone, for a pair); "random initialisation" when there were
+/// none.
 fn initial_weights(pretrained: Option<&serde_json::Value>) -> String {
     let pretrained = match pretrained {
         None => return "not recorded (package written before covidct recorded them)".to_owned(),
         Some(serde_json::Value::Null) => return "random initialisation".to_owned(),
         Some(value) => value,
     };
-    let field = |name: &str| pretrained[name].as_str().unwrap_or("unknown");
-    format!(
-        "`{}` from `{}` (SHA-256 `{}`), licence: {}",
-        field("source"),
-        field("file"),
-        field("sha256"),
-        field("licence")
-    )
+    let describe = |weights: &serde_json::Value| {
+        let field = |name: &str| weights[name].as_str().unwrap_or("unknown");
+        let backbone = weights["backbone"]
+            .as_str()
+            .map_or_else(String::new, |name| format!("{name}: "));
+        format!(
+            "{backbone}`{}` from `{}` (SHA-256 `{}`), licence: {}",
+            field("source"),
+            field("file"),
+            field("sha256"),
+            field("licence")
+        )
+    };
+    match pretrained.as_array() {
+        Some(backbones) => backbones
+            .iter()
+            .map(describe)
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => describe(pretrained),
+    }
 }

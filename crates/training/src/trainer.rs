@@ -190,18 +190,17 @@ impl<'a> Trainer<'a> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(FEATURE_FORMAT.as_bytes());
         hasher.update(self.config.architecture.name().as_bytes());
-        match self.config.pretrained_file()? {
-            Some(file) => {
-                let bytes = std::fs::read(&file).map_err(|source| TrainError::Io {
-                    path: file.clone(),
-                    source,
-                })?;
-                hasher.update(&bytes);
-            }
-            None => {
-                hasher.update(b"random");
-                hasher.update(&self.config.seed.to_le_bytes());
-            }
+        let files = self.config.pretrained_files()?;
+        for file in &files {
+            let bytes = std::fs::read(file).map_err(|source| TrainError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            hasher.update(&bytes);
+        }
+        if files.is_empty() {
+            hasher.update(b"random");
+            hasher.update(&self.config.seed.to_le_bytes());
         }
         Ok(format!(
             "{}-{}",
@@ -234,16 +233,30 @@ impl<'a> Trainer<'a> {
         let classes = self.data.class_names.len();
         let arch = self.config.architecture;
         device.seed(self.config.seed);
-        let Some(file) = self.config.pretrained_file()? else {
+        let files = self.config.pretrained_files()?;
+        if files.is_empty() {
             return Ok(Network::new(arch, 1, classes, device)?.materialized()?);
-        };
-        let mut checkpoint = covidct_weights::load_checkpoint(&file)
-            .map_err(|e| TrainError::Weights(e.to_string()))?;
-        // An inflated-3D encoder becomes its 2D twin (a no-op for 2D checkpoints).
-        covidct_weights::collapse_depth(&mut checkpoint);
-        let network = Network::from_pretrained(arch, &checkpoint, classes, device)
-            .or_else(|_| Network::new(arch, 1, classes, device)?.load_pretrained(&checkpoint))
-            .map_err(|e| TrainError::Weights(format!("{}: {e}", file.display())))?;
+        }
+        let checkpoints = files
+            .iter()
+            .map(|file| {
+                let mut checkpoint = covidct_weights::load_checkpoint(file)
+                    .map_err(|e| TrainError::Weights(e.to_string()))?;
+                // An inflated-3D encoder becomes its 2D twin (a no-op for 2D checkpoints).
+                covidct_weights::collapse_depth(&mut checkpoint);
+                Ok(checkpoint)
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        let network = Network::from_pretrained(arch, &checkpoints, classes, device)
+            .or_else(|e| match &checkpoints[..] {
+                // One file may also hold the whole 1-channel network (a package's weights).
+                [whole] => Network::new(arch, 1, classes, device)?.load_pretrained(whole),
+                _ => Err(e),
+            })
+            .map_err(|e| {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                TrainError::Weights(format!("{}: {e}", names.join(" + ")))
+            })?;
         Ok(network.materialized()?)
     }
 

@@ -66,7 +66,7 @@ impl TrainRequest {
     /// weights, and that `out` holds a checkpoint exactly when resuming.
     pub fn check(&self) -> Result<(), TrainError> {
         self.settings.validate()?;
-        self.settings.pretrained_file()?;
+        self.settings.pretrained_files()?;
         let refuse = |reason: &str| TrainError::Request {
             what: self.out.display().to_string(),
             reason: reason.to_owned(),
