@@ -296,16 +296,20 @@ impl TrainConfig {
             let sha256 = covidct_weights::sha256_file(file)
                 .map_err(|e| TrainError::Weights(e.to_string()))?;
             let component = components.get(i).copied().filter(|_| per_backbone);
-            // By source: the imported (safetensors) copy of a known file has another SHA-256.
-            let licence = match (&self.pretrained, component) {
-                (Pretrained::CtAstra, Some(c)) if c.is_resnet152() => {
-                    Some(covidct_weights::ct_astra::LICENCE)
+            // By source (`ct-astra` gives the pair's Lite0 its ImageNet file): the imported
+            // (safetensors) copy of a known file has another SHA-256.
+            let (source, licence) = match (&self.pretrained, component) {
+                (Pretrained::CtAstra, Some(c)) if c.is_resnet152() => (
+                    Pretrained::CtAstra,
+                    Some(covidct_weights::ct_astra::LICENCE),
+                ),
+                (Pretrained::CtAstra | Pretrained::Imagenet, Some(c)) => {
+                    (Pretrained::Imagenet, Some(c.imagenet_licence()))
                 }
-                (Pretrained::CtAstra | Pretrained::Imagenet, Some(c)) => Some(c.imagenet_licence()),
-                _ => covidct_weights::known_licence(&sha256),
+                (other, _) => (other.clone(), covidct_weights::known_licence(&sha256)),
             };
             let mut entry = serde_json::json!({
-                "source": self.pretrained.to_string(),
+                "source": source.to_string(),
                 "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
                 "sha256": sha256,
                 "licence": licence,
@@ -499,7 +503,9 @@ mod tests {
         let backbones = provenance.as_array().expect("one entry per backbone");
         assert_eq!(backbones[0]["backbone"], "resnet152-c4");
         assert_eq!(backbones[0]["licence"], covidct_weights::ct_astra::LICENCE);
+        assert_eq!(backbones[0]["source"], "ct-astra");
         assert_eq!(backbones[1]["backbone"], "efficientnet-lite0");
+        assert_eq!(backbones[1]["source"], "imagenet");
         assert_eq!(
             backbones[1]["licence"],
             covidct_weights::efficientnet_lite0::LICENCE
