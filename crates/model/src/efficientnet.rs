@@ -208,11 +208,9 @@ impl EfficientNetLite {
     /// Freezes all backbone units but the last `trainable` ones (0 or more than there are:
     /// nothing frozen); the classifier always trains.
     pub fn freeze_early(mut self, trainable: usize) -> Self {
-        let units = self.backbone_units();
-        if trainable == 0 || trainable >= units {
+        let Some(frozen) = layers::frozen_units(self.backbone_units(), trainable) else {
             return self;
-        }
-        let frozen = units - trainable;
+        };
         self.conv_stem = self.conv_stem.freeze();
         self.bn0 = self.bn0.freeze();
         let blocks = std::mem::take(&mut self.blocks);

@@ -50,3 +50,9 @@ pub(crate) fn norm<const D: usize>(slot: &Option<BatchNorm>, x: Tensor<D>) -> Te
 pub(crate) fn head(d_input: usize, num_classes: usize, device: &Device) -> Linear {
     LinearConfig::new(d_input, num_classes).init(device)
 }
+
+/// How many of a backbone's `units` [`freeze_early`](crate::Network::freeze_early) freezes to
+/// leave the last `trainable` ones training: `None` (nothing frozen) for 0 or at least `units`.
+pub(crate) fn frozen_units(units: usize, trainable: usize) -> Option<usize> {
+    (trainable != 0 && trainable < units).then(|| units - trainable)
+}

@@ -64,13 +64,13 @@ impl BackbonePair {
         num_classes: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
+        crate::config::check_num_classes(num_classes)?;
         let ct = ResNet::new(&c4_config(3), device)?
             .load_backbone(ct)?
             .into_grey()?;
         let lite = EfficientNetLite::new(&EfficientNetLiteConfig::default(), device)?
             .load_backbone(lite)?
             .into_grey()?;
-        crate::config::check_num_classes(num_classes)?;
         Ok(Self::from_branches(ct, lite, num_classes, device))
     }
 

@@ -247,11 +247,9 @@ impl ResNet {
     /// Freezes all backbone units but the last `trainable` ones (0 or more than there are:
     /// nothing frozen); the classifier always trains.
     pub fn freeze_early(mut self, trainable: usize) -> Self {
-        let units = self.backbone_units();
-        if trainable == 0 || trainable >= units {
+        let Some(frozen) = layers::frozen_units(self.backbone_units(), trainable) else {
             return self;
-        }
-        let frozen = units - trainable;
+        };
         self.conv1 = self.conv1.freeze();
         self.bn1 = self.bn1.freeze();
         let mut stages = [

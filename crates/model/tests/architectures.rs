@@ -234,16 +234,9 @@ fn frozen_units_get_no_gradients() {
         let model = Network::new(Architecture::Resnet18, 1, 2, &autodiff)
             .expect("resnet18")
             .freeze_early(1);
-        let trainable = model
-            .export()
-            .expect("export")
-            .names()
-            .filter(|n| n.starts_with("layer4.") || n.starts_with("fc."))
-            .filter(|n| !n.contains("running_") && !n.contains("num_batches_tracked"))
-            .count();
-        let loss = model.forward(input(1, 32, &autodiff)).sum();
-        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
-        assert_eq!(grads.len(), trainable, "{device:?}");
+        let (gradients, trainable) =
+            gradients_and_learnable(&model, &autodiff, &["layer4.", "fc."]);
+        assert_eq!(gradients, trainable, "{device:?}");
     }
 }
 
@@ -511,20 +504,27 @@ fn the_pair_freezes_each_branch_below_its_top_units() {
     let model = Network::new(Architecture::Resnet152C4Lite0, 1, 2, &autodiff)
         .expect("pair")
         .freeze_early(1);
-    let trainable = model
+    let (gradients, trainable) = gradients_and_learnable(
+        &model,
+        &autodiff,
+        &["ct.layer3.", "lite._conv_head.", "lite._bn1.", "fc."],
+    );
+    assert_eq!(gradients, trainable);
+}
+
+/// After one backward pass of `model` (on the autodiff `device`): how many parameters got a
+/// gradient, and how many learnable state-dict entries lie under `prefixes`.
+fn gradients_and_learnable(model: &Network, device: &Device, prefixes: &[&str]) -> (usize, usize) {
+    let learnable = model
         .export()
         .expect("export")
         .names()
-        .filter(|n| {
-            ["ct.layer3.", "lite._conv_head.", "lite._bn1.", "fc."]
-                .iter()
-                .any(|p| n.starts_with(p))
-        })
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
         .filter(|n| !n.contains("running_") && !n.contains("num_batches_tracked"))
         .count();
-    let loss = model.forward(input(1, 32, &autodiff)).sum();
-    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
-    assert_eq!(grads.len(), trainable);
+    let loss = model.forward(input(1, 32, device)).sum();
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), model);
+    (grads.len(), learnable)
 }
 
 #[test]
